@@ -1,0 +1,4 @@
+//! Cross-cutting pieces: secrets, logging setup.
+
+pub mod logging;
+pub mod secret;

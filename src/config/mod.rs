@@ -1,0 +1,327 @@
+//! The configuration file: TOML in, a typed and validated [`Config`] out.
+//! Nothing else in roomcast reads TOML. `config/roomcast.example.toml` documents every
+//! field; keep the two in step.
+
+mod error;
+mod locate;
+mod types;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Problem};
+pub use types::*;
+
+/// Where `roomcast` looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/roomcast/roomcast.toml";
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| locate::line_column(text, span.start))
+                .unwrap_or((1, 1));
+            let key = e.span().and_then(|span| locate::key_at(text, span.start));
+            ConfigError::Parse {
+                path: origin.to_owned(),
+                line,
+                column,
+                key,
+                message: e.message().trim_end().to_owned(),
+            }
+        })?;
+        let mut problems = config.validate();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        for problem in &mut problems {
+            problem.line = locate::line_of_key(text, &problem.field);
+        }
+        Err(ConfigError::Invalid {
+            path: origin.to_owned(),
+            problems,
+        })
+    }
+
+    /// Rules that span fields or need more than a type to check.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, field: &str, message: String| {
+            if !ok {
+                problems.push(Problem::new(field, message));
+            }
+        };
+
+        let id = &self.device_id;
+        check(
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "device_id",
+            format!(
+                "{id:?} is not allowed: use 1 to 64 ASCII letters, digits, '-' or '_' (it is part of MQTT topics)"
+            ),
+        );
+        check(
+            self.state_dir.is_absolute(),
+            "state_dir",
+            format!("{} must be an absolute path", self.state_dir.display()),
+        );
+        check(
+            (1..=MAX_ROOMS_LIMIT).contains(&self.rooms.max_rooms),
+            "rooms.max_rooms",
+            format!(
+                "{} is out of range: allowed 1 to {MAX_ROOMS_LIMIT}",
+                self.rooms.max_rooms
+            ),
+        );
+
+        for (name, source) in self.sources.iter() {
+            let field = |f: &str| format!("sources.{name}.{f}");
+            check(
+                (160..=3840).contains(&source.width) && source.width % 2 == 0,
+                &field("width"),
+                format!(
+                    "{} is not allowed: an even number from 160 to 3840",
+                    source.width
+                ),
+            );
+            check(
+                (120..=2160).contains(&source.height) && source.height % 2 == 0,
+                &field("height"),
+                format!(
+                    "{} is not allowed: an even number from 120 to 2160",
+                    source.height
+                ),
+            );
+            check(
+                (1..=60).contains(&source.framerate),
+                &field("framerate"),
+                format!(
+                    "{} is out of range: allowed 1 to 60 frames per second",
+                    source.framerate
+                ),
+            );
+        }
+
+        let enc = &self.encoder;
+        check(
+            (100..=20_000).contains(&enc.bitrate_kbps),
+            "encoder.bitrate_kbps",
+            format!(
+                "{} is out of range: allowed 100 to 20000 kbit/s",
+                enc.bitrate_kbps
+            ),
+        );
+        check(
+            (1..=30).contains(&enc.keyframe_interval_s),
+            "encoder.keyframe_interval_s",
+            format!(
+                "{} is out of range: allowed 1 to 30 seconds",
+                enc.keyframe_interval_s
+            ),
+        );
+        check(
+            (6..=510).contains(&enc.audio_bitrate_kbps),
+            "encoder.audio_bitrate_kbps",
+            format!(
+                "{} is out of range: Opus allows 6 to 510 kbit/s",
+                enc.audio_bitrate_kbps
+            ),
+        );
+
+        let mqtt = &self.mqtt;
+        let prefix = &mqtt.topic_prefix;
+        check(
+            !prefix.is_empty()
+                && !prefix.starts_with('/')
+                && !prefix.ends_with('/')
+                && !prefix.contains("//")
+                && !prefix.contains(['+', '#', '\0']),
+            "mqtt.topic_prefix",
+            format!(
+                "{prefix:?} is not allowed: one or more topic levels separated by '/', without '+', '#' or empty levels"
+            ),
+        );
+        if let Some(client_id) = &mqtt.client_id {
+            check(
+                !client_id.is_empty() && client_id.len() <= 64,
+                "mqtt.client_id",
+                "must be 1 to 64 bytes".to_owned(),
+            );
+        }
+        check(
+            mqtt.keepalive_s >= 5,
+            "mqtt.keepalive_s",
+            format!(
+                "{} is too short: allowed 5 to 65535 seconds",
+                mqtt.keepalive_s
+            ),
+        );
+        let tls = mqtt.url.is_tls();
+        check(
+            mqtt.client_cert.is_some() == mqtt.client_key.is_some(),
+            "mqtt.client_cert",
+            "client_cert and client_key go together: set both or neither".to_owned(),
+        );
+        check(
+            tls || (mqtt.ca_file.is_none() && mqtt.client_cert.is_none()),
+            "mqtt.url",
+            "TLS files are set but the URL is not mqtts://: use mqtts:// (roomcast never falls back to plaintext)".to_owned(),
+        );
+        check(
+            !tls || mqtt.ca_file.is_some(),
+            "mqtt.ca_file",
+            "an mqtts:// broker needs ca_file, the CA certificate (PEM) that signed the broker's certificate".to_owned(),
+        );
+        for (field, file) in [
+            ("mqtt.ca_file", &mqtt.ca_file),
+            ("mqtt.client_cert", &mqtt.client_cert),
+            ("mqtt.client_key", &mqtt.client_key),
+        ] {
+            if let Some(file) = file {
+                check(
+                    file.is_file(),
+                    field,
+                    format!("{} does not exist or is not a file", file.display()),
+                );
+            }
+        }
+        check(
+            mqtt.username.is_some() || mqtt.password.is_none(),
+            "mqtt.password",
+            "a password needs a username".to_owned(),
+        );
+
+        let janus = &self.janus;
+        check(
+            (100..=60_000).contains(&janus.request_timeout_ms),
+            "janus.request_timeout_ms",
+            format!(
+                "{} is out of range: allowed 100 to 60000 ms",
+                janus.request_timeout_ms
+            ),
+        );
+        check(
+            (1..=50).contains(&janus.keepalive_interval_s),
+            "janus.keepalive_interval_s",
+            format!(
+                "{} is out of range: allowed 1 to 50 s (it must stay well inside Janus's session_timeout, 60 s by default)",
+                janus.keepalive_interval_s
+            ),
+        );
+        check(
+            (5..=86_400).contains(&janus.reconnect_window_s),
+            "janus.reconnect_window_s",
+            format!(
+                "{} is out of range: allowed 5 to 86400 s",
+                janus.reconnect_window_s
+            ),
+        );
+        check(
+            (1..=100).contains(&janus.room.publishers),
+            "janus.room.publishers",
+            format!(
+                "{} is out of range: allowed 1 to 100",
+                janus.room.publishers
+            ),
+        );
+        check(
+            (100..=50_000).contains(&janus.room.bitrate_kbps),
+            "janus.room.bitrate_kbps",
+            format!(
+                "{} is out of range: allowed 100 to 50000 kbit/s",
+                janus.room.bitrate_kbps
+            ),
+        );
+        problems
+    }
+
+    /// Things that are valid but probably not what the operator wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.rooms.mode == crate::engine::RoomMode::Multi && !self.rooms.multi_room_enabled {
+            warnings.push(
+                "rooms.mode = \"multi\" but rooms.multi_room_enabled = false: every login will fail with 1002036".to_owned(),
+            );
+        }
+        if self.janus.url.is_plaintext_remote() {
+            warnings.push(format!(
+                "janus.url {} is unencrypted and not on this machine; consider wss://",
+                self.janus.url
+            ));
+        }
+        warnings
+    }
+
+    /// A one-line description for `check-config` and the startup log. No secrets.
+    pub fn summary(&self) -> String {
+        let rooms = match self.rooms.mode {
+            crate::engine::RoomMode::Single => "single-room mode".to_owned(),
+            crate::engine::RoomMode::Multi => format!(
+                "multi-room mode (up to {} rooms, {})",
+                self.rooms.max_rooms,
+                if self.rooms.multi_room_enabled {
+                    "enabled"
+                } else {
+                    "NOT enabled"
+                }
+            ),
+        };
+        let sources: Vec<String> = self
+            .sources
+            .iter()
+            .map(|(name, s)| {
+                format!(
+                    "{name} {} {}x{}@{} + audio {}",
+                    s.video, s.width, s.height, s.framerate, s.audio
+                )
+            })
+            .collect();
+        format!(
+            "device {} as user {}, {rooms}, sources [{}], encoder {} at {} kbit/s, MQTT {} (topics {}/{}/…), Janus {}",
+            self.device_id,
+            self.identity.user_id,
+            sources.join("; "),
+            self.encoder.preference,
+            self.encoder.bitrate_kbps,
+            self.mqtt.url,
+            self.mqtt.topic_prefix,
+            self.device_id,
+            self.janus.url,
+        )
+    }
+
+    /// The engine's rules, from the `[rooms]` and `[janus]` sections.
+    pub fn engine_settings(&self) -> crate::engine::EngineSettings {
+        crate::engine::EngineSettings {
+            mode: self.rooms.mode,
+            max_rooms: self.rooms.max_rooms,
+            multi_room_enabled: self.rooms.multi_room_enabled,
+            reconnect: crate::engine::ReconnectPolicy {
+                window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The persisted state file inside `state_dir`.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+}
+
+#[cfg(test)]
+mod tests;

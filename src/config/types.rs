@@ -1,0 +1,490 @@
+//! The shape of the config file. Every section denies unknown fields, so a typo is an
+//! error that names the field, never a silently ignored setting.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::base::secret::Secret;
+use crate::engine::{RoomMode, User};
+
+/// The most rooms `rooms.max_rooms` may allow.
+pub const MAX_ROOMS_LIMIT: usize = 32;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This box's id: part of every MQTT topic, so letters, digits, `-` and `_`.
+    pub device_id: String,
+    /// Where the desired state (rooms, streams) survives restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The identity this box logs in to rooms with.
+    pub identity: User,
+    #[serde(default)]
+    pub rooms: RoomsConfig,
+    pub sources: SourcesConfig,
+    #[serde(default)]
+    pub encoder: EncoderConfig,
+    #[serde(default)]
+    pub player: PlayerSettings,
+    pub mqtt: MqttConfig,
+    pub janus: JanusConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/roomcast")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Fixed for the life of the process; `set_room_mode` cannot change it (1001020).
+    #[serde(default)]
+    pub mode: RoomMode,
+    #[serde(default = "default_max_rooms")]
+    pub max_rooms: usize,
+    /// The deployment's switch for multi-room mode: when false, logins in multi mode fail
+    /// with 1002036.
+    #[serde(default)]
+    pub multi_room_enabled: bool,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            mode: RoomMode::Single,
+            max_rooms: default_max_rooms(),
+            multi_room_enabled: false,
+        }
+    }
+}
+
+fn default_max_rooms() -> usize {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub main: SourceConfig,
+    pub aux: Option<SourceConfig>,
+}
+
+impl SourcesConfig {
+    /// The configured sources with their channel names.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &SourceConfig)> {
+        std::iter::once(("main", &self.main)).chain(self.aux.as_ref().map(|aux| ("aux", aux)))
+    }
+
+    pub fn get(&self, channel: crate::engine::Channel) -> Option<&SourceConfig> {
+        match channel {
+            crate::engine::Channel::Main => Some(&self.main),
+            crate::engine::Channel::Aux => self.aux.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub video: VideoInput,
+    #[serde(default = "default_width")]
+    pub width: u32,
+    #[serde(default = "default_height")]
+    pub height: u32,
+    #[serde(default = "default_framerate")]
+    pub framerate: u32,
+    #[serde(default = "default_audio")]
+    pub audio: AudioInput,
+}
+
+fn default_width() -> u32 {
+    1280
+}
+fn default_height() -> u32 {
+    720
+}
+fn default_framerate() -> u32 {
+    30
+}
+fn default_audio() -> AudioInput {
+    AudioInput::None
+}
+
+/// Where a channel's video comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoInput {
+    /// A moving test pattern carrying a BLK1 capture timestamp.
+    Test,
+    /// A V4L2 capture device, e.g. `/dev/video0`.
+    V4l2(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for VideoInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.as_str() {
+            "test" => Ok(VideoInput::Test),
+            path if path.starts_with("/dev/") && path.len() > 5 => {
+                Ok(VideoInput::V4l2(PathBuf::from(path)))
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not a video input: use \"test\" or a V4L2 device path such as \"/dev/video0\" (see `roomcast devices`)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for VideoInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VideoInput::Test => f.write_str("test"),
+            VideoInput::V4l2(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Where a channel's audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    /// A test tone.
+    Test,
+    /// No audio track.
+    None,
+    /// An ALSA capture device name, e.g. `default`, `hw:1,0`, `plughw:CARD=C920`.
+    Alsa(String),
+}
+
+impl<'de> Deserialize<'de> for AudioInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        match raw.as_str() {
+            "test" => Ok(AudioInput::Test),
+            "none" => Ok(AudioInput::None),
+            name if !name.is_empty()
+                && name.len() <= 128
+                && !name
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '!') =>
+            {
+                Ok(AudioInput::Alsa(name.to_owned()))
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not an audio input: use \"test\", \"none\" or an ALSA device name such as \"default\" or \"hw:1,0\" (see `roomcast devices`)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for AudioInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AudioInput::Test => f.write_str("test"),
+            AudioInput::None => f.write_str("none"),
+            AudioInput::Alsa(name) => write!(f, "alsa:{name}"),
+        }
+    }
+}
+
+/// Which H.264 encoder to use; `auto` probes hardware encoders first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderPreference {
+    #[default]
+    Auto,
+    V4l2h264enc,
+    Nvv4l2h264enc,
+    Mpph264enc,
+    Vah264enc,
+    Vaapih264enc,
+    X264enc,
+    Openh264enc,
+}
+
+impl EncoderPreference {
+    /// The GStreamer element name, or `None` for `auto`.
+    pub fn element(self) -> Option<&'static str> {
+        Some(match self {
+            EncoderPreference::Auto => return None,
+            EncoderPreference::V4l2h264enc => "v4l2h264enc",
+            EncoderPreference::Nvv4l2h264enc => "nvv4l2h264enc",
+            EncoderPreference::Mpph264enc => "mpph264enc",
+            EncoderPreference::Vah264enc => "vah264enc",
+            EncoderPreference::Vaapih264enc => "vaapih264enc",
+            EncoderPreference::X264enc => "x264enc",
+            EncoderPreference::Openh264enc => "openh264enc",
+        })
+    }
+}
+
+impl fmt::Display for EncoderPreference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.element().unwrap_or("auto"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    #[serde(default)]
+    pub preference: EncoderPreference,
+    #[serde(default = "default_bitrate")]
+    pub bitrate_kbps: u32,
+    #[serde(default = "default_keyframe_interval")]
+    pub keyframe_interval_s: u32,
+    #[serde(default = "default_audio_bitrate")]
+    pub audio_bitrate_kbps: u32,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            preference: EncoderPreference::Auto,
+            bitrate_kbps: default_bitrate(),
+            keyframe_interval_s: default_keyframe_interval(),
+            audio_bitrate_kbps: default_audio_bitrate(),
+        }
+    }
+}
+
+fn default_bitrate() -> u32 {
+    2000
+}
+fn default_keyframe_interval() -> u32 {
+    2
+}
+fn default_audio_bitrate() -> u32 {
+    32
+}
+
+/// How played streams are rendered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayerSettings {
+    /// Jitter-buffer latency of played streams, in milliseconds.
+    #[serde(default = "default_player_latency")]
+    pub latency_ms: u32,
+    /// ALSA playback device for `speaker` and `display` outputs.
+    #[serde(default = "default_playback_device")]
+    pub audio_device: String,
+}
+
+impl Default for PlayerSettings {
+    fn default() -> Self {
+        Self {
+            latency_ms: default_player_latency(),
+            audio_device: default_playback_device(),
+        }
+    }
+}
+
+fn default_player_latency() -> u32 {
+    100
+}
+fn default_playback_device() -> String {
+    "default".to_owned()
+}
+
+/// A broker address: `mqtt://host:port` or `mqtts://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl MqttUrl {
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+        let tls = match url.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => {
+                return Err(format!(
+                    "scheme {other:?} is not allowed: use mqtt://host:port or mqtts://host:port"
+                ));
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{raw:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if url.path() != "" && url.path() != "/" {
+            return Err(format!(
+                "{raw:?} has a path; a broker URL is just mqtt(s)://host:port"
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "put credentials in mqtt.username / mqtt.password, not in the URL".to_owned(),
+            );
+        }
+        let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+        Ok(Self { tls, host, port })
+    }
+}
+
+impl<'de> Deserialize<'de> for MqttUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        MqttUrl::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for MqttUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub url: MqttUrl,
+    /// Defaults to `roomcast-{device_id}`.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// CA certificate (PEM) for an mqtts:// broker.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require them.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default = "default_mqtt_keepalive")]
+    pub keepalive_s: u16,
+}
+
+fn default_topic_prefix() -> String {
+    "roomcast".to_owned()
+}
+fn default_mqtt_keepalive() -> u16 {
+    30
+}
+
+/// A Janus WebSocket address: `ws://host:port/path` or `wss://…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JanusUrl(url::Url);
+
+impl JanusUrl {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_plaintext_remote(&self) -> bool {
+        let local = match self.0.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_private(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => true,
+        };
+        self.0.scheme() == "ws" && !local
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(format!(
+                "scheme {:?} is not allowed: Janus is reached over WebSockets, ws://host:8188 or wss://host:8989",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("{raw:?} has no host"));
+        }
+        Ok(Self(url))
+    }
+}
+
+impl<'de> Deserialize<'de> for JanusUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        JanusUrl::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for JanusUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JanusConfig {
+    pub url: JanusUrl,
+    /// Janus's `api_secret`, when the server sets one.
+    pub api_secret: Option<Secret>,
+    /// A Janus stored-auth token, when the server uses token auth.
+    pub token: Option<Secret>,
+    /// Create a room that does not exist yet (otherwise logging in to it fails, 1002903).
+    #[serde(default = "default_true")]
+    pub create_rooms: bool,
+    /// The plugins' `admin_key`, needed to create rooms when the server sets one.
+    pub admin_key: Option<Secret>,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "default_keepalive_interval")]
+    pub keepalive_interval_s: u64,
+    /// Give up reconnecting a room after this long (ReconnectFailed).
+    #[serde(default = "default_reconnect_window")]
+    pub reconnect_window_s: u64,
+    /// Settings of rooms roomcast creates.
+    #[serde(default)]
+    pub room: JanusRoomSettings,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_request_timeout() -> u64 {
+    5000
+}
+fn default_keepalive_interval() -> u64 {
+    25
+}
+fn default_reconnect_window() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JanusRoomSettings {
+    /// Most publishers at once in a created room.
+    #[serde(default = "default_publishers")]
+    pub publishers: u32,
+    /// Bitrate cap Janus announces to each publisher of a created room.
+    #[serde(default = "default_room_bitrate")]
+    pub bitrate_kbps: u32,
+}
+
+impl Default for JanusRoomSettings {
+    fn default() -> Self {
+        Self {
+            publishers: default_publishers(),
+            bitrate_kbps: default_room_bitrate(),
+        }
+    }
+}
+
+fn default_publishers() -> u32 {
+    16
+}
+fn default_room_bitrate() -> u32 {
+    4000
+}
