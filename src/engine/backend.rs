@@ -1,0 +1,202 @@
+//! The two boundaries the engine drives: the rooms backend (the SFU's signalling) and the
+//! media engine (capture, encode, WebRTC peers), joined by [`WebRtcPeer`].
+//!
+//! Ordering contract: calling a [`RoomBackend`] method *registers* the operation; the
+//! returned future only waits for its outcome. Operations on one room are applied in the
+//! order they were registered, so the engine can submit "unpublish s, then publish s" or
+//! "logout r, then login r" from its single task without awaiting in between.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::error::BackendError;
+use super::event::{BroadcastMessage, StreamInfo, UserInfo};
+use super::types::{Channel, PlayOutput, RoomId, StreamId, UpdateType, User, UserId};
+use crate::base::secret::Secret;
+
+/// The outcome of a registered backend operation.
+pub type OpFuture<T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'static>>;
+
+/// A WebRTC peer connection owned by the media engine, negotiated by the rooms backend.
+pub type PeerHandle = Arc<dyn WebRtcPeer>;
+
+/// The SFU side: rooms, presence, messages and the signalling of published and played
+/// streams. Implemented by `rooms::janus`.
+pub trait RoomBackend: Send + Sync + 'static {
+    /// Joins `room` as `user`. If the backend still holds state for `room` (a lost
+    /// connection being re-established), it is replaced. A failed login leaves nothing
+    /// behind.
+    fn login(&self, room: &RoomId, user: &User, token: Option<&Secret>) -> OpFuture<()>;
+
+    /// Leaves `room` and releases everything held for it. Unknown rooms are not an error.
+    fn logout(&self, room: &RoomId) -> OpFuture<()>;
+
+    /// Publishes `peer` into `room` as `stream`; resolves once media flows to the SFU.
+    fn publish(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()>;
+
+    /// Stops publishing `stream` in `room`. Unknown streams are not an error.
+    fn unpublish(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()>;
+
+    /// Subscribes `peer` to `stream` in `room`; resolves once media flows from the SFU.
+    /// Fails with `PLAY_STREAM_NOT_FOUND` when the stream is not published there (yet).
+    fn play(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()>;
+
+    /// Stops playing `stream` from `room`. Unknown streams are not an error.
+    fn stop_playing(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()>;
+
+    /// Sends a broadcast message to everyone in `room`; resolves to its message id.
+    fn send_broadcast_message(&self, room: &RoomId, text: &str) -> OpFuture<u64>;
+
+    /// Sends a custom command to `to` (everyone in the room when empty).
+    fn send_custom_command(&self, room: &RoomId, to: &[UserId], text: &str) -> OpFuture<()>;
+}
+
+/// What a rooms backend reports on its own, through the channel it was built with.
+#[derive(Debug, Clone)]
+pub enum BackendEvent {
+    Users {
+        room: RoomId,
+        update: UpdateType,
+        users: Vec<UserInfo>,
+    },
+    Streams {
+        room: RoomId,
+        update: UpdateType,
+        streams: Vec<StreamInfo>,
+    },
+    BroadcastMessage {
+        room: RoomId,
+        message: BroadcastMessage,
+    },
+    CustomCommand {
+        room: RoomId,
+        from_user: UserInfo,
+        command: String,
+    },
+    /// The room's connection to the SFU broke (session lost, handle failed). The engine
+    /// reports Reconnecting and logs in again with backoff.
+    RoomLost { room: RoomId, reason: String },
+    /// The SFU removed us from the room (kicked, or the room was destroyed).
+    KickedOut { room: RoomId, error: BackendError },
+}
+
+/// The media side: sources, the shared encoders and a WebRTC peer per published or
+/// played stream. Implemented by `media`.
+#[async_trait]
+pub trait MediaEngine: Send + Sync + 'static {
+    /// A peer that sends `channel`'s encoded media; the encoder is shared by every peer
+    /// of the channel.
+    async fn open_publisher(
+        &self,
+        room: &RoomId,
+        stream: &StreamId,
+        channel: Channel,
+    ) -> Result<PeerHandle, BackendError>;
+
+    /// A peer that receives a stream and renders it to `output`.
+    async fn open_player(
+        &self,
+        room: &RoomId,
+        stream: &StreamId,
+        output: PlayOutput,
+    ) -> Result<PeerHandle, BackendError>;
+
+    /// Sources, encoder and health, for the state snapshot.
+    fn snapshot(&self) -> MediaSnapshot;
+}
+
+/// An ICE candidate in SDP form (`candidate:…`), with its m-line index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCandidate {
+    pub sdp_m_line_index: u32,
+    pub candidate: String,
+}
+
+/// Where a peer connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerState {
+    New,
+    Connecting,
+    Connected,
+    /// Connectivity or the media behind the peer failed; the peer is useless now.
+    Failed(String),
+    Closed,
+}
+
+/// Counters of one peer, for the state snapshot. Fields that do not apply are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerStats {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_encoded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_decoded: Option<u64>,
+    /// Wall-clock time of the last decoded frame, in milliseconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_frame_unix_ms: Option<u64>,
+    /// Capture → decoded latency of the last stamped frame (BLK1), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+/// One WebRTC peer connection. The media engine creates it; the rooms backend drives the
+/// offer/answer exchange and ICE through it; the engine watches its state and closes it.
+#[async_trait]
+pub trait WebRtcPeer: Send + Sync + 'static {
+    /// A short label for logs, e.g. `publish bigclass/box-17-main`.
+    fn label(&self) -> &str;
+
+    /// Publisher side: an SDP offer, made once the media's caps are known.
+    async fn create_offer(&self) -> Result<String, BackendError>;
+
+    /// Publisher side: applies the SFU's SDP answer.
+    async fn apply_answer(&self, sdp: &str) -> Result<(), BackendError>;
+
+    /// Subscriber side: applies the SFU's SDP offer and returns our answer.
+    async fn answer_offer(&self, sdp: &str) -> Result<String, BackendError>;
+
+    /// Local ICE candidates as they are gathered; the channel closes when gathering is
+    /// complete. Can be taken once.
+    fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>>;
+
+    /// Adds a candidate received from the SFU.
+    fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), BackendError>;
+
+    /// The connection state, updated as it changes.
+    fn state(&self) -> watch::Receiver<PeerState>;
+
+    fn stats(&self) -> PeerStats;
+
+    /// Tears the peer down (its pipeline branch goes to NULL and is removed).
+    async fn close(&self);
+}
+
+/// The media part of the state snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MediaSnapshot {
+    pub sources: Vec<SourceSnapshot>,
+    /// The video encoder element in use, e.g. `x264enc`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<String>,
+}
+
+/// One configured source (channel) and its health.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceSnapshot {
+    pub channel: Channel,
+    pub video: String,
+    pub audio: String,
+    pub running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

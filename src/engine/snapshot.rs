@@ -1,0 +1,51 @@
+//! The engine's state as callers see it (`state()`, the MQTT `state` topic).
+
+use serde::Serialize;
+
+use super::backend::{MediaSnapshot, PeerStats};
+use super::event::{StreamInfo, UserInfo};
+use super::types::{
+    Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, StreamId, User,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineSnapshot {
+    pub room_mode: RoomMode,
+    pub multi_room_enabled: bool,
+    pub max_rooms: usize,
+    /// The identity in use while any room is logged in.
+    pub user: Option<User>,
+    pub rooms: Vec<RoomSnapshot>,
+    pub publishing: Vec<PublishSnapshot>,
+    pub playing: Vec<PlaySnapshot>,
+    #[serde(flatten)]
+    pub media: MediaSnapshot,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomSnapshot {
+    pub room_id: RoomId,
+    pub state: RoomState,
+    /// Other users present in the room.
+    pub users: Vec<UserInfo>,
+    /// Streams others publish in the room.
+    pub streams: Vec<StreamInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublishSnapshot {
+    pub stream_id: StreamId,
+    pub room_id: RoomId,
+    pub channel: Channel,
+    pub state: PublisherState,
+    pub stats: PeerStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlaySnapshot {
+    pub stream_id: StreamId,
+    pub room_id: RoomId,
+    pub output: PlayOutput,
+    pub state: PlayerState,
+    pub stats: PeerStats,
+}

@@ -1,0 +1,892 @@
+//! Every room rule and its code, proven on the in-memory doubles.
+
+use std::time::Duration;
+
+use super::backend::BackendEvent;
+use super::double::Harness;
+use super::event::{BroadcastMessage, StreamInfo, UserInfo};
+use super::snapshot::EngineSnapshot;
+use super::*;
+
+fn settings(mode: RoomMode) -> EngineSettings {
+    EngineSettings {
+        mode,
+        max_rooms: 5,
+        multi_room_enabled: true,
+        reconnect: ReconnectPolicy {
+            window: Duration::from_secs(30),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        },
+    }
+}
+
+fn user() -> User {
+    User::parse("box-17", "Room 101 camera").unwrap()
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, EngineError>) -> u32 {
+    result.expect_err("should be refused").code().as_u32()
+}
+
+fn in_room(room: &str) -> PublisherConfig {
+    PublisherConfig {
+        room_id: Some(room.into()),
+    }
+}
+
+fn play_in(room: &str) -> PlayerConfig {
+    PlayerConfig {
+        room_id: Some(room.into()),
+        output: PlayOutput::None,
+    }
+}
+
+fn remote(stream: &str) -> StreamInfo {
+    StreamInfo {
+        stream_id: stream.into(),
+        user: UserInfo {
+            user_id: "teacher".into(),
+            user_name: "Teacher".into(),
+        },
+    }
+}
+
+/// Polls the engine's state until `done` holds (time is paused in these tests).
+async fn wait_until(
+    h: &Harness,
+    what: &str,
+    done: impl Fn(&EngineSnapshot) -> bool,
+) -> EngineSnapshot {
+    for _ in 0..1000 {
+        let state = h.engine.state().await.unwrap();
+        if done(&state) {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn room_ids(state: &EngineSnapshot) -> Vec<&str> {
+    state.rooms.iter().map(|r| r.room_id.as_str()).collect()
+}
+
+fn publishing(state: &EngineSnapshot) -> Vec<(&str, &str, PublisherState)> {
+    state
+        .publishing
+        .iter()
+        .map(|p| (p.stream_id.as_str(), p.room_id.as_str(), p.state))
+        .collect()
+}
+
+#[tokio::test]
+async fn room_mode_is_fixed_once_started_1001020() {
+    let mut builder = EngineBuilder::new(settings(RoomMode::Single));
+    builder.set_room_mode(RoomMode::Multi);
+    let h = Harness::start(settings(RoomMode::Multi));
+    assert_eq!(
+        code(h.engine.set_room_mode(RoomMode::Single).await),
+        1001020
+    );
+    // Asking for the mode already in force changes nothing and is accepted.
+    h.engine.set_room_mode(RoomMode::Multi).await.unwrap();
+    assert_eq!(h.engine.state().await.unwrap().room_mode, RoomMode::Multi);
+}
+
+#[tokio::test]
+async fn single_mode_allows_one_room_1002001() {
+    let h = Harness::start(settings(RoomMode::Single));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    assert_eq!(
+        code(h.engine.login_room("group-3", user(), None).await),
+        1002001
+    );
+    assert_eq!(
+        code(h.engine.login_room("bigclass", user(), None).await),
+        1002001
+    );
+    let state = h.engine.state().await.unwrap();
+    assert_eq!(room_ids(&state), ["bigclass"]);
+    // After leaving, another room is fine.
+    h.engine.logout_room(None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn multi_mode_joins_several_rooms_as_one_user_1002018() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    let other = User::parse("someone-else", "Other").unwrap();
+    assert_eq!(
+        code(h.engine.login_room("group-4", other.clone(), None).await),
+        1002018
+    );
+    // The same id with another name is another identity too.
+    let renamed = User::parse("box-17", "Renamed").unwrap();
+    assert_eq!(
+        code(h.engine.login_room("group-4", renamed, None).await),
+        1002018
+    );
+    assert_eq!(
+        code(h.engine.login_room("group-3", user(), None).await),
+        1002001
+    );
+    let state = h.engine.state().await.unwrap();
+    assert_eq!(room_ids(&state), ["bigclass", "group-3"]);
+    assert_eq!(state.user, Some(user()));
+    // Once every room is left, the identity is free again.
+    h.engine.logout_room(None).await.unwrap();
+    h.engine.login_room("group-4", other, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn multi_mode_room_limit_defaults_to_five_1002037() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    for i in 0..5 {
+        h.engine
+            .login_room(&format!("room-{i}"), user(), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        code(h.engine.login_room("room-5", user(), None).await),
+        1002037
+    );
+    assert_eq!(h.engine.state().await.unwrap().rooms.len(), 5);
+}
+
+#[tokio::test]
+async fn multi_mode_room_limit_is_configurable_1002037() {
+    let mut s = settings(RoomMode::Multi);
+    s.max_rooms = 2;
+    let h = Harness::start(s);
+    h.engine.login_room("a", user(), None).await.unwrap();
+    h.engine.login_room("b", user(), None).await.unwrap();
+    assert_eq!(code(h.engine.login_room("c", user(), None).await), 1002037);
+    h.engine.logout_room(Some("a")).await.unwrap();
+    h.engine.login_room("c", user(), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn multi_mode_not_enabled_fails_login_1002036() {
+    let mut s = settings(RoomMode::Multi);
+    s.multi_room_enabled = false;
+    let h = Harness::start(s);
+    assert_eq!(
+        code(h.engine.login_room("bigclass", user(), None).await),
+        1002036
+    );
+    assert!(h.engine.state().await.unwrap().rooms.is_empty());
+    assert!(h.rooms.calls().is_empty(), "nothing reached the SFU");
+}
+
+#[tokio::test]
+async fn multi_mode_publish_and_play_must_name_the_room_1003070_1004070() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    let no_room = PublisherConfig { room_id: None };
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("s1", no_room, Channel::Main)
+                .await
+        ),
+        1003070
+    );
+    let no_room = PlayerConfig {
+        room_id: None,
+        output: PlayOutput::None,
+    };
+    assert_eq!(code(h.engine.start_playing("t1", no_room).await), 1004070);
+    let state = h.engine.state().await.unwrap();
+    assert!(state.publishing.is_empty() && state.playing.is_empty());
+}
+
+#[tokio::test]
+async fn single_mode_publish_without_room_uses_the_room() {
+    let h = Harness::start(settings(RoomMode::Single));
+    let no_room = || PublisherConfig { room_id: None };
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("s1", no_room(), Channel::Main)
+                .await
+        ),
+        1002002
+    );
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    let state = h
+        .engine
+        .start_publishing("s1", no_room(), Channel::Main)
+        .await
+        .unwrap();
+    assert_eq!(state, PublisherState::Publishing);
+    let snapshot = h.engine.state().await.unwrap();
+    assert_eq!(
+        publishing(&snapshot),
+        [("s1", "bigclass", PublisherState::Publishing)]
+    );
+    // A room may be named in single mode too, but it must be the logged-in one.
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("s2", in_room("other"), Channel::Aux)
+                .await
+        ),
+        1002002
+    );
+}
+
+#[tokio::test]
+async fn channel_busy_in_a_room_1003023_but_fans_out_to_other_rooms() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("main-big-2", in_room("bigclass"), Channel::Main)
+                .await
+        ),
+        1003023
+    );
+    // The same channel under another stream id in another room: allowed (encode once).
+    h.engine
+        .start_publishing("main-g3", in_room("group-3"), Channel::Main)
+        .await
+        .unwrap();
+    // Another channel in the same room: allowed.
+    h.engine
+        .start_publishing("aux-big", in_room("bigclass"), Channel::Aux)
+        .await
+        .unwrap();
+    let state = h.engine.state().await.unwrap();
+    assert_eq!(state.publishing.len(), 3);
+}
+
+#[tokio::test]
+async fn stream_id_in_use_1003028() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("cam", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("cam", in_room("group-3"), Channel::Main)
+                .await
+        ),
+        1003028
+    );
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("cam", in_room("bigclass"), Channel::Aux)
+                .await
+        ),
+        1003028
+    );
+}
+
+#[tokio::test]
+async fn identifiers_are_checked_with_their_codes() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    let e = &h.engine;
+    assert_eq!(code(e.login_room("", user(), None).await), 1002011);
+    assert_eq!(code(e.login_room("big class", user(), None).await), 1002012);
+    assert_eq!(
+        code(e.login_room(&"r".repeat(128), user(), None).await),
+        1002013
+    );
+    assert_eq!(code(User::parse("", "n")), 1002005);
+    assert_eq!(code(User::parse("a b", "n")), 1002006);
+    assert_eq!(code(User::parse("u".repeat(64), "n")), 1002007);
+    assert_eq!(code(User::parse("u", "")), 1002008);
+    assert_eq!(code(User::parse("u", "tab\there")), 1002009);
+    assert_eq!(code(User::parse("u", "n".repeat(256))), 1002010);
+    e.login_room("bigclass", user(), None).await.unwrap();
+    assert_eq!(
+        code(
+            e.start_publishing(&"s".repeat(257), in_room("bigclass"), Channel::Main)
+                .await
+        ),
+        1000014
+    );
+    assert_eq!(
+        code(
+            e.start_publishing("", in_room("bigclass"), Channel::Main)
+                .await
+        ),
+        1000015
+    );
+    assert_eq!(
+        code(
+            e.start_publishing("a.b", in_room("bigclass"), Channel::Main)
+                .await
+        ),
+        1000016
+    );
+    assert_eq!(
+        code(e.start_playing("a b", play_in("bigclass")).await),
+        1000016
+    );
+    assert_eq!(
+        code(
+            e.send_custom_command("bigclass", &["a/b".into()], "hi")
+                .await
+        ),
+        1002006
+    );
+    assert_eq!(code(e.stop_publishing("never-started").await), 1000017);
+    assert_eq!(code(e.stop_playing("never-started").await), 1000017);
+    // Nothing was changed by any refusal.
+    let state = e.state().await.unwrap();
+    assert_eq!(room_ids(&state), ["bigclass"]);
+    assert!(state.publishing.is_empty() && state.playing.is_empty());
+}
+
+#[tokio::test]
+async fn rooms_not_logged_in_1002002_and_1009005() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    let e = &h.engine;
+    assert_eq!(code(e.logout_room(Some("bigclass")).await), 1002002);
+    assert_eq!(
+        code(
+            e.start_publishing("s", in_room("bigclass"), Channel::Main)
+                .await
+        ),
+        1002002
+    );
+    assert_eq!(
+        code(e.start_playing("s", play_in("bigclass")).await),
+        1002002
+    );
+    assert_eq!(
+        code(e.send_broadcast_message("bigclass", "hello").await),
+        1009005
+    );
+    assert_eq!(
+        code(e.send_custom_command("bigclass", &[], "hello").await),
+        1009005
+    );
+    // Logging out of nothing when no room is given is not an error.
+    assert_eq!(e.logout_room(None).await.unwrap(), Vec::<RoomId>::new());
+}
+
+#[tokio::test]
+async fn message_limits_1009001_1009002() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    assert_eq!(
+        code(h.engine.send_broadcast_message("bigclass", "").await),
+        1009001
+    );
+    assert_eq!(
+        code(
+            h.engine
+                .send_broadcast_message("bigclass", &"m".repeat(1025))
+                .await
+        ),
+        1009002
+    );
+    assert_eq!(
+        code(h.engine.send_custom_command("bigclass", &[], "").await),
+        1009001
+    );
+    assert_eq!(
+        code(
+            h.engine
+                .send_custom_command("bigclass", &[], &"m".repeat(1025))
+                .await
+        ),
+        1009002
+    );
+    h.engine
+        .send_broadcast_message("bigclass", &"m".repeat(1024))
+        .await
+        .unwrap();
+    h.engine
+        .send_custom_command("bigclass", &["teacher".into()], "raise-hand")
+        .await
+        .unwrap();
+    let calls = h.rooms.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "custom bigclass [teacher] raise-hand"),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn logout_of_one_room_stops_exactly_its_streams() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    let e = &h.engine;
+    h.rooms.add_remote_stream("bigclass", "teacher-cam");
+    h.rooms.add_remote_stream("group-3", "student-cam");
+    e.login_room("bigclass", user(), None).await.unwrap();
+    e.login_room("group-3", user(), None).await.unwrap();
+    e.start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    e.start_publishing("main-g3", in_room("group-3"), Channel::Main)
+        .await
+        .unwrap();
+    e.start_playing("teacher-cam", play_in("bigclass"))
+        .await
+        .unwrap();
+    e.start_playing("student-cam", play_in("group-3"))
+        .await
+        .unwrap();
+
+    let left = e.logout_room(Some("group-3")).await.unwrap();
+    assert_eq!(left, [RoomId::parse("group-3").unwrap()]);
+    let state = e.state().await.unwrap();
+    assert_eq!(room_ids(&state), ["bigclass"]);
+    assert_eq!(
+        publishing(&state),
+        [("main-big", "bigclass", PublisherState::Publishing)]
+    );
+    assert_eq!(state.playing.len(), 1);
+    assert_eq!(state.playing[0].stream_id.as_str(), "teacher-cam");
+    let open = wait_open_peers(&h, 2).await;
+    assert_eq!(
+        open,
+        ["publish bigclass/main-big", "play bigclass/teacher-cam"]
+    );
+    assert!(h.rooms.calls().contains(&"logout group-3".to_string()));
+
+    // No room given: every room is left and nothing keeps publishing or playing.
+    e.logout_room(None).await.unwrap();
+    let state = e.state().await.unwrap();
+    assert!(state.rooms.is_empty() && state.publishing.is_empty() && state.playing.is_empty());
+    assert!(wait_open_peers(&h, 0).await.is_empty());
+}
+
+async fn wait_open_peers(h: &Harness, count: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let open = h.media.open_peers();
+        if open.len() == count {
+            return open;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.media.open_peers()
+}
+
+#[tokio::test]
+async fn logout_events_are_per_room() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-g3", in_room("group-3"), Channel::Main)
+        .await
+        .unwrap();
+    h.drain_events();
+    h.engine.logout_room(Some("group-3")).await.unwrap();
+    let events = h.drain_events();
+    assert!(
+        events.iter().all(|e| e.room_id().as_str() == "group-3"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::RoomStateChanged {
+            reason: RoomStateReason::Logout,
+            ..
+        }
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::PublisherStateUpdate {
+            state: PublisherState::NoPublish,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn login_reports_logining_then_logined_or_login_failed() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.rooms.fail_login(
+        "locked",
+        Some(BackendError::new(ErrorCode::ROOM_AUTH_FAILED, "wrong pin")),
+    );
+    assert_eq!(
+        code(h.engine.login_room("locked", user(), None).await),
+        1002033
+    );
+    let reasons: Vec<(String, RoomStateReason, u32)> = h
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged {
+                room_id,
+                reason,
+                error_code,
+                ..
+            } => Some((room_id.to_string(), reason, error_code.as_u32())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("bigclass".into(), RoomStateReason::Logining, 0),
+            ("bigclass".into(), RoomStateReason::Logined, 0),
+            ("locked".into(), RoomStateReason::Logining, 0),
+            ("locked".into(), RoomStateReason::LoginFailed, 1002033),
+        ]
+    );
+    assert_eq!(room_ids(&h.engine.state().await.unwrap()), ["bigclass"]);
+}
+
+#[tokio::test]
+async fn messages_and_callbacks_are_isolated_per_room() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.drain_events();
+    let teacher = UserInfo {
+        user_id: "teacher".into(),
+        user_name: "Teacher".into(),
+    };
+    let message = BroadcastMessage {
+        message: "open page 12".into(),
+        message_id: 7,
+        send_time: 1,
+        from_user: teacher.clone(),
+    };
+    for room in ["group-3", "not-joined"] {
+        h.backend_events
+            .send(BackendEvent::BroadcastMessage {
+                room: RoomId::parse(room).unwrap(),
+                message: message.clone(),
+            })
+            .await
+            .unwrap();
+        h.backend_events
+            .send(BackendEvent::Users {
+                room: RoomId::parse(room).unwrap(),
+                update: UpdateType::Add,
+                users: vec![teacher.clone()],
+            })
+            .await
+            .unwrap();
+    }
+    let state = h.engine.state().await.unwrap();
+    let events = h.drain_events();
+    assert_eq!(events.len(), 2, "only group-3's events pass: {events:?}");
+    assert!(events.iter().all(|e| e.room_id().as_str() == "group-3"));
+    let group3 = state
+        .rooms
+        .iter()
+        .find(|r| r.room_id.as_str() == "group-3")
+        .unwrap();
+    assert_eq!(group3.users, [teacher]);
+    let big = state
+        .rooms
+        .iter()
+        .find(|r| r.room_id.as_str() == "bigclass")
+        .unwrap();
+    assert!(big.users.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_room_reconnects_and_restores_its_streams() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.rooms.add_remote_stream("bigclass", "teacher-cam");
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    h.engine
+        .start_playing("teacher-cam", play_in("bigclass"))
+        .await
+        .unwrap();
+    h.engine
+        .start_publishing("main-g3", in_room("group-3"), Channel::Main)
+        .await
+        .unwrap();
+    h.drain_events();
+
+    h.backend_events
+        .send(BackendEvent::RoomLost {
+            room: RoomId::parse("bigclass").unwrap(),
+            reason: "handle hung up".into(),
+        })
+        .await
+        .unwrap();
+    let state = wait_until(&h, "bigclass is back with its streams", |s| {
+        s.rooms.iter().all(|r| r.state == RoomState::Logined)
+            && s.publishing
+                .iter()
+                .all(|p| p.state == PublisherState::Publishing)
+            && s.playing.iter().all(|p| p.state == PlayerState::Playing)
+    })
+    .await;
+    assert_eq!(state.publishing.len(), 2);
+    let events = h.drain_events();
+    assert!(
+        events.iter().all(|e| e.room_id().as_str() == "bigclass"),
+        "group-3 undisturbed: {events:?}"
+    );
+    let reasons: Vec<RoomStateReason> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [RoomStateReason::Reconnecting, RoomStateReason::Reconnected]
+    );
+    let calls = h.rooms.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| *c == "publish bigclass main-big")
+            .count(),
+        2
+    );
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| *c == "publish group-3 main-g3")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_gives_up_after_the_window() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    h.rooms.fail_login(
+        "bigclass",
+        Some(BackendError::new(
+            ErrorCode::SFU_UNREACHABLE,
+            "connection refused",
+        )),
+    );
+    h.drain_events();
+    h.backend_events
+        .send(BackendEvent::RoomLost {
+            room: RoomId::parse("bigclass").unwrap(),
+            reason: "websocket closed".into(),
+        })
+        .await
+        .unwrap();
+    let state = wait_until(&h, "the room is given up", |s| s.rooms.is_empty()).await;
+    assert!(state.publishing.is_empty());
+    let events = h.drain_events();
+    let last_room_event = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::RoomStateChanged {
+                reason, error_code, ..
+            } => Some((*reason, error_code.as_u32())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(last_room_event, (RoomStateReason::ReconnectFailed, 1002905));
+    let attempts = h
+        .rooms
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("login bigclass"))
+        .count();
+    assert!(
+        (4..40).contains(&attempts),
+        "backoff, no tight loop: {attempts} attempts in 30 s"
+    );
+}
+
+#[tokio::test]
+async fn kicked_out_ends_the_rooms_streams() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    h.drain_events();
+    h.backend_events
+        .send(BackendEvent::KickedOut {
+            room: RoomId::parse("bigclass").unwrap(),
+            error: BackendError::new(ErrorCode::SFU_REFUSED, "room destroyed"),
+        })
+        .await
+        .unwrap();
+    let state = h.engine.state().await.unwrap();
+    assert!(state.rooms.is_empty() && state.publishing.is_empty());
+    let events = h.drain_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::RoomStateChanged {
+            reason: RoomStateReason::KickOut,
+            ..
+        }
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::PublisherStateUpdate {
+            state: PublisherState::NoPublish,
+            ..
+        }
+    )));
+}
+
+#[tokio::test(start_paused = true)]
+async fn playing_waits_for_a_stream_that_is_not_published_yet() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    let state = h
+        .engine
+        .start_playing("teacher-cam", play_in("bigclass"))
+        .await
+        .unwrap();
+    assert_eq!(state, PlayerState::PlayRequesting);
+    h.rooms.add_remote_stream("bigclass", "teacher-cam");
+    h.backend_events
+        .send(BackendEvent::Streams {
+            room: RoomId::parse("bigclass").unwrap(),
+            update: UpdateType::Add,
+            streams: vec![remote("teacher-cam")],
+        })
+        .await
+        .unwrap();
+    wait_until(&h, "the stream plays", |s| {
+        s.playing
+            .first()
+            .is_some_and(|p| p.state == PlayerState::Playing)
+    })
+    .await;
+    // It stops being published: back to waiting, the peer closed.
+    h.backend_events
+        .send(BackendEvent::Streams {
+            room: RoomId::parse("bigclass").unwrap(),
+            update: UpdateType::Delete,
+            streams: vec![remote("teacher-cam")],
+        })
+        .await
+        .unwrap();
+    let state = h.engine.state().await.unwrap();
+    assert_eq!(state.playing[0].state, PlayerState::PlayRequesting);
+}
+
+#[tokio::test]
+async fn a_failing_source_refuses_the_publish_with_a_code() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.media.break_channel(Some(Channel::Aux));
+    h.drain_events();
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("aux", in_room("bigclass"), Channel::Aux)
+                .await
+        ),
+        1003901
+    );
+    let events = h.drain_events();
+    assert!(events.iter().any(|e| matches!(e,
+        Event::PublisherStateUpdate { state: PublisherState::NoPublish, error_code, .. } if error_code.as_u32() == 1003901)));
+    assert!(h.engine.state().await.unwrap().publishing.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_failing_after_it_was_up_is_restarted() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    let first = h.media.peer("publish bigclass/main-big").unwrap();
+    first.fail("ICE failed");
+    wait_until(&h, "a new peer publishes", |_| {
+        h.rooms
+            .calls()
+            .iter()
+            .filter(|c| *c == "publish bigclass main-big")
+            .count()
+            == 2
+    })
+    .await;
+    let state = wait_until(&h, "publishing again", |s| {
+        s.publishing
+            .first()
+            .is_some_and(|p| p.state == PublisherState::Publishing)
+    })
+    .await;
+    assert_eq!(state.rooms.len(), 1, "the room stayed logged in");
+    let calls = h.rooms.calls();
+    let unpublish = calls
+        .iter()
+        .position(|c| c == "unpublish bigclass main-big")
+        .unwrap();
+    let second_publish = calls
+        .iter()
+        .rposition(|c| c == "publish bigclass main-big")
+        .unwrap();
+    assert!(
+        unpublish < second_publish,
+        "old publisher released first: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn login_in_flight_then_publish_starts_after_login() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    let (a, b) = tokio::join!(
+        h.engine.login_room("bigclass", user(), None),
+        h.engine
+            .start_publishing("main-big", in_room("bigclass"), Channel::Main),
+    );
+    a.unwrap();
+    assert_eq!(b.unwrap(), PublisherState::Publishing);
+    let calls = h.rooms.calls();
+    assert_eq!(
+        calls,
+        ["login bigclass box-17", "publish bigclass main-big"]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_leaves_every_room() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    h.shutdown.cancel();
+    h.task.await.unwrap();
+    let calls = h.rooms.calls();
+    assert!(calls.contains(&"logout bigclass".to_string()));
+    assert!(calls.contains(&"logout group-3".to_string()));
+    assert!(h.media.open_peers().is_empty());
+    assert_eq!(code(h.engine.state().await), 1000001);
+}
