@@ -1,0 +1,116 @@
+//! The `roomcast` command line. Everything the agent does lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use roomcast::base::logging::{self, LogFormat};
+use roomcast::config::{Config, DEFAULT_CONFIG_PATH};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "roomcast",
+    version,
+    about = "Classroom camera agent: one encode, several real-time rooms, driven over MQTT"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "ROOMCAST_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+
+    /// How log lines are written.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (what the systemd unit starts).
+    Run,
+    /// Check the configuration file: exit 0 and a one-line summary when valid, exit 2 and
+    /// what is wrong (file, line, field, what is allowed) when not.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Run => {
+            logging::init(cli.log_format);
+            match run(&cli.config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("roomcast: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!("{}: ok: {}", path.display(), config.summary());
+            for warning in config.warnings() {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("roomcast")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        roomcast::run(config, shutdown).await
+    })?;
+    Ok(())
+}
+
+/// First SIGTERM or SIGINT: shut down cleanly (leave every room). A second one: exit now.
+async fn watch_signals(shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop roomcast with SIGKILL");
+        return;
+    };
+    let mut received = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        received += 1;
+        if received == 1 {
+            tracing::info!(
+                "shutting down: leaving every room (send the signal again to exit at once)"
+            );
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second stop signal: exiting at once");
+            std::process::exit(130);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The `roomcast` binary's command line, run as a process.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn roomcast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(args)
+        .env_remove("ROOMCAST_CONFIG")
+        .output()
+        .expect("run roomcast")
+}
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/roomcast.example.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = roomcast(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("roomcast {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_accepts_the_example_with_a_one_line_summary() {
+    let out = roomcast(&["check-config", "--config", &example()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(": ok: device box-17"), "{text}");
+}
+
+#[test]
+fn check_config_rejects_a_broken_file_with_exit_2() {
+    let dir = std::env::temp_dir().join(format!("roomcast-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.toml");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("max_rooms = 5", "max_rooms = 500")
+        .replace("password = ", "passwd = ");
+    std::fs::write(&broken, text).unwrap();
+    let out = roomcast(&["check-config", "--config", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.toml:"), "{err}");
+    assert!(
+        err.contains("`rooms.max_rooms`: 500 is out of range: allowed 1 to 32"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn check_config_on_a_missing_file_says_how_to_fix_it() {
+    let out = roomcast(&["check-config", "--config", "/nonexistent/roomcast.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read config file /nonexistent/roomcast.toml"),
+        "{err}"
+    );
+    assert!(err.contains("--config"), "{err}");
+}
