@@ -6,6 +6,8 @@
 pub mod base;
 pub mod config;
 pub mod engine;
+pub mod rooms;
+pub mod webrtc;
 
 use tokio_util::sync::CancellationToken;
 

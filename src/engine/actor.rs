@@ -1042,6 +1042,28 @@ impl Engine {
                 }
             }
             BackendEvent::RoomLost { room, reason } => self.on_room_lost(room, reason),
+            BackendEvent::StreamLost {
+                room,
+                stream,
+                publishing,
+                reason,
+            } => {
+                let (kind, code) = if publishing {
+                    (Kind::Publish, ErrorCode::PUBLISH_WEBRTC_FAILED)
+                } else {
+                    (Kind::Play, ErrorCode::PLAY_WEBRTC_FAILED)
+                };
+                let key = (kind, stream);
+                // Only an active stream in that room: a report about an older attempt
+                // must not end the one in progress.
+                let active = self
+                    .streams
+                    .get(&key)
+                    .is_some_and(|e| e.room == room && e.phase == Phase::Active);
+                if active {
+                    self.stream_failed(&key, BackendError::new(code, reason));
+                }
+            }
             BackendEvent::KickedOut { room, error } => {
                 if !self.rooms.contains_key(&room) {
                     return;

@@ -81,6 +81,14 @@ pub enum BackendEvent {
     /// The room's connection to the SFU broke (session lost, handle failed). The engine
     /// reports Reconnecting and logs in again with backoff.
     RoomLost { room: RoomId, reason: String },
+    /// One published or played stream's SFU side broke while its room is fine (its
+    /// handle hung up). The engine restarts the stream if it was up.
+    StreamLost {
+        room: RoomId,
+        stream: StreamId,
+        publishing: bool,
+        reason: String,
+    },
     /// The SFU removed us from the room (kicked, or the room was destroyed).
     KickedOut { room: RoomId, error: BackendError },
 }

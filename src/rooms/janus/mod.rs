@@ -1,0 +1,233 @@
+//! Rooms on a Janus SFU: VideoRoom for media and presence of publishers, TextRoom for
+//! users and messages, string room ids. One WebSocket session for the whole agent; one
+//! task per room owning that room's handles.
+
+pub mod client;
+mod errors;
+pub mod protocol;
+mod room;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::client::{ClientConfig, JanusClient};
+use self::protocol::Auth;
+use self::room::{RoomActor, RoomOp};
+use crate::base::secret::Secret;
+use crate::config::JanusConfig;
+use crate::engine::backend::{BackendEvent, OpFuture, PeerHandle, RoomBackend};
+use crate::engine::error::{BackendError, ErrorCode};
+use crate::engine::types::{RoomId, StreamId, User, UserId};
+
+/// Room settings and policies from `[janus]`.
+#[derive(Debug, Clone)]
+pub struct JanusSettings {
+    pub create_rooms: bool,
+    pub admin_key: Option<Secret>,
+    pub publishers: u32,
+    pub bitrate_bps: u64,
+}
+
+impl JanusSettings {
+    pub fn from_config(config: &JanusConfig) -> Self {
+        Self {
+            create_rooms: config.create_rooms,
+            admin_key: config.admin_key.clone(),
+            publishers: config.room.publishers,
+            bitrate_bps: u64::from(config.room.bitrate_kbps) * 1000,
+        }
+    }
+}
+
+/// The connection settings from `[janus]`.
+pub fn client_config(config: &JanusConfig) -> ClientConfig {
+    ClientConfig {
+        url: config.url.to_string(),
+        auth: Auth {
+            apisecret: config.api_secret.as_ref().map(|s| s.expose().to_owned()),
+            token: config.token.as_ref().map(|s| s.expose().to_owned()),
+        },
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
+        reconnect_initial: Duration::from_millis(250),
+        reconnect_max: Duration::from_secs(5),
+    }
+}
+
+struct RoomSlot {
+    id: u64,
+    ops: mpsc::UnboundedSender<RoomOp>,
+}
+
+type RoomSlots = Arc<Mutex<HashMap<RoomId, RoomSlot>>>;
+
+/// The engine's [`RoomBackend`] on Janus.
+pub struct JanusRooms {
+    client: JanusClient,
+    settings: Arc<JanusSettings>,
+    events: mpsc::Sender<BackendEvent>,
+    slots: RoomSlots,
+    next_slot: AtomicU64,
+    message_ids: Arc<AtomicU64>,
+}
+
+impl JanusRooms {
+    /// Connects to Janus (in the background, reconnecting until `shutdown`) and returns
+    /// the backend with the receiver of its events, for the engine.
+    pub fn start(
+        config: &JanusConfig,
+        shutdown: CancellationToken,
+    ) -> (Arc<Self>, mpsc::Receiver<BackendEvent>) {
+        let client = JanusClient::start(client_config(config), shutdown);
+        Self::with_client(client, JanusSettings::from_config(config))
+    }
+
+    pub fn with_client(
+        client: JanusClient,
+        settings: JanusSettings,
+    ) -> (Arc<Self>, mpsc::Receiver<BackendEvent>) {
+        let (events, events_rx) = mpsc::channel(1024);
+        let first_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let rooms = Arc::new(Self {
+            client,
+            settings: Arc::new(settings),
+            events,
+            slots: Arc::new(Mutex::new(HashMap::new())),
+            next_slot: AtomicU64::new(1),
+            message_ids: Arc::new(AtomicU64::new(first_id)),
+        });
+        (rooms, events_rx)
+    }
+
+    pub fn client(&self) -> &JanusClient {
+        &self.client
+    }
+
+    /// Registers `op` with the room's task (starting one if needed) and returns its
+    /// outcome. Registration happens now, so operations keep the caller's order.
+    fn submit<T: Send + 'static>(
+        &self,
+        room: &RoomId,
+        make: impl FnOnce(oneshot::Sender<Result<T, BackendError>>) -> RoomOp,
+    ) -> OpFuture<T> {
+        let (reply, outcome) = oneshot::channel();
+        let op = make(reply);
+        let sent = match self.slots.lock() {
+            Ok(mut slots) => {
+                let alive = slots.get(room).is_some_and(|slot| !slot.ops.is_closed());
+                if !alive {
+                    let (ops_tx, ops) = mpsc::unbounded_channel();
+                    let id = self
+                        .next_slot
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let actor = RoomActor {
+                        room: room.clone(),
+                        slot_id: id,
+                        client: self.client.clone(),
+                        settings: self.settings.clone(),
+                        events: self.events.clone(),
+                        slots: self.slots.clone(),
+                        ops,
+                        message_ids: self.message_ids.clone(),
+                    };
+                    tokio::spawn(actor.run());
+                    slots.insert(room.clone(), RoomSlot { id, ops: ops_tx });
+                }
+                slots
+                    .get(room)
+                    .is_some_and(|slot| slot.ops.send(op).is_ok())
+            }
+            Err(_) => false,
+        };
+        let room = room.clone();
+        Box::pin(async move {
+            if !sent {
+                return Err(BackendError::new(
+                    ErrorCode::SFU_UNREACHABLE,
+                    format!("room `{room}`'s task is not running"),
+                ));
+            }
+            outcome.await.unwrap_or_else(|_| {
+                Err(BackendError::new(
+                    ErrorCode::SFU_UNREACHABLE,
+                    format!("room `{room}`'s task ended"),
+                ))
+            })
+        })
+    }
+
+    /// Like `submit`, but an op for a room with no task is answered `Ok` at once (leaving
+    /// something never joined is not an error).
+    fn submit_if_known(
+        &self,
+        room: &RoomId,
+        make: impl FnOnce(oneshot::Sender<Result<(), BackendError>>) -> RoomOp,
+    ) -> OpFuture<()> {
+        let known = self
+            .slots
+            .lock()
+            .map(|s| s.contains_key(room))
+            .unwrap_or(false);
+        if known {
+            self.submit(room, make)
+        } else {
+            Box::pin(async { Ok(()) })
+        }
+    }
+}
+
+impl RoomBackend for JanusRooms {
+    fn login(&self, room: &RoomId, user: &User, token: Option<&Secret>) -> OpFuture<()> {
+        let (user, token) = (user.clone(), token.cloned());
+        self.submit(room, |reply| RoomOp::Login { user, token, reply })
+    }
+
+    fn logout(&self, room: &RoomId) -> OpFuture<()> {
+        self.submit_if_known(room, |reply| RoomOp::Logout { reply })
+    }
+
+    fn publish(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()> {
+        let stream = stream.clone();
+        self.submit(room, |reply| RoomOp::Publish {
+            stream,
+            peer,
+            reply,
+        })
+    }
+
+    fn unpublish(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()> {
+        let stream = stream.clone();
+        self.submit_if_known(room, |reply| RoomOp::Unpublish { stream, reply })
+    }
+
+    fn play(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()> {
+        let stream = stream.clone();
+        self.submit(room, |reply| RoomOp::Play {
+            stream,
+            peer,
+            reply,
+        })
+    }
+
+    fn stop_playing(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()> {
+        let stream = stream.clone();
+        self.submit_if_known(room, |reply| RoomOp::StopPlaying { stream, reply })
+    }
+
+    fn send_broadcast_message(&self, room: &RoomId, text: &str) -> OpFuture<u64> {
+        let text = text.to_owned();
+        self.submit(room, |reply| RoomOp::Broadcast { text, reply })
+    }
+
+    fn send_custom_command(&self, room: &RoomId, to: &[UserId], text: &str) -> OpFuture<()> {
+        let (to, text) = (to.to_vec(), text.to_owned());
+        self.submit(room, |reply| RoomOp::Custom { to, text, reply })
+    }
+}

@@ -1,0 +1,3 @@
+//! Where rooms live: the SFU backends. Janus is the one roomcast speaks.
+
+pub mod janus;

@@ -1,0 +1,230 @@
+//! A PeerConnection that carries only a data channel (the TextRoom's transport).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use gst::prelude::*;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{Negotiator, WebRtcError};
+use crate::engine::backend::{IceCandidate, PeerState};
+
+/// The label Janus's TextRoom expects.
+const LABEL: &str = "JanusDataChannel";
+
+/// A `webrtcbin` in a pipeline of its own, answering the SFU's offer and opening one
+/// data channel. Text received on any channel arrives on [`DataChannelPeer::take_incoming`].
+pub struct DataChannelPeer {
+    pipeline: gst::Pipeline,
+    negotiator: Negotiator,
+    channel: Mutex<Option<gst_webrtc::WebRTCDataChannel>>,
+    open: watch::Sender<bool>,
+    incoming_tx: mpsc::UnboundedSender<String>,
+    incoming: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    stop: CancellationToken,
+}
+
+impl DataChannelPeer {
+    pub fn new(name: &str) -> Result<Arc<Self>, WebRtcError> {
+        super::init()?;
+        let pipeline = gst::Pipeline::with_name(name);
+        let negotiator = Negotiator::new(&format!("{name}-webrtcbin"))?;
+        pipeline
+            .add(negotiator.element())
+            .map_err(|e| WebRtcError::Pipeline(e.to_string()))?;
+        let (open, _) = watch::channel(false);
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let peer = Arc::new(Self {
+            pipeline,
+            negotiator,
+            channel: Mutex::new(None),
+            open,
+            incoming_tx,
+            incoming: Mutex::new(Some(incoming)),
+            stop: CancellationToken::new(),
+        });
+
+        // Channels the SFU opens deliver into the same stream.
+        let weak = Arc::downgrade(&peer);
+        peer.negotiator
+            .element()
+            .connect("on-data-channel", false, move |values| {
+                if let (Some(peer), Some(channel)) = (
+                    weak.upgrade(),
+                    values
+                        .get(1)
+                        .and_then(|v| v.get::<gst_webrtc::WebRTCDataChannel>().ok()),
+                ) {
+                    peer.watch_channel(&channel);
+                }
+                None
+            });
+
+        peer.pipeline.set_state(gst::State::Playing).map_err(|e| {
+            WebRtcError::Pipeline(format!("data channel pipeline won't start: {e}"))
+        })?;
+        peer.watch_bus();
+        Ok(peer)
+    }
+
+    fn watch_bus(self: &Arc<Self>) {
+        let Some(bus) = self.pipeline.bus() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        let mut messages = bus.stream();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    message = messages.next() => match message {
+                        Some(message) => message,
+                        None => return,
+                    },
+                };
+                if let gst::MessageView::Error(error) = message.view()
+                    && let Some(peer) = weak.upgrade()
+                {
+                    peer.negotiator
+                        .fail(format!("data channel pipeline error: {}", error.error()));
+                }
+            }
+        });
+    }
+
+    fn watch_channel(&self, channel: &gst_webrtc::WebRTCDataChannel) {
+        let incoming = self.incoming_tx.clone();
+        channel.connect_on_message_string(move |_, text| {
+            if let Some(text) = text {
+                let _ = incoming.send(text.to_owned());
+            }
+        });
+    }
+
+    /// Answers the SFU's offer and opens our data channel.
+    pub async fn answer_offer(&self, sdp: &str) -> Result<String, WebRtcError> {
+        let answer = self.negotiator.answer_offer(sdp).await?;
+        let channel = self
+            .negotiator
+            .element()
+            .emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
+                "create-data-channel",
+                &[&LABEL, &None::<gst::Structure>],
+            )
+            .ok_or(WebRtcError::Negotiation {
+                what: "create-data-channel",
+                detail: "webrtcbin refused to create the data channel".into(),
+            })?;
+        self.watch_channel(&channel);
+        let open = self.open.clone();
+        channel.connect_on_open(move |_| {
+            open.send_replace(true);
+        });
+        let weak_state = self.negotiator.state.clone();
+        channel.connect_on_close(move |_| {
+            weak_state.send_if_modified(|current| {
+                if matches!(current, PeerState::Closed | PeerState::Failed(_)) {
+                    return false;
+                }
+                *current = PeerState::Failed("the data channel closed".into());
+                true
+            });
+        });
+        if let Ok(mut slot) = self.channel.lock() {
+            *slot = Some(channel);
+        }
+        Ok(answer)
+    }
+
+    /// Waits until the data channel is open.
+    pub async fn wait_open(&self, timeout: Duration) -> Result<(), WebRtcError> {
+        let mut open = self.open.subscribe();
+        let mut state = self.negotiator.state();
+        let wait = async {
+            loop {
+                if *open.borrow_and_update() {
+                    return Ok(());
+                }
+                if let PeerState::Failed(reason) = &*state.borrow_and_update() {
+                    return Err(WebRtcError::Negotiation {
+                        what: "data channel",
+                        detail: reason.clone(),
+                    });
+                }
+                tokio::select! {
+                    changed = open.changed() => if changed.is_err() { break },
+                    changed = state.changed() => if changed.is_err() { break },
+                }
+            }
+            Err(WebRtcError::Negotiation {
+                what: "data channel",
+                detail: "closed before it opened".into(),
+            })
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(WebRtcError::Negotiation {
+                    what: "data channel",
+                    detail: format!("not open after {timeout:?} (ICE or SCTP did not connect)"),
+                })
+            })
+    }
+
+    /// Sends text on our data channel.
+    pub fn send(&self, text: &str) -> Result<(), WebRtcError> {
+        let guard = self
+            .channel
+            .lock()
+            .map_err(|_| WebRtcError::Pipeline("data channel lock poisoned".into()))?;
+        let channel = guard.as_ref().ok_or(WebRtcError::Negotiation {
+            what: "send",
+            detail: "the data channel is not open".into(),
+        })?;
+        channel
+            .send_string_full(Some(text))
+            .map_err(|e| WebRtcError::Negotiation {
+                what: "send",
+                detail: e.to_string(),
+            })
+    }
+
+    pub fn take_incoming(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.incoming.lock().ok()?.take()
+    }
+
+    pub fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>> {
+        self.negotiator.take_local_candidates()
+    }
+
+    pub fn add_remote_candidate(&self, candidate: &IceCandidate) {
+        self.negotiator.add_remote_candidate(candidate);
+    }
+
+    pub fn state(&self) -> watch::Receiver<PeerState> {
+        self.negotiator.state()
+    }
+
+    /// Stops the pipeline. Idempotent.
+    pub fn close(&self) {
+        self.stop.cancel();
+        if let Ok(mut slot) = self.channel.lock()
+            && let Some(channel) = slot.take()
+        {
+            channel.close();
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+        self.negotiator.mark_closed();
+    }
+}
+
+impl Drop for DataChannelPeer {
+    fn drop(&mut self) {
+        // Synchronous and idempotent: a pipeline must reach NULL before it is freed.
+        self.stop.cancel();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

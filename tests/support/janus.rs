@@ -1,0 +1,195 @@
+//! A real Janus 1.1.2 per test: config written from `tests/janus-config`, free ports,
+//! started in the foreground, stopped (and restartable) by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{TempDir, free_port, wait_listening};
+
+pub struct Janus {
+    dir: TempDir,
+    pub ws_port: u16,
+    pub admin_port: u16,
+    pub admin_secret: String,
+    extra_general: String,
+    child: Option<Child>,
+    starts: u32,
+}
+
+fn libdir() -> PathBuf {
+    let candidates = std::fs::read_dir("/usr/lib")
+        .expect("read /usr/lib")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("janus"))
+        .filter(|p| p.join("plugins").is_dir());
+    candidates
+        .into_iter()
+        .next()
+        .expect("Janus is not installed (apt-get install janus)")
+}
+
+impl Janus {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts Janus with extra lines in the `general` section (e.g. an api_secret).
+    pub fn start_with(extra_general: &str) -> Self {
+        super::require_netns();
+        let mut janus = Self {
+            dir: TempDir::new("janus"),
+            ws_port: free_port(),
+            admin_port: free_port(),
+            admin_secret: format!("admin-{}", std::process::id()),
+            extra_general: extra_general.to_owned(),
+            child: None,
+            starts: 0,
+        };
+        janus.write_config();
+        janus.launch();
+        janus
+    }
+
+    fn write_config(&self) {
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/janus-config");
+        let rtp_base = 20000 + (rand::random::<u16>() % 40) * 1000;
+        for entry in std::fs::read_dir(&templates).expect("read tests/janus-config") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("jcfg") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)
+                .expect("read template")
+                .replace("@CONFIG_DIR@", &self.dir.path().display().to_string())
+                .replace("@JANUS_LIBDIR@", &libdir().display().to_string())
+                .replace("@ADMIN_SECRET@", &self.admin_secret)
+                .replace("@RTP_RANGE@", &format!("{rtp_base}-{}", rtp_base + 999))
+                .replace("@ADMIN_PORT@", &self.admin_port.to_string())
+                .replace("@WS_PORT@", &self.ws_port.to_string())
+                .replace("@EXTRA_GENERAL@", &self.extra_general);
+            std::fs::write(self.dir.path().join(path.file_name().expect("name")), text)
+                .expect("write config");
+        }
+    }
+
+    fn launch(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).expect("create janus log");
+        let child = Command::new("janus")
+            .arg("-C")
+            .arg(self.dir.path().join("janus.jcfg"))
+            .arg("-F")
+            .arg(self.dir.path())
+            .arg("-o")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start janus");
+        self.child = Some(child);
+        if !wait_listening(self.ws_port, Duration::from_secs(10)) {
+            panic!(
+                "Janus did not listen on {} within 10 s; its log:\n{}",
+                self.ws_port,
+                self.log()
+            );
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("janus-{}.log", self.starts))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills Janus with SIGKILL (a crash, as far as its clients can tell).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts Janus again on the same ports, with no memory of the old sessions.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// A request to the Admin API (`POST /admin` or `/admin/<session>/<handle>`).
+    pub async fn admin(&self, path: &str, mut body: serde_json::Value) -> serde_json::Value {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        body["admin_secret"] = serde_json::json!(self.admin_secret);
+        body["transaction"] = serde_json::json!(format!("admin-{}", rand::random::<u32>()));
+        let payload = body.to_string();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+            .await
+            .expect("connect to the Janus admin API");
+        let request = format!(
+            "POST /admin{path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send admin request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("read admin response");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("");
+        serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("admin API answered non-JSON ({e}): {response}"))
+    }
+
+    /// `listparticipants` of a VideoRoom, via the Admin API's plugin messaging.
+    pub async fn videoroom_participants(&self, room: &str) -> Vec<serde_json::Value> {
+        let reply = self
+            .admin(
+                "",
+                serde_json::json!({"janus": "message_plugin", "plugin": "janus.plugin.videoroom",
+                    "request": {"request": "listparticipants", "room": room}}),
+            )
+            .await;
+        reply["response"]["participants"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// `listparticipants` of a TextRoom.
+    pub async fn textroom_participants(&self, room: &str) -> Vec<serde_json::Value> {
+        let reply = self
+            .admin(
+                "",
+                serde_json::json!({"janus": "message_plugin", "plugin": "janus.plugin.textroom",
+                    "request": {"request": "listparticipants", "room": room, "transaction": "admin"}}),
+            )
+            .await;
+        reply["response"]["participants"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
