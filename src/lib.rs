@@ -68,6 +68,7 @@ impl Agent {
         {
             warn!("the room engine did not stop within 3 s");
         }
+        self.media.shutdown();
         self.sfu_shutdown.cancel();
     }
 }

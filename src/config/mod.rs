@@ -107,6 +107,15 @@ impl Config {
                 ),
             );
             check(
+                !source.stamp_enabled()
+                    || crate::media::stamp::fits(source.width as usize, source.height as usize),
+                &field("stamp"),
+                format!(
+                    "a {}x{} picture is too small for the BLK1 stamp (66 blocks of 32x32 pixels); set stamp = false or a larger size",
+                    source.width, source.height
+                ),
+            );
+            check(
                 (1..=60).contains(&source.framerate),
                 &field("framerate"),
                 format!(

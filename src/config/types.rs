@@ -98,6 +98,15 @@ pub struct SourceConfig {
     pub framerate: u32,
     #[serde(default = "default_audio")]
     pub audio: AudioInput,
+    /// Paint the BLK1 capture timestamp into the top-left of the picture, so that
+    /// subscribers can measure latency. Default: on for `test`, off for cameras.
+    pub stamp: Option<bool>,
+}
+
+impl SourceConfig {
+    pub fn stamp_enabled(&self) -> bool {
+        self.stamp.unwrap_or(self.video == VideoInput::Test)
+    }
 }
 
 fn default_width() -> u32 {
@@ -163,6 +172,9 @@ impl<'de> Deserialize<'de> for AudioInput {
         match raw.as_str() {
             "test" => Ok(AudioInput::Test),
             "none" => Ok(AudioInput::None),
+            "null" => Err(serde::de::Error::custom(
+                "ALSA's \"null\" device captures no real-time audio (it returns silence as fast as it is read); use audio = \"none\" for no audio track",
+            )),
             name if !name.is_empty()
                 && name.len() <= 128
                 && !name

@@ -1,12 +1,33 @@
-//! Media: capture, the shared encoders, one WebRTC peer per published or played stream.
+//! Media: capture, one shared encode per channel, a WebRTC peer per published or
+//! played stream.
 //!
-//! Being built (issue 4): until it lands, opening a publisher or player fails with a
-//! coded error, so rooms and control work without media.
+//! ```text
+//! camera ─▶ [stamp] ─▶ encoder ─▶ tee ─┬─▶ queue ─▶ pay ─▶ webrtcbin (room A)
+//! mic ──────────────▶ opusenc ─▶ tee ─┼─▶ queue ─▶ pay ─▶ webrtcbin (room B)
+//!                                      └─▶ …        (one encode, N rooms)
+//! room X ─▶ webrtcbin ─▶ decodebin ─▶ display / speaker mixer / counter
+//! ```
+
+pub mod encoder;
+mod player;
+mod publisher;
+pub mod source;
+mod speaker;
+pub mod stamp;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use tracing::info;
 
-use crate::config::Config;
-use crate::engine::backend::{MediaEngine, MediaSnapshot, PeerHandle};
+use self::encoder::Selected;
+use self::player::Player;
+use self::publisher::Publisher;
+use self::source::{CameraFormat, Source};
+use self::speaker::Speaker;
+use crate::config::{Config, VideoInput};
+use crate::engine::backend::{MediaEngine, MediaSnapshot, PeerHandle, SourceSnapshot};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::types::{Channel, PlayOutput, RoomId, StreamId};
 
@@ -17,17 +38,116 @@ pub enum MediaError {
     Setup(String),
 }
 
+/// Elements every box needs, with the Debian package that has them.
+const REQUIRED: [(&str, &str); 10] = [
+    ("webrtcbin", "gstreamer1.0-plugins-bad"),
+    ("nicesrc", "gstreamer1.0-nice"),
+    ("rtph264pay", "gstreamer1.0-plugins-good"),
+    ("rtpopuspay", "gstreamer1.0-plugins-good"),
+    ("h264parse", "gstreamer1.0-plugins-bad"),
+    ("opusenc", "gstreamer1.0-plugins-base"),
+    ("decodebin", "gstreamer1.0-plugins-base"),
+    ("audiomixer", "gstreamer1.0-plugins-base"),
+    ("interaudiosrc", "gstreamer1.0-plugins-bad"),
+    ("videoconvert", "gstreamer1.0-plugins-base"),
+];
+
+/// The pipeline each configured channel would run, gst-launch style (for `roomcast
+/// pipeline`). Probes cameras when they are present.
+pub fn describe_all(config: &Config) -> Result<(Selected, Vec<(Channel, String)>), MediaError> {
+    crate::webrtc::init().map_err(|e| MediaError::Setup(e.to_string()))?;
+    let model = encoder::board_model();
+    let selected = encoder::select(
+        config.encoder.preference,
+        model.as_deref(),
+        encoder::element_exists,
+    )?;
+    let mut out = Vec::new();
+    for (channel, source) in [
+        (Channel::Main, Some(&config.sources.main)),
+        (Channel::Aux, config.sources.aux.as_ref()),
+    ] {
+        let Some(source) = source else { continue };
+        let camera = match &source.video {
+            VideoInput::Test => None,
+            VideoInput::V4l2(device) => Some(
+                source::probe_camera(&device.display().to_string(), source.width, source.height)
+                    .unwrap_or(CameraFormat::Raw),
+            ),
+        };
+        out.push((
+            channel,
+            source::describe(source, &selected, &config.encoder, camera),
+        ));
+    }
+    Ok((selected, out))
+}
+
 /// The GStreamer media engine.
 pub struct GstMedia {
-    _config: Config,
+    sources: BTreeMap<Channel, Arc<Source>>,
+    encoder: Selected,
+    speaker: Arc<Speaker>,
+    player_latency_ms: u32,
 }
 
 impl GstMedia {
+    /// Chooses the encoder and checks every element the configuration needs. Sources
+    /// start when something is first published.
     pub fn new(config: &Config) -> Result<Self, MediaError> {
         crate::webrtc::init().map_err(|e| MediaError::Setup(e.to_string()))?;
+        for (element, package) in REQUIRED {
+            if !encoder::element_exists(element) {
+                return Err(MediaError::Setup(format!(
+                    "GStreamer element `{element}` is missing: install {package}"
+                )));
+            }
+        }
+        let (selected, descriptions) = describe_all(config)?;
+        if selected.spec.properties.keys().next().is_some() {
+            encoder::check_properties(&selected.spec)?;
+        }
+        info!(encoder = %selected.spec.element, preset = %selected.preset, "video encoder chosen");
+        let mut sources = BTreeMap::new();
+        for (channel, description) in descriptions {
+            let Some(source_config) = config.sources.get(channel) else {
+                continue;
+            };
+            // Parse now so a bad device name or a missing element fails at startup.
+            gst::parse::launch(&description).map_err(|e| {
+                MediaError::Setup(format!(
+                    "channel `{channel}`: the pipeline does not build ({e}): {description}"
+                ))
+            })?;
+            sources.insert(
+                channel,
+                Arc::new(Source::new(channel, source_config, description)),
+            );
+        }
         Ok(Self {
-            _config: config.clone(),
+            sources,
+            encoder: selected,
+            speaker: Arc::new(Speaker::new(&config.player.audio_device)),
+            player_latency_ms: config.player.latency_ms,
         })
+    }
+
+    /// Stops every source (shutdown).
+    pub fn shutdown(&self) {
+        for source in self.sources.values() {
+            source.shutdown();
+        }
+    }
+
+    pub fn encoder(&self) -> &Selected {
+        &self.encoder
+    }
+
+    /// Whether every running source is healthy (for the watchdog).
+    pub fn healthy(&self) -> bool {
+        self.sources
+            .values()
+            .all(|s| s.is_running() || s.last_error().is_none())
     }
 }
 
@@ -35,29 +155,49 @@ impl GstMedia {
 impl MediaEngine for GstMedia {
     async fn open_publisher(
         &self,
-        _room: &RoomId,
-        _stream: &StreamId,
+        room: &RoomId,
+        stream: &StreamId,
         channel: Channel,
     ) -> Result<PeerHandle, BackendError> {
-        Err(BackendError::new(
-            ErrorCode::PUBLISH_MEDIA_FAILED,
-            format!("publishing channel `{channel}` is not available in this build yet"),
-        ))
+        let source = self.sources.get(&channel).ok_or_else(|| {
+            BackendError::new(
+                ErrorCode::PUBLISH_MEDIA_FAILED,
+                format!("channel `{channel}` has no source: add [sources.{channel}] to the config"),
+            )
+        })?;
+        let publisher = Publisher::attach(source.clone(), format!("publish {room}/{stream}"))?;
+        Ok(publisher)
     }
 
     async fn open_player(
         &self,
-        _room: &RoomId,
+        room: &RoomId,
         stream: &StreamId,
-        _output: PlayOutput,
+        output: PlayOutput,
     ) -> Result<PeerHandle, BackendError> {
-        Err(BackendError::new(
-            ErrorCode::PLAY_WEBRTC_FAILED,
-            format!("playing `{stream}` is not available in this build yet"),
-        ))
+        let player = Player::open(
+            format!("play {room}/{stream}"),
+            output,
+            self.player_latency_ms,
+            self.speaker.clone(),
+        )?;
+        Ok(player)
     }
 
     fn snapshot(&self) -> MediaSnapshot {
-        MediaSnapshot::default()
+        MediaSnapshot {
+            sources: self
+                .sources
+                .values()
+                .map(|s| SourceSnapshot {
+                    channel: s.channel,
+                    video: s.video_label.clone(),
+                    audio: s.audio_label.clone(),
+                    running: s.is_running(),
+                    error: s.last_error(),
+                })
+                .collect(),
+            encoder: Some(self.encoder.spec.element.clone()),
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! the test ends. Nothing is assumed to be running.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod janus;
+pub mod janus_ws;
+pub mod peers;
 pub mod textroom;
 
 use std::net::TcpListener;

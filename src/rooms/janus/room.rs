@@ -547,7 +547,7 @@ impl RoomActor {
             let mut create = json!({
                 "request": "create", "room": room, "description": room,
                 "publishers": self.settings.publishers, "bitrate": self.settings.bitrate_bps,
-                "videocodec": "h264", "audiocodec": "opus", "h264_profile": "42e01f",
+                "videocodec": "h264", "audiocodec": "opus",
                 "fir_freq": 0, "notify_joining": false, "permanent": false,
             });
             if let Some(object) = create.as_object_mut() {

@@ -1,0 +1,380 @@
+//! A played stream: its own pipeline, `webrtcbin → decodebin → output`, so one failing
+//! stream never touches another. Outputs: `display` (KMS, else a window), `speaker`
+//! (audio to the shared mixer, video not decoded), `none` (decode and count only).
+//! Decoded frames are counted and their BLK1 stamp, if any, gives capture→decoded
+//! latency.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use gst::prelude::*;
+use gst_video::prelude::*;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::speaker::{Speaker, SpeakerInput};
+use super::stamp;
+use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
+use crate::engine::error::{BackendError, ErrorCode};
+use crate::engine::types::PlayOutput;
+use crate::webrtc::{Negotiator, WebRtcError};
+
+static NEXT_PLAYER: AtomicU64 = AtomicU64::new(1);
+
+fn play_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::new(ErrorCode::PLAY_WEBRTC_FAILED, e.to_string())
+}
+
+fn webrtc_error(e: WebRtcError) -> BackendError {
+    play_error(e)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters shared with the streaming threads.
+#[derive(Default)]
+pub struct PlayCounters {
+    pub frames_decoded: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub last_frame_unix_ms: AtomicU64,
+    /// Last capture→decoded latency in microseconds (0: no stamp read yet).
+    pub latency_us: AtomicU64,
+    pub stamps_read: AtomicU64,
+}
+
+pub struct Player {
+    label: String,
+    pipeline: gst::Pipeline,
+    negotiator: Negotiator,
+    counters: Arc<PlayCounters>,
+    speaker_input: Arc<Mutex<Option<SpeakerInput>>>,
+    speaker: Arc<Speaker>,
+    closed: AtomicBool,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Player {
+    pub fn open(
+        label: String,
+        output: PlayOutput,
+        latency_ms: u32,
+        speaker: Arc<Speaker>,
+    ) -> Result<Arc<Self>, BackendError> {
+        let id = NEXT_PLAYER.fetch_add(1, Ordering::Relaxed);
+        let pipeline = gst::Pipeline::with_name(&format!("player{id}"));
+        let negotiator = Negotiator::new(&format!("player{id}-webrtcbin")).map_err(webrtc_error)?;
+        let webrtcbin = negotiator.element().clone();
+        webrtcbin.set_property("latency", latency_ms);
+        pipeline.add(&webrtcbin).map_err(play_error)?;
+        let counters = Arc::new(PlayCounters::default());
+        let speaker_input = Arc::new(Mutex::new(None));
+
+        let weak_pipeline = pipeline.downgrade();
+        let (c, si, sp) = (counters.clone(), speaker_input.clone(), speaker.clone());
+        let channel_name = format!("roomcast-player{id}");
+        webrtcbin.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let Some(pipeline) = weak_pipeline.upgrade() else {
+                return;
+            };
+            if let Err(e) = link_incoming(&pipeline, pad, output, &c, &si, &sp, &channel_name) {
+                warn!("cannot play an incoming track: {e}");
+                gst::element_error!(pipeline, gst::CoreError::Negotiation, ("{}", e));
+            }
+        });
+
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| play_error("the player pipeline would not start"))?;
+        let player = Arc::new(Self {
+            label,
+            pipeline,
+            negotiator,
+            counters,
+            speaker_input,
+            speaker,
+            closed: AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new(),
+        });
+        player.watch_bus();
+        info!(stream = %player.label, %output, "player opened");
+        Ok(player)
+    }
+
+    fn watch_bus(self: &Arc<Self>) {
+        let Some(bus) = self.pipeline.bus() else {
+            return;
+        };
+        let mut messages = bus.stream();
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    m = messages.next() => match m { Some(m) => m, None => return },
+                };
+                if let gst::MessageView::Error(error) = message.view() {
+                    let origin = message
+                        .src()
+                        .map(|s| s.name().to_string())
+                        .unwrap_or_default();
+                    if let Some(player) = weak.upgrade() {
+                        player
+                            .negotiator
+                            .fail(format!("playing failed: {} (from {origin})", error.error()));
+                    }
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Links one incoming RTP pad of webrtcbin to the output.
+fn link_incoming(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    output: PlayOutput,
+    counters: &Arc<PlayCounters>,
+    speaker_input: &Arc<Mutex<Option<SpeakerInput>>>,
+    speaker: &Arc<Speaker>,
+    channel_name: &str,
+) -> Result<(), String> {
+    let caps = pad.current_caps().ok_or("incoming pad without caps")?;
+    let media = caps
+        .structure(0)
+        .and_then(|s| s.get::<String>("media").ok())
+        .unwrap_or_default();
+    let c = counters.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            c.bytes_received
+                .fetch_add(buffer.size() as u64, Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let skip = (media == "video" && output == PlayOutput::Speaker)
+        || (media != "video" && media != "audio");
+    if skip {
+        let sink = make("fakesink")?;
+        sink.set_property("sync", false);
+        add_and_link(pipeline, pad, &[sink])?;
+        return Ok(());
+    }
+    let decodebin = make("decodebin")?;
+    let weak_pipeline = pipeline.downgrade();
+    let (c, si, sp, name) = (
+        counters.clone(),
+        speaker_input.clone(),
+        speaker.clone(),
+        channel_name.to_owned(),
+    );
+    decodebin.connect_pad_added(move |_, decoded| {
+        let Some(pipeline) = weak_pipeline.upgrade() else {
+            return;
+        };
+        let result = if media == "video" {
+            link_video(&pipeline, decoded, output, &c)
+        } else {
+            link_audio(&pipeline, decoded, output, &si, &sp, &name)
+        };
+        if let Err(e) = result {
+            gst::element_error!(pipeline, gst::CoreError::Negotiation, ("{}", e));
+        }
+    });
+    add_and_link(pipeline, pad, &[decodebin])
+}
+
+fn make(factory: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| format!("GStreamer element `{factory}` is missing"))
+}
+
+/// Adds `chain` to the pipeline, links `pad` to its head and the chain in order.
+fn add_and_link(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    chain: &[gst::Element],
+) -> Result<(), String> {
+    pipeline.add_many(chain).map_err(|e| e.to_string())?;
+    if chain.len() > 1 {
+        gst::Element::link_many(chain).map_err(|e| e.to_string())?;
+    }
+    for element in chain.iter().rev() {
+        element
+            .sync_state_with_parent()
+            .map_err(|e| e.to_string())?;
+    }
+    let sink = chain[0]
+        .static_pad("sink")
+        .ok_or("element without sink pad")?;
+    pad.link(&sink).map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+fn link_video(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    output: PlayOutput,
+    counters: &Arc<PlayCounters>,
+) -> Result<(), String> {
+    let c = counters.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let now = now_ms();
+        c.frames_decoded.fetch_add(1, Ordering::Relaxed);
+        c.last_frame_unix_ms.store(now, Ordering::Relaxed);
+        if let (Some(buffer), Some(caps)) = (info.buffer(), pad.current_caps())
+            && let Ok(video) = gst_video::VideoInfo::from_caps(&caps)
+            && video.format_info().is_yuv()
+            && let Ok(frame) = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &video)
+            && let Ok(luma) = frame.plane_data(0)
+            && let Some(stamp) = stamp::read(
+                luma,
+                frame.plane_stride()[0] as usize,
+                video.width() as usize,
+                video.height() as usize,
+            )
+        {
+            let micros = now_micros();
+            let elapsed = stamp::elapsed_ms(stamp.time_ms, micros / 1000) * 1000 + micros % 1000;
+            c.latency_us.store(elapsed, Ordering::Relaxed);
+            c.stamps_read.fetch_add(1, Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let sink = match output {
+        PlayOutput::Display => display_sink()?,
+        _ => {
+            let sink = make("fakesink")?;
+            sink.set_property("sync", false);
+            sink
+        }
+    };
+    let queue = make("queue")?;
+    let convert = make("videoconvert")?;
+    add_and_link(pipeline, pad, &[queue, convert, sink])
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// KMS when the box has a screen it may drive, else whatever autovideosink finds.
+fn display_sink() -> Result<gst::Element, String> {
+    if let Ok(kms) = gst::ElementFactory::make("kmssink").build() {
+        if kms.set_state(gst::State::Ready).is_ok() {
+            let _ = kms.set_state(gst::State::Null);
+            return Ok(kms);
+        }
+        let _ = kms.set_state(gst::State::Null);
+    }
+    make("autovideosink")
+}
+
+fn link_audio(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    output: PlayOutput,
+    speaker_input: &Arc<Mutex<Option<SpeakerInput>>>,
+    speaker: &Arc<Speaker>,
+    channel_name: &str,
+) -> Result<(), String> {
+    if output == PlayOutput::None {
+        let sink = make("fakesink")?;
+        sink.set_property("sync", false);
+        return add_and_link(pipeline, pad, &[sink]);
+    }
+    let input = speaker.connect(channel_name).map_err(|e| e.to_string())?;
+    if let Ok(mut slot) = speaker_input.lock() {
+        *slot = Some(input);
+    }
+    let convert = make("audioconvert")?;
+    let resample = make("audioresample")?;
+    let sink = make("interaudiosink")?;
+    sink.set_property("channel", channel_name);
+    add_and_link(pipeline, pad, &[convert, resample, sink])
+}
+
+#[async_trait]
+impl WebRtcPeer for Player {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    async fn create_offer(&self) -> Result<String, BackendError> {
+        Err(play_error("a player answers offers; it does not make them"))
+    }
+
+    async fn apply_answer(&self, _sdp: &str) -> Result<(), BackendError> {
+        Err(play_error(
+            "a player answers offers; it does not apply answers",
+        ))
+    }
+
+    async fn answer_offer(&self, sdp: &str) -> Result<String, BackendError> {
+        self.negotiator
+            .answer_offer(sdp)
+            .await
+            .map_err(webrtc_error)
+    }
+
+    fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>> {
+        self.negotiator.take_local_candidates()
+    }
+
+    fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), BackendError> {
+        self.negotiator.add_remote_candidate(candidate);
+        Ok(())
+    }
+
+    fn state(&self) -> watch::Receiver<PeerState> {
+        self.negotiator.state()
+    }
+
+    fn stats(&self) -> PeerStats {
+        let c = &self.counters;
+        let latency = c.latency_us.load(Ordering::Relaxed);
+        let last = c.last_frame_unix_ms.load(Ordering::Relaxed);
+        PeerStats {
+            bytes_received: Some(c.bytes_received.load(Ordering::Relaxed)),
+            frames_decoded: Some(c.frames_decoded.load(Ordering::Relaxed)),
+            last_frame_unix_ms: (last > 0).then_some(last),
+            latency_ms: (latency > 0).then_some(latency as f64 / 1000.0),
+            ..PeerStats::default()
+        }
+    }
+
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.stop.cancel();
+        let pipeline = self.pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || pipeline.set_state(gst::State::Null)).await;
+        let input = self.speaker_input.lock().ok().and_then(|mut s| s.take());
+        if let Some(input) = input {
+            self.speaker.disconnect(input);
+        }
+        self.negotiator.mark_closed();
+        debug!(stream = %self.label, "player closed");
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

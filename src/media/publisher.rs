@@ -1,0 +1,371 @@
+//! A published stream: a branch from the channel's tees into its own `webrtcbin`.
+//!
+//! `tee → queue (leaky) → payloader → caps → webrtcbin`, for video and audio. The leaky
+//! queue keeps one slow or stuck room from stalling the tee for the others. Removal
+//! blocks the tee pads with an IDLE probe, unlinks, and takes the branch to NULL before
+//! it is dropped: the other rooms never see a gap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gst::prelude::*;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::source::{Running, Source};
+use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
+use crate::engine::error::{BackendError, ErrorCode};
+use crate::webrtc::{Negotiator, WebRtcError, make_element};
+
+/// How long to wait for the encoder's caps to reach the branch before offering.
+const CAPS_TIMEOUT: Duration = Duration::from_secs(5);
+
+static NEXT_BRANCH: AtomicU64 = AtomicU64::new(1);
+
+fn media_error(e: impl std::fmt::Display) -> BackendError {
+    BackendError::new(ErrorCode::PUBLISH_MEDIA_FAILED, e.to_string())
+}
+
+fn webrtc_error(e: WebRtcError) -> BackendError {
+    BackendError::new(ErrorCode::PUBLISH_WEBRTC_FAILED, e.to_string())
+}
+
+/// One media kind's part of the branch.
+struct Leg {
+    tee: gst::Element,
+    tee_pad: gst::Pad,
+    elements: Vec<gst::Element>,
+    webrtc_pad: gst::Pad,
+}
+
+pub struct Publisher {
+    label: String,
+    prefix: String,
+    source: Arc<Source>,
+    running: Running,
+    negotiator: Negotiator,
+    legs: std::sync::Mutex<Vec<Leg>>,
+    packets: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    closed: AtomicBool,
+}
+
+impl Publisher {
+    /// Attaches a branch for `label` to the channel's running pipeline.
+    pub fn attach(source: Arc<Source>, label: String) -> Result<Arc<Self>, BackendError> {
+        let running = source.acquire().map_err(media_error)?;
+        let prefix = format!("pub{}-", NEXT_BRANCH.fetch_add(1, Ordering::Relaxed));
+        let attached = Self::build(&source, &running, &prefix, label.clone());
+        match attached {
+            Ok(publisher) => {
+                let weak = Arc::downgrade(&publisher);
+                running.register_branch(
+                    &prefix,
+                    Box::new(move |error| {
+                        if let Some(publisher) = weak.upgrade() {
+                            publisher
+                                .negotiator
+                                .fail(format!("publishing pipeline error: {error}"));
+                        }
+                    }),
+                );
+                // The source stopping (capture or encoder failure) ends this peer too.
+                let weak = Arc::downgrade(&publisher);
+                let stopped = running.stopped.clone();
+                tokio::spawn(async move {
+                    stopped.cancelled().await;
+                    if let Some(publisher) = weak.upgrade()
+                        && !publisher.closed.load(Ordering::Relaxed)
+                    {
+                        let why = publisher
+                            .source
+                            .last_error()
+                            .unwrap_or_else(|| "the source stopped".into());
+                        publisher.negotiator.fail(format!("source failed: {why}"));
+                    }
+                });
+                // A fresh room needs a keyframe to start decoding.
+                running.request_keyframe();
+                info!(stream = %publisher.label, "publisher attached");
+                Ok(publisher)
+            }
+            Err(e) => {
+                source.release();
+                Err(e)
+            }
+        }
+    }
+
+    fn build(
+        source: &Arc<Source>,
+        running: &Running,
+        prefix: &str,
+        label: String,
+    ) -> Result<Arc<Self>, BackendError> {
+        let negotiator = Negotiator::new(&format!("{prefix}webrtcbin")).map_err(webrtc_error)?;
+        let webrtcbin = negotiator.element().clone();
+        running.pipeline.add(&webrtcbin).map_err(media_error)?;
+        let packets = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+
+        let mut legs = Vec::new();
+        let kinds = [
+            Some((running.video_tee.clone(), "video")),
+            running.audio_tee.clone().map(|tee| (tee, "audio")),
+        ];
+        for (tee, kind) in kinds.into_iter().flatten() {
+            match Self::leg(running, &webrtcbin, &tee, kind, prefix, &packets, &bytes) {
+                Ok(leg) => legs.push(leg),
+                Err(e) => {
+                    for leg in legs {
+                        detach_leg(&running.pipeline, leg);
+                    }
+                    let _ = webrtcbin.set_state(gst::State::Null);
+                    let _ = running.pipeline.remove(&webrtcbin);
+                    return Err(e);
+                }
+            }
+        }
+        webrtcbin.sync_state_with_parent().map_err(media_error)?;
+        for leg in &legs {
+            for element in leg.elements.iter().rev() {
+                element.sync_state_with_parent().map_err(media_error)?;
+            }
+            leg.tee_pad
+                .link(
+                    &leg.elements[0]
+                        .static_pad("sink")
+                        .ok_or_else(|| media_error("queue has no sink pad"))?,
+                )
+                .map_err(|e| media_error(format!("cannot link the branch to the tee: {e:?}")))?;
+        }
+        Ok(Arc::new(Self {
+            label,
+            prefix: prefix.to_owned(),
+            source: source.clone(),
+            running: running.clone(),
+            negotiator,
+            legs: std::sync::Mutex::new(legs),
+            packets,
+            bytes,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    /// `queue → payloader → caps → webrtcbin` for one kind, not yet linked to the tee.
+    fn leg(
+        running: &Running,
+        webrtcbin: &gst::Element,
+        tee: &gst::Element,
+        kind: &str,
+        prefix: &str,
+        packets: &Arc<AtomicU64>,
+        bytes: &Arc<AtomicU64>,
+    ) -> Result<Leg, BackendError> {
+        let queue = gst::ElementFactory::make("queue")
+            .name(format!("{prefix}{kind}-queue"))
+            .property("max-size-buffers", 0u32)
+            .property("max-size-bytes", 0u32)
+            .property("max-size-time", 300_000_000u64)
+            .property_from_str("leaky", "downstream")
+            .build()
+            .map_err(media_error)?;
+        let (pay, caps) = if kind == "video" {
+            let pay =
+                make_element("rtph264pay", "gstreamer1.0-plugins-good").map_err(media_error)?;
+            pay.set_property("config-interval", -1i32);
+            pay.set_property_from_str("aggregate-mode", "zero-latency");
+            pay.set_property("pt", 96u32);
+            (
+                pay,
+                "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000",
+            )
+        } else {
+            let pay =
+                make_element("rtpopuspay", "gstreamer1.0-plugins-good").map_err(media_error)?;
+            pay.set_property("pt", 111u32);
+            (
+                pay,
+                "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000",
+            )
+        };
+        pay.set_property("mtu", 1200u32);
+        pay.set_property("name", format!("{prefix}{kind}-pay"));
+        let capsfilter = gst::ElementFactory::make("capsfilter")
+            .name(format!("{prefix}{kind}-caps"))
+            .property("caps", caps.parse::<gst::Caps>().map_err(media_error)?)
+            .build()
+            .map_err(media_error)?;
+        let elements = vec![queue, pay, capsfilter];
+        running.pipeline.add_many(&elements).map_err(media_error)?;
+        gst::Element::link_many(&elements).map_err(media_error)?;
+        let webrtc_pad = webrtcbin
+            .request_pad_simple("sink_%u")
+            .ok_or_else(|| media_error("webrtcbin refused a sink pad"))?;
+        elements[2]
+            .static_pad("src")
+            .ok_or_else(|| media_error("capsfilter has no src pad"))?
+            .link(&webrtc_pad)
+            .map_err(|e| media_error(format!("cannot link to webrtcbin: {e:?}")))?;
+        if let Some(transceiver) =
+            webrtc_pad.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+        {
+            transceiver.set_property(
+                "direction",
+                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+            );
+        }
+        // Packets and bytes handed to webrtcbin, for the stream's stats.
+        let (p, b) = (packets.clone(), bytes.clone());
+        webrtc_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                p.fetch_add(1, Ordering::Relaxed);
+                b.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+        let tee_pad = tee
+            .request_pad_simple("src_%u")
+            .ok_or_else(|| media_error("the tee refused a pad"))?;
+        Ok(Leg {
+            tee: tee.clone(),
+            tee_pad,
+            elements,
+            webrtc_pad,
+        })
+    }
+
+    /// Waits until every webrtcbin sink pad has caps: an offer made before that has no
+    /// fmtp/SSRC and Janus drops every packet ("Unknown SSRC").
+    async fn wait_caps(&self) -> Result<(), BackendError> {
+        let pads: Vec<gst::Pad> = self
+            .legs
+            .lock()
+            .map(|legs| legs.iter().map(|l| l.webrtc_pad.clone()).collect())
+            .unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + CAPS_TIMEOUT;
+        loop {
+            if pads.iter().all(|p| p.current_caps().is_some()) {
+                return Ok(());
+            }
+            if let PeerState::Failed(reason) = &*self.negotiator.state().borrow() {
+                return Err(media_error(reason.clone()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = self.source.last_error().unwrap_or_else(|| {
+                    "no media reached the branch (is the source producing frames?)".into()
+                });
+                return Err(media_error(format!(
+                    "channel `{}`: {why}",
+                    self.source.channel
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Unlinks a leg from its tee once the tee pad is idle, then takes it to NULL.
+fn detach_leg(pipeline: &gst::Pipeline, leg: Leg) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let sink = leg.elements.first().and_then(|e| e.static_pad("sink"));
+    leg.tee_pad
+        .add_probe(gst::PadProbeType::IDLE, move |pad, _| {
+            if let Some(sink) = &sink {
+                let _ = pad.unlink(sink);
+            }
+            let _ = done_tx.send(());
+            gst::PadProbeReturn::Remove
+        });
+    // The probe runs at once when the pad is idle, otherwise after the buffer in flight.
+    if done_rx.recv_timeout(Duration::from_secs(1)).is_err() {
+        warn!("tee pad did not go idle within 1 s; unlinking anyway");
+        if let Some(sink) = leg.elements.first().and_then(|e| e.static_pad("sink")) {
+            let _ = leg.tee_pad.unlink(&sink);
+        }
+    }
+    leg.tee.release_request_pad(&leg.tee_pad);
+    for element in &leg.elements {
+        let _ = element.set_state(gst::State::Null);
+        let _ = pipeline.remove(element);
+    }
+}
+
+#[async_trait]
+impl WebRtcPeer for Publisher {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    async fn create_offer(&self) -> Result<String, BackendError> {
+        self.wait_caps().await?;
+        self.negotiator.create_offer().await.map_err(webrtc_error)
+    }
+
+    async fn apply_answer(&self, sdp: &str) -> Result<(), BackendError> {
+        self.negotiator
+            .apply_answer(sdp)
+            .await
+            .map_err(webrtc_error)
+    }
+
+    async fn answer_offer(&self, _sdp: &str) -> Result<String, BackendError> {
+        Err(BackendError::new(
+            ErrorCode::PUBLISH_WEBRTC_FAILED,
+            "a publisher makes offers; it does not answer them",
+        ))
+    }
+
+    fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>> {
+        self.negotiator.take_local_candidates()
+    }
+
+    fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<(), BackendError> {
+        self.negotiator.add_remote_candidate(candidate);
+        Ok(())
+    }
+
+    fn state(&self) -> watch::Receiver<PeerState> {
+        self.negotiator.state()
+    }
+
+    fn stats(&self) -> PeerStats {
+        PeerStats {
+            bytes_sent: Some(self.bytes.load(Ordering::Relaxed)),
+            packets_sent: Some(self.packets.load(Ordering::Relaxed)),
+            frames_encoded: Some(self.running.frames_encoded.load(Ordering::Relaxed)),
+            ..PeerStats::default()
+        }
+    }
+
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.running.unregister_branch(&self.prefix);
+        let legs = self
+            .legs
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        let pipeline = self.running.pipeline.clone();
+        let webrtcbin = self.negotiator.element().clone();
+        // Pad probes and state changes block: keep them off the async threads.
+        let detached = tokio::task::spawn_blocking(move || {
+            for leg in legs {
+                detach_leg(&pipeline, leg);
+            }
+            let _ = webrtcbin.set_state(gst::State::Null);
+            let _ = pipeline.remove(&webrtcbin);
+        })
+        .await;
+        if detached.is_err() {
+            warn!(stream = %self.label, "detaching the branch panicked");
+        }
+        self.negotiator.mark_closed();
+        self.source.release();
+        debug!(stream = %self.label, "publisher closed");
+    }
+}

@@ -1,0 +1,612 @@
+//! One channel's capture and encode, shared by every room it is published into:
+//! `source → [stamp] → encoder → h264parse → tee` and `audio → opusenc → tee`.
+//!
+//! The pipeline is written as a gst-launch description and parsed, so `roomcast
+//! pipeline` prints exactly what runs. It starts when the first publisher attaches and
+//! stops [`LINGER`] after the last one leaves (a quiet classroom costs no CPU). An error
+//! from the capture or the encoder stops it and fails every attached publisher; the
+//! engine restarts them with backoff, which rebuilds the pipeline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use gst::prelude::*;
+use gst_video::prelude::*;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::MediaError;
+use super::encoder::{self, Selected};
+use super::stamp;
+use crate::config::{AudioInput, EncoderConfig, SourceConfig, VideoInput};
+use crate::engine::types::Channel;
+
+/// How long a source keeps running after its last publisher left.
+pub const LINGER: Duration = Duration::from_secs(10);
+/// At most one forced keyframe per this interval, across every room of the channel.
+pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a V4L2 camera can deliver at the configured size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraFormat {
+    /// The camera encodes H.264 itself (UVC H.264): used as is, no re-encode.
+    H264,
+    /// MJPEG, decoded before our encoder.
+    Mjpeg,
+    /// Raw frames (YUYV, NV12, …), converted and scaled as needed.
+    Raw,
+}
+
+/// Asks the camera what it can do (GStreamer's view of the V4L2 formats).
+pub fn probe_camera(device: &str, width: u32, height: u32) -> Result<CameraFormat, MediaError> {
+    let src = gst::ElementFactory::make("v4l2src")
+        .property("device", device)
+        .build()
+        .map_err(|_| {
+            MediaError::Setup("v4l2src is missing (install gstreamer1.0-plugins-good)".into())
+        })?;
+    src.set_state(gst::State::Ready).map_err(|_| {
+        MediaError::Setup(format!(
+            "cannot open camera {device}: is it plugged in, and may roomcast use it (group video)?"
+        ))
+    })?;
+    let caps = src.static_pad("src").map(|pad| pad.query_caps(None));
+    let _ = src.set_state(gst::State::Null);
+    let caps =
+        caps.ok_or_else(|| MediaError::Setup(format!("camera {device} reports no formats")))?;
+    Ok(choose_camera_format(&caps, width, height))
+}
+
+/// H.264 at the size beats MJPEG at the size beats raw (scaled as needed).
+pub fn choose_camera_format(caps: &gst::CapsRef, width: u32, height: u32) -> CameraFormat {
+    let offers = |name: &str| {
+        caps.iter().any(|s| {
+            s.name() == name
+                && s.get::<i32>("width").is_ok_and(|w| w as u32 == width)
+                && s.get::<i32>("height").is_ok_and(|h| h as u32 == height)
+        })
+    };
+    if offers("video/x-h264") {
+        CameraFormat::H264
+    } else if offers("image/jpeg") {
+        CameraFormat::Mjpeg
+    } else {
+        CameraFormat::Raw
+    }
+}
+
+fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn caps_field(caps: &str, field: &str) -> Option<String> {
+    caps.split(',')
+        .find_map(|part| part.trim().strip_prefix(&format!("{field}=")))
+        .map(|v| v.trim_start_matches("(string)").to_owned())
+}
+
+/// The channel's pipeline as a gst-launch description. `camera` is the probed format of
+/// a V4L2 source (ignored for `test`).
+pub fn describe(
+    source: &SourceConfig,
+    encoder: &Selected,
+    settings: &EncoderConfig,
+    camera: Option<CameraFormat>,
+) -> String {
+    let (w, h, fps) = (source.width, source.height, source.framerate);
+    let spec = &encoder.spec;
+    let raw_format = caps_field(&spec.input, "format").unwrap_or_else(|| "I420".into());
+    let raw = format!("video/x-raw,format={raw_format},width={w},height={h},framerate={fps}/1");
+    let au = "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! tee name=vtee allow-not-linked=true";
+    let mut video = match (&source.video, camera) {
+        (VideoInput::Test, _) => {
+            format!("videotestsrc name=vsrc is-live=true pattern=smpte horizontal-speed=2 ! {raw}")
+        }
+        (VideoInput::V4l2(device), Some(CameraFormat::H264)) => {
+            let device = quote(&device.display().to_string());
+            format!(
+                "v4l2src name=vsrc device={device} ! video/x-h264,width={w},height={h},framerate={fps}/1 ! {au}"
+            )
+        }
+        (VideoInput::V4l2(device), Some(CameraFormat::Mjpeg)) => {
+            let device = quote(&device.display().to_string());
+            format!(
+                "v4l2src name=vsrc device={device} ! image/jpeg,width={w},height={h},framerate={fps}/1 ! jpegdec ! videoconvert ! {raw}"
+            )
+        }
+        (VideoInput::V4l2(device), _) => {
+            let device = quote(&device.display().to_string());
+            format!(
+                "v4l2src name=vsrc device={device} ! video/x-raw ! videoconvert ! videoscale ! videorate ! {raw}"
+            )
+        }
+    };
+    if camera != Some(CameraFormat::H264) || source.video == VideoInput::Test {
+        let gop = (settings.keyframe_interval_s * fps).max(1);
+        let props: String = encoder::properties(spec, settings.bitrate_kbps, gop)
+            .into_iter()
+            .map(|(k, v)| format!(" {k}={}", quote(&v)))
+            .collect();
+        let convert = spec
+            .convert
+            .as_ref()
+            .map(|c| format!("{c} ! {} ! ", spec.input))
+            .unwrap_or_default();
+        video.push_str(&format!(
+            " ! identity name=stamp silent=true ! queue name=vqueue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream ! {convert}{} name=venc{props} ! {} ! {au}",
+            spec.element, spec.output
+        ));
+    }
+    let audio_src = match &source.audio {
+        AudioInput::None => None,
+        AudioInput::Test => {
+            Some("audiotestsrc name=asrc is-live=true wave=sine freq=440 volume=0.2".to_owned())
+        }
+        // The ALSA device paces capture (10 ms periods); the system clock stays the
+        // pipeline's clock so audio and video share it.
+        AudioInput::Alsa(device) => Some(format!(
+            "alsasrc name=asrc device={} provide-clock=false buffer-time=40000 latency-time=10000",
+            quote(device)
+        )),
+    };
+    match audio_src {
+        Some(src) => format!(
+            "{video}  {src} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! opusenc name=aenc bitrate={} frame-size=20 ! tee name=atee allow-not-linked=true",
+            settings.audio_bitrate_kbps * 1000
+        ),
+        None => video,
+    }
+}
+
+/// Forced keyframes, coalesced: at most one per [`KEYFRAME_MIN_INTERVAL`]; a request in
+/// between is deferred to the end of the interval, never dropped.
+#[derive(Default)]
+pub struct KeyframeGate {
+    last: Mutex<Option<Instant>>,
+    pending: std::sync::atomic::AtomicBool,
+    pub forwarded: AtomicU64,
+    pub coalesced: AtomicU64,
+}
+
+impl KeyframeGate {
+    fn admit(&self) -> bool {
+        let Ok(mut last) = self.last.lock() else {
+            return true;
+        };
+        if last.is_none_or(|t| t.elapsed() >= KEYFRAME_MIN_INTERVAL) {
+            *last = Some(Instant::now());
+            self.pending.store(false, Ordering::Relaxed);
+            self.forwarded.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            self.pending.store(true, Ordering::Relaxed);
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.pending.load(Ordering::Relaxed)
+            && self
+                .last
+                .lock()
+                .map(|l| l.is_none_or(|t| t.elapsed() >= KEYFRAME_MIN_INTERVAL))
+                .unwrap_or(true)
+    }
+}
+
+/// Called with an error that came from one publisher branch's elements.
+pub type BranchErrorHandler = Box<dyn Fn(String) + Send + Sync>;
+
+/// Handles to a running channel pipeline, for attaching publisher branches.
+#[derive(Clone)]
+pub struct Running {
+    pub pipeline: gst::Pipeline,
+    pub video_tee: gst::Element,
+    pub audio_tee: Option<gst::Element>,
+    pub frames_encoded: Arc<AtomicU64>,
+    pub keyframes: Arc<KeyframeGate>,
+    /// Cancelled when this pipeline stops (error or linger): attached branches are dead.
+    pub stopped: CancellationToken,
+    /// Branches register here to hear about errors from their own elements.
+    branches: Arc<Mutex<HashMap<String, BranchErrorHandler>>>,
+}
+
+impl Running {
+    /// Asks the encoder for a keyframe (rate-limited with every other request).
+    pub fn request_keyframe(&self) {
+        if let Some(pad) = self.video_tee.static_pad("sink") {
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.push_event(event);
+        }
+    }
+
+    /// Routes bus errors from elements named `{prefix}…` to `on_error`.
+    pub fn register_branch(&self, prefix: &str, on_error: BranchErrorHandler) {
+        if let Ok(mut branches) = self.branches.lock() {
+            branches.insert(prefix.to_owned(), on_error);
+        }
+    }
+
+    pub fn unregister_branch(&self, prefix: &str) {
+        if let Ok(mut branches) = self.branches.lock() {
+            branches.remove(prefix);
+        }
+    }
+}
+
+struct State {
+    running: Option<Running>,
+    users: usize,
+    generation: u64,
+    last_error: Option<String>,
+}
+
+/// One channel's source: starts on demand, shared by its publishers.
+pub struct Source {
+    pub channel: Channel,
+    pub description: String,
+    pub video_label: String,
+    pub audio_label: String,
+    stamp: bool,
+    width: u32,
+    height: u32,
+    state: Mutex<State>,
+}
+
+impl Source {
+    pub fn new(channel: Channel, config: &SourceConfig, description: String) -> Self {
+        Self {
+            channel,
+            description,
+            video_label: config.video.to_string(),
+            audio_label: config.audio.to_string(),
+            stamp: config.stamp_enabled(),
+            width: config.width,
+            height: config.height,
+            state: Mutex::new(State {
+                running: None,
+                users: 0,
+                generation: 0,
+                last_error: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, MediaError> {
+        self.state
+            .lock()
+            .map_err(|_| MediaError::Setup("source state poisoned".into()))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.lock().map(|s| s.running.is_some()).unwrap_or(false)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().ok().and_then(|s| s.last_error.clone())
+    }
+
+    /// Starts the pipeline if needed and counts one more user of it.
+    pub fn acquire(self: &Arc<Self>) -> Result<Running, MediaError> {
+        let mut state = self.lock()?;
+        if let Some(running) = state.running.clone() {
+            state.users += 1;
+            return Ok(running);
+        }
+        let running = self.start()?;
+        state.generation += 1;
+        state.users += 1;
+        state.running = Some(running.clone());
+        state.last_error = None;
+        let generation = state.generation;
+        drop(state);
+        self.watch_bus(&running, generation);
+        self.tick_keyframes(&running);
+        Ok(running)
+    }
+
+    /// One user fewer; the pipeline stops [`LINGER`] after the last.
+    pub fn release(self: &Arc<Self>) {
+        let generation = {
+            let Ok(mut state) = self.lock() else { return };
+            state.users = state.users.saturating_sub(1);
+            if state.users > 0 {
+                return;
+            }
+            state.generation
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            if let Some(source) = weak.upgrade() {
+                source.stop_if_idle(generation);
+            }
+        });
+    }
+
+    fn stop_if_idle(&self, generation: u64) {
+        let running = {
+            let Ok(mut state) = self.lock() else { return };
+            if state.users > 0 || state.generation != generation {
+                return;
+            }
+            state.running.take()
+        };
+        if let Some(running) = running {
+            info!(channel = %self.channel, "no publisher left: stopping the source");
+            stop(running);
+        }
+    }
+
+    /// Stops the pipeline at once (shutdown).
+    pub fn shutdown(&self) {
+        let running = self.lock().ok().and_then(|mut s| s.running.take());
+        if let Some(running) = running {
+            stop(running);
+        }
+    }
+
+    fn start(&self) -> Result<Running, MediaError> {
+        let pipeline = gst::parse::launch(&self.description)
+            .map_err(|e| {
+                MediaError::Setup(format!(
+                    "channel `{}`: cannot build the pipeline ({e}): {}",
+                    self.channel, self.description
+                ))
+            })?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| MediaError::Setup("the description did not make a pipeline".into()))?;
+        pipeline.set_property("name", format!("source-{}", self.channel));
+        let video_tee = pipeline
+            .by_name("vtee")
+            .ok_or_else(|| MediaError::Setup("pipeline has no vtee".into()))?;
+        let audio_tee = pipeline.by_name("atee");
+        let frames_encoded = Arc::new(AtomicU64::new(0));
+        let keyframes = Arc::new(KeyframeGate::default());
+
+        if let Some(pad) = video_tee.static_pad("sink") {
+            // Count encoded frames.
+            let frames = frames_encoded.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                frames.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+            // Every room's keyframe request goes through one gate.
+            let gate = keyframes.clone();
+            pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+                let is_key_request = info
+                    .event()
+                    .is_some_and(|e| gst_video::ForceKeyUnitEvent::is(e));
+                if is_key_request && !gate.admit() {
+                    // Consume it (returning Drop for an upstream event pushed from this
+                    // pad makes GStreamer 1.22 unref it twice).
+                    drop(info.take_event());
+                    return gst::PadProbeReturn::Handled;
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        if self.stamp
+            && let Some(pad) = pipeline.by_name("stamp").and_then(|e| e.static_pad("src"))
+        {
+            add_stamp_painter(&pad, self.width, self.height);
+        }
+        pipeline.set_state(gst::State::Playing).map_err(|_| {
+            let _ = pipeline.set_state(gst::State::Null);
+            MediaError::Setup(format!(
+                "channel `{}`: the source would not start (video {}, audio {}); check the device names with `roomcast devices`",
+                self.channel, self.video_label, self.audio_label
+            ))
+        })?;
+        info!(channel = %self.channel, "source started");
+        debug!(channel = %self.channel, pipeline = %self.description, "source pipeline");
+        Ok(Running {
+            pipeline,
+            video_tee,
+            audio_tee,
+            frames_encoded,
+            keyframes,
+            stopped: CancellationToken::new(),
+            branches: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    fn watch_bus(self: &Arc<Self>, running: &Running, generation: u64) {
+        let Some(bus) = running.pipeline.bus() else {
+            return;
+        };
+        let mut messages = bus.stream();
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let running = running.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = running.stopped.cancelled() => return,
+                    message = messages.next() => match message {
+                        Some(message) => message,
+                        None => return,
+                    },
+                };
+                let gst::MessageView::Error(error) = message.view() else {
+                    if let gst::MessageView::Warning(w) = message.view() {
+                        debug!("source warning: {}", w.error());
+                    }
+                    continue;
+                };
+                let origin = message
+                    .src()
+                    .map(|s| s.name().to_string())
+                    .unwrap_or_default();
+                let detail = format!("{} (from {origin})", error.error());
+                // An error inside one room's branch ends that branch only.
+                let routed = running.branches.lock().ok().and_then(|branches| {
+                    branches
+                        .iter()
+                        .find(|(prefix, _)| origin.starts_with(prefix.as_str()))
+                        .map(|(_, on_error)| on_error(detail.clone()))
+                });
+                if routed.is_some() {
+                    continue;
+                }
+                let Some(source) = weak.upgrade() else { return };
+                source.fail(generation, detail);
+                return;
+            }
+        });
+    }
+
+    /// The capture or the encoder failed: stop, remember why, and let every attached
+    /// publisher know (their peers fail; the engine restarts them with backoff).
+    fn fail(&self, generation: u64, detail: String) {
+        let running = {
+            let Ok(mut state) = self.lock() else { return };
+            if state.generation != generation {
+                return;
+            }
+            warn!(channel = %self.channel, "source failed: {detail}");
+            state.last_error = Some(detail);
+            state.users = 0;
+            state.running.take()
+        };
+        if let Some(running) = running {
+            stop(running);
+        }
+    }
+
+    fn tick_keyframes(&self, running: &Running) {
+        let running = running.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = running.stopped.cancelled() => return,
+                    _ = tick.tick() => {
+                        if running.keyframes.due() {
+                            running.request_keyframe();
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn stop(running: Running) {
+    running.stopped.cancel();
+    // NULL before the pipeline is dropped; off the async threads (it can block).
+    let pipeline = running.pipeline.clone();
+    std::thread::spawn(move || {
+        let _ = pipeline.set_state(gst::State::Null);
+    });
+}
+
+/// Paints the BLK1 stamp into every frame passing `pad` (raw video, luma first).
+fn add_stamp_painter(pad: &gst::Pad, width: u32, height: u32) {
+    let sequence = AtomicU64::new(0);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(caps) = pad.current_caps() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Ok(video) = gst_video::VideoInfo::from_caps(&caps) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(buffer) = info.buffer_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let buffer = buffer.make_mut();
+        let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &video)
+        else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let stride = frame.plane_stride()[0] as usize;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let seq = sequence.fetch_add(1, Ordering::Relaxed);
+        if let Ok(luma) = frame.plane_data_mut(0) {
+            stamp::paint(
+                luma,
+                stride,
+                width as usize,
+                height as usize,
+                stamp::Stamp {
+                    time_ms: now,
+                    sequence: (seq & 0x3fff) as u16,
+                },
+            );
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(video: &str, audio: &str) -> SourceConfig {
+        toml::from_str(&format!("video = \"{video}\"\naudio = \"{audio}\"")).unwrap()
+    }
+
+    fn x264() -> Selected {
+        encoder::select(crate::config::EncoderPreference::X264enc, None, |_| true).unwrap()
+    }
+
+    #[test]
+    fn test_source_description() {
+        let text = describe(
+            &source("test", "test"),
+            &x264(),
+            &EncoderConfig::default(),
+            None,
+        );
+        assert!(
+            text.starts_with("videotestsrc name=vsrc is-live=true"),
+            "{text}"
+        );
+        assert!(
+            text.contains("video/x-raw,format=I420,width=1280,height=720,framerate=30/1"),
+            "{text}"
+        );
+        assert!(text.contains("x264enc name=venc"), "{text}");
+        assert!(
+            text.contains("key-int-max=\"60\""),
+            "gop = 2 s at 30 fps: {text}"
+        );
+        assert!(text.contains("tee name=vtee"), "{text}");
+        assert!(text.contains("opusenc name=aenc bitrate=32000"), "{text}");
+    }
+
+    #[test]
+    fn camera_formats_pick_the_cheapest_path() {
+        gst::init().unwrap();
+        let caps: gst::Caps = "video/x-raw,format=YUY2,width=1280,height=720; image/jpeg,width=1280,height=720; video/x-h264,width=1920,height=1080"
+            .parse()
+            .unwrap();
+        assert_eq!(choose_camera_format(&caps, 1280, 720), CameraFormat::Mjpeg);
+        assert_eq!(choose_camera_format(&caps, 1920, 1080), CameraFormat::H264);
+        assert_eq!(choose_camera_format(&caps, 640, 480), CameraFormat::Raw);
+        let h264 = describe(
+            &source("/dev/video0", "none"),
+            &x264(),
+            &EncoderConfig::default(),
+            Some(CameraFormat::H264),
+        );
+        assert!(!h264.contains("x264enc"), "no re-encode: {h264}");
+        let mjpeg = describe(
+            &source("/dev/video0", "hw:1,0"),
+            &x264(),
+            &EncoderConfig::default(),
+            Some(CameraFormat::Mjpeg),
+        );
+        assert!(
+            mjpeg.contains("jpegdec") && mjpeg.contains("alsasrc name=asrc device=\"hw:1,0\""),
+            "{mjpeg}"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Independent media peers for the tests: a VideoRoom subscriber that decodes and counts
+//! frames (reading BLK1 stamps), and a publisher of a test pattern (see `janus_ws`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use serde_json::json;
+
+use super::janus_ws::{RawJanus, answer, promise_reply, webrtcbin_for};
+
+/// What a subscriber saw.
+#[derive(Default)]
+pub struct Seen {
+    pub frames: AtomicU64,
+    /// Arrival time of every decoded frame.
+    pub arrivals: Mutex<Vec<Instant>>,
+    /// Capture→decoded latency of every stamped frame, ms.
+    pub latencies_ms: Mutex<Vec<f64>>,
+    pub size: Mutex<Option<(u32, u32)>>,
+}
+
+impl Seen {
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// The longest time between two decoded frames after `since`.
+    pub fn max_gap_after(&self, since: Instant) -> Duration {
+        let arrivals = self.arrivals.lock().unwrap();
+        arrivals
+            .windows(2)
+            .filter(|w| w[1] >= since)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    pub fn first_frame(&self) -> Option<Instant> {
+        self.arrivals.lock().unwrap().first().copied()
+    }
+}
+
+pub struct Subscriber {
+    pipeline: gst::Pipeline,
+    pub seen: Arc<Seen>,
+    _janus: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+}
+
+fn now_ms_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+impl Subscriber {
+    /// Subscribes to `feed` in `room` now (it must be published).
+    pub async fn start(ws_url: &str, room: &str, feed: &str) -> Self {
+        let mut janus = RawJanus::connect(ws_url).await;
+        Self::subscribe(&mut janus, room, feed).await.finish(janus)
+    }
+
+    /// Joins `room` first and subscribes the moment `feed` is published there.
+    pub async fn wait_for(ws_url: &str, room: &str, feed: &str, within: Duration) -> Self {
+        let mut janus = RawJanus::connect(ws_url).await;
+        let presence = janus.attach("janus.plugin.videoroom").await;
+        let joined = janus
+            .message(presence, json!({"request": "join", "ptype": "publisher", "room": room, "display": "watcher"}), None)
+            .await;
+        assert_eq!(
+            joined["plugindata"]["data"]["videoroom"], "joined",
+            "{joined}"
+        );
+        let listed = |v: &serde_json::Value| {
+            v["plugindata"]["data"]["publishers"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["id"] == feed))
+        };
+        if !listed(&joined) {
+            janus
+                .wait_event(within, |v| v["sender"] == presence && listed(v))
+                .await;
+        }
+        Self::subscribe(&mut janus, room, feed).await.finish(janus)
+    }
+
+    async fn subscribe(janus: &mut RawJanus, room: &str, feed: &str) -> Pending {
+        let handle = janus.attach("janus.plugin.videoroom").await;
+        let attached = janus
+            .message(handle, json!({"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]}), None)
+            .await;
+        let offer = attached["jsep"]["sdp"]
+            .as_str()
+            .unwrap_or_else(|| panic!("subscribing to {feed} in {room}: {attached}"))
+            .to_owned();
+        let pipeline = gst::Pipeline::new();
+        let webrtcbin = webrtcbin_for(&pipeline, janus, handle);
+        let seen = Arc::new(Seen::default());
+        let weak = pipeline.downgrade();
+        let s = seen.clone();
+        webrtcbin.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = weak.upgrade() else {
+                return;
+            };
+            let decodebin = gst::ElementFactory::make("decodebin").build().unwrap();
+            pipeline.add(&decodebin).unwrap();
+            decodebin.sync_state_with_parent().unwrap();
+            pad.link(&decodebin.static_pad("sink").unwrap()).unwrap();
+            let (weak, s) = (pipeline.downgrade(), s.clone());
+            decodebin.connect_pad_added(move |_, decoded| {
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
+                let caps = decoded.current_caps().unwrap();
+                if caps.structure(0).unwrap().name().starts_with("video/") {
+                    let s = s.clone();
+                    decoded.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                        let now = Instant::now();
+                        s.frames.fetch_add(1, Ordering::Relaxed);
+                        s.arrivals.lock().unwrap().push(now);
+                        let caps = pad.current_caps().unwrap();
+                        let video = gst_video::VideoInfo::from_caps(&caps).unwrap();
+                        *s.size.lock().unwrap() = Some((video.width(), video.height()));
+                        let buffer = info.buffer().unwrap();
+                        if let Ok(frame) =
+                            gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &video)
+                            && let Some(stamp) = roomcast::media::stamp::read(
+                                frame.plane_data(0).unwrap(),
+                                frame.plane_stride()[0] as usize,
+                                video.width() as usize,
+                                video.height() as usize,
+                            )
+                        {
+                            let now_ms = now_ms_f64();
+                            let modulus = (1u64 << 42) as f64;
+                            let latency =
+                                (now_ms % modulus - stamp.time_ms as f64 + modulus) % modulus;
+                            s.latencies_ms.lock().unwrap().push(latency);
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
+                }
+                let sink = gst::ElementFactory::make("fakesink")
+                    .property("sync", false)
+                    .build()
+                    .unwrap();
+                pipeline.add(&sink).unwrap();
+                sink.sync_state_with_parent().unwrap();
+                decoded.link(&sink.static_pad("sink").unwrap()).unwrap();
+            });
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let answer_sdp = answer(&webrtcbin, &offer).await;
+        let started = janus
+            .message(
+                handle,
+                json!({"request": "start"}),
+                Some(json!({"type": "answer", "sdp": answer_sdp})),
+            )
+            .await;
+        assert_eq!(started["plugindata"]["data"]["started"], "ok", "{started}");
+        Pending { pipeline, seen }
+    }
+
+    /// Waits until at least `n` frames were decoded.
+    pub async fn wait_frames(&self, n: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        while self.seen.frames() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} frames decoded within {within:?}",
+                self.seen.frames()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.seen.frames()
+    }
+}
+
+struct Pending {
+    pipeline: gst::Pipeline,
+    seen: Arc<Seen>,
+}
+
+impl Pending {
+    fn finish(self, janus: RawJanus) -> Subscriber {
+        Subscriber {
+            pipeline: self.pipeline,
+            seen: self.seen,
+            _janus: janus.drain(),
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Publishes a moving test pattern (H.264 + Opus) into a room as `feed`.
+pub struct TestPublisher {
+    pipeline: gst::Pipeline,
+    _janus: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+}
+
+impl TestPublisher {
+    pub async fn start(ws_url: &str, room: &str, feed: &str, display: &str) -> Self {
+        let mut janus = RawJanus::connect(ws_url).await;
+        let handle = janus.attach("janus.plugin.videoroom").await;
+        let joined = janus
+            .message(handle, json!({"request": "join", "ptype": "publisher", "room": room, "id": feed, "display": display}), None)
+            .await;
+        assert_eq!(
+            joined["plugindata"]["data"]["videoroom"], "joined",
+            "{joined}"
+        );
+        let pipeline = gst::parse::launch(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 ! \
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=constrained-baseline ! \
+             rtph264pay config-interval=-1 pt=96 ! application/x-rtp,media=video,encoding-name=H264,payload=96 ! webrtcbin name=w bundle-policy=max-bundle \
+             audiotestsrc is-live=true ! opusenc ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let webrtcbin = pipeline.by_name("w").unwrap();
+        let (trickle, session) = (janus.to_ws.clone(), janus.session);
+        webrtcbin.connect("on-ice-candidate", false, move |values| {
+            let index = values[1].get::<u32>().unwrap();
+            let candidate = values[2].get::<String>().unwrap();
+            let _ = trickle.send(json!({"janus": "trickle", "session_id": session, "handle_id": handle,
+                "transaction": super::janus_ws::tx(), "candidate": {"candidate": candidate, "sdpMLineIndex": index}}));
+            None
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // Offer only once caps reached webrtcbin (else no fmtp/SSRC).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while webrtcbin
+            .sink_pads()
+            .iter()
+            .any(|p| p.current_caps().is_none())
+        {
+            assert!(Instant::now() < deadline, "test publisher caps");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reply = promise_reply(&webrtcbin, "create-offer", &[&None::<gst::Structure>])
+            .await
+            .expect("an offer");
+        let offer = reply
+            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+            .unwrap();
+        promise_reply(&webrtcbin, "set-local-description", &[&offer]).await;
+        let configured = janus
+            .message(
+                handle,
+                json!({"request": "publish"}),
+                Some(json!({"type": "offer", "sdp": offer.sdp().as_text().unwrap()})),
+            )
+            .await;
+        let answer_sdp = configured["jsep"]["sdp"]
+            .as_str()
+            .expect("publish answer")
+            .to_owned();
+        let sdp = gst_sdp::SDPMessage::parse_buffer(answer_sdp.as_bytes()).unwrap();
+        let answer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
+        promise_reply(&webrtcbin, "set-remote-description", &[&answer]).await;
+        Self {
+            pipeline,
+            _janus: janus.drain(),
+        }
+    }
+}
+
+impl Drop for TestPublisher {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
