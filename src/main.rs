@@ -36,12 +36,16 @@ enum Command {
     /// Check the configuration file: exit 0 and a one-line summary when valid, exit 2 and
     /// what is wrong (file, line, field, what is allowed) when not.
     CheckConfig,
+    /// Print the capture and encode pipeline of each channel, gst-launch style, as the
+    /// agent would build it on this machine (encoder chosen, cameras probed).
+    Pipeline,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Pipeline => print_pipeline(&cli.config),
         Command::Run => {
             logging::init(cli.log_format);
             match run(&cli.config) {
@@ -67,6 +71,29 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_pipeline(path: &std::path::Path) -> ExitCode {
+    let result = Config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| roomcast::media::describe_all(&config).map_err(anyhow::Error::from));
+    match result {
+        Ok((encoder, channels)) => {
+            println!(
+                "# video encoder: {} (preset {}; `roomcast devices` lists the alternatives)",
+                encoder.spec.element, encoder.preset
+            );
+            for (channel, description) in channels {
+                println!("# channel {channel}: publisher branches attach to vtee and atee");
+                println!("gst-launch-1.0 {description}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
             ExitCode::from(2)
         }
     }

@@ -205,16 +205,19 @@ async fn roomcast_plays_a_stream_published_by_someone_else() {
     ));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut decoded = 0;
+    let mut last = None;
     while Instant::now() < deadline {
         let snapshot = agent.engine.state().await.unwrap();
-        let player = &snapshot.playing[0];
+        let player = snapshot.playing[0].clone();
         decoded = player.stats.frames_decoded.unwrap_or(0);
-        if player.state == PlayerState::Playing && decoded >= 30 {
+        let done = player.state == PlayerState::Playing && decoded >= 30;
+        last = Some(player);
+        if done {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(decoded >= 30, "roomcast decoded {decoded} frames");
+    assert!(decoded >= 30, "roomcast decoded {decoded} frames: {last:?}");
     agent.stop().await;
 }
 

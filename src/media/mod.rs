@@ -2,10 +2,10 @@
 //! played stream.
 //!
 //! ```text
-//! camera ─▶ [stamp] ─▶ encoder ─▶ tee ─┬─▶ queue ─▶ pay ─▶ webrtcbin (room A)
-//! mic ──────────────▶ opusenc ─▶ tee ─┼─▶ queue ─▶ pay ─▶ webrtcbin (room B)
-//!                                      └─▶ …        (one encode, N rooms)
-//! room X ─▶ webrtcbin ─▶ decodebin ─▶ display / speaker mixer / counter
+//! camera ─▶ [stamp] ─▶ encoder ─▶ pay ─▶ tee ─┬─▶ queue ─▶ webrtcbin (room A)
+//! mic ──────────────▶ opusenc ─▶ pay ─▶ tee ─┼─▶ queue ─▶ webrtcbin (room B)
+//!                                             └─▶ …     (one encode, one payload, N rooms)
+//! room X ─▶ webrtcbin ─▶ depay ─▶ decoder ─▶ display / speaker mixer / counter
 //! ```
 
 pub mod encoder;
@@ -39,14 +39,16 @@ pub enum MediaError {
 }
 
 /// Elements every box needs, with the Debian package that has them.
-const REQUIRED: [(&str, &str); 10] = [
+const REQUIRED: [(&str, &str); 12] = [
     ("webrtcbin", "gstreamer1.0-plugins-bad"),
     ("nicesrc", "gstreamer1.0-nice"),
     ("rtph264pay", "gstreamer1.0-plugins-good"),
     ("rtpopuspay", "gstreamer1.0-plugins-good"),
     ("h264parse", "gstreamer1.0-plugins-bad"),
     ("opusenc", "gstreamer1.0-plugins-base"),
-    ("decodebin", "gstreamer1.0-plugins-base"),
+    ("rtph264depay", "gstreamer1.0-plugins-good"),
+    ("avdec_h264", "gstreamer1.0-libav"),
+    ("opusdec", "gstreamer1.0-plugins-base"),
     ("audiomixer", "gstreamer1.0-plugins-base"),
     ("interaudiosrc", "gstreamer1.0-plugins-bad"),
     ("videoconvert", "gstreamer1.0-plugins-base"),

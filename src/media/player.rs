@@ -1,4 +1,4 @@
-//! A played stream: its own pipeline, `webrtcbin → decodebin → output`, so one failing
+//! A played stream: its own pipeline, `webrtcbin → depay → decoder → output`, so one failing
 //! stream never touches another. Outputs: `display` (KMS, else a window), `speaker`
 //! (audio to the shared mixer, video not decoded), `none` (decode and count only).
 //! Decoded frames are counted and their BLK1 stamp, if any, gives capture→decoded
@@ -171,28 +171,55 @@ fn link_incoming(
         add_and_link(pipeline, pad, &[sink])?;
         return Ok(());
     }
-    let decodebin = make("decodebin")?;
-    let weak_pipeline = pipeline.downgrade();
-    let (c, si, sp, name) = (
-        counters.clone(),
-        speaker_input.clone(),
-        speaker.clone(),
-        channel_name.to_owned(),
-    );
-    decodebin.connect_pad_added(move |_, decoded| {
-        let Some(pipeline) = weak_pipeline.upgrade() else {
-            return;
-        };
-        let result = if media == "video" {
-            link_video(&pipeline, decoded, output, &c)
-        } else {
-            link_audio(&pipeline, decoded, output, &si, &sp, &name)
-        };
-        if let Err(e) = result {
-            gst::element_error!(pipeline, gst::CoreError::Negotiation, ("{}", e));
+    // Explicit chains by encoding: decodebin would autoplug (and load) far more than
+    // this needs — measured: libavfilter, librsvg and flite mapped in, ~20 MiB.
+    let encoding = caps
+        .structure(0)
+        .and_then(|s| s.get::<String>("encoding-name").ok())
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let chain: Vec<gst::Element> = match encoding.as_str() {
+        "H264" => vec![make("rtph264depay")?, make("h264parse")?, h264_decoder()?],
+        "VP8" => vec![make("rtpvp8depay")?, make("vp8dec")?],
+        "VP9" => vec![make("rtpvp9depay")?, make("vp9dec")?],
+        "OPUS" => vec![make("rtpopusdepay")?, make("opusdec")?],
+        other => return Err(format!("cannot play {media} encoded as {other:?}")),
+    };
+    add_and_link(pipeline, pad, &chain)?;
+    let decoded = chain
+        .last()
+        .and_then(|e| e.static_pad("src"))
+        .ok_or("decoder without src pad")?;
+    if media == "video" {
+        link_video(pipeline, &decoded, output, counters)
+    } else {
+        link_audio(
+            pipeline,
+            &decoded,
+            output,
+            speaker_input,
+            speaker,
+            channel_name,
+        )
+    }
+}
+
+/// The board's H.264 decoder if it has one, else libav's, single-threaded per stream
+/// (frame threads multiply its memory; a classroom stream decodes fine on one).
+///
+/// openh264dec would map far less (libavcodec as Debian builds it pulls in ~150
+/// libraries, ~23 MiB of RSS for the first player), but Debian 12's openh264 2.3.1
+/// conceals every frame of an x264 stream that went through RTP (error 32), while it
+/// decodes openh264's own: not safe for streams from browsers and other boxes.
+fn h264_decoder() -> Result<gst::Element, String> {
+    for hardware in ["v4l2h264dec", "nvv4l2decoder", "mppvideodec", "vah264dec"] {
+        if let Ok(decoder) = gst::ElementFactory::make(hardware).build() {
+            return Ok(decoder);
         }
-    });
-    add_and_link(pipeline, pad, &[decodebin])
+    }
+    let decoder = make("avdec_h264")?;
+    decoder.set_property("max-threads", 1i32);
+    Ok(decoder)
 }
 
 fn make(factory: &str) -> Result<gst::Element, String> {

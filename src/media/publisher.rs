@@ -1,7 +1,8 @@
 //! A published stream: a branch from the channel's tees into its own `webrtcbin`.
 //!
-//! `tee → queue (leaky) → payloader → caps → webrtcbin`, for video and audio. The leaky
-//! queue keeps one slow or stuck room from stalling the tee for the others. Removal
+//! `tee → queue (leaky) → webrtcbin`, for video and audio: the media arrives already
+//! payloaded, once for every room. The leaky queue keeps one room from stalling the tee
+//! for the others (webrtcbin holds its sink pads until that room's DTLS is up). Removal
 //! blocks the tee pads with an IDLE probe, unlinks, and takes the branch to NULL before
 //! it is dropped: the other rooms never see a gap.
 
@@ -17,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::source::{Running, Source};
 use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
 use crate::engine::error::{BackendError, ErrorCode};
-use crate::webrtc::{Negotiator, WebRtcError, make_element};
+use crate::webrtc::{Negotiator, WebRtcError};
 
 /// How long to wait for the encoder's caps to reach the branch before offering.
 const CAPS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,7 +155,7 @@ impl Publisher {
         }))
     }
 
-    /// `queue → payloader → caps → webrtcbin` for one kind, not yet linked to the tee.
+    /// `queue → webrtcbin` for one kind, not yet linked to the tee.
     fn leg(
         running: &Running,
         webrtcbin: &gst::Element,
@@ -172,41 +173,14 @@ impl Publisher {
             .property_from_str("leaky", "downstream")
             .build()
             .map_err(media_error)?;
-        let (pay, caps) = if kind == "video" {
-            let pay =
-                make_element("rtph264pay", "gstreamer1.0-plugins-good").map_err(media_error)?;
-            pay.set_property("config-interval", -1i32);
-            pay.set_property_from_str("aggregate-mode", "zero-latency");
-            pay.set_property("pt", 96u32);
-            (
-                pay,
-                "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000",
-            )
-        } else {
-            let pay =
-                make_element("rtpopuspay", "gstreamer1.0-plugins-good").map_err(media_error)?;
-            pay.set_property("pt", 111u32);
-            (
-                pay,
-                "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000",
-            )
-        };
-        pay.set_property("mtu", 1200u32);
-        pay.set_property("name", format!("{prefix}{kind}-pay"));
-        let capsfilter = gst::ElementFactory::make("capsfilter")
-            .name(format!("{prefix}{kind}-caps"))
-            .property("caps", caps.parse::<gst::Caps>().map_err(media_error)?)
-            .build()
-            .map_err(media_error)?;
-        let elements = vec![queue, pay, capsfilter];
+        let elements = vec![queue];
         running.pipeline.add_many(&elements).map_err(media_error)?;
-        gst::Element::link_many(&elements).map_err(media_error)?;
         let webrtc_pad = webrtcbin
             .request_pad_simple("sink_%u")
             .ok_or_else(|| media_error("webrtcbin refused a sink pad"))?;
-        elements[2]
+        elements[0]
             .static_pad("src")
-            .ok_or_else(|| media_error("capsfilter has no src pad"))?
+            .ok_or_else(|| media_error("queue has no src pad"))?
             .link(&webrtc_pad)
             .map_err(|e| media_error(format!("cannot link to webrtcbin: {e:?}")))?;
         if let Some(transceiver) =

@@ -1,5 +1,6 @@
 //! One channel's capture and encode, shared by every room it is published into:
-//! `source → [stamp] → encoder → h264parse → tee` and `audio → opusenc → tee`.
+//! `source → [stamp] → encoder → h264parse → rtph264pay → tee` and
+//! `audio → opusenc → rtpopuspay → tee`.
 //!
 //! The pipeline is written as a gst-launch description and parsed, so `roomcast
 //! pipeline` prints exactly what runs. It starts when the first publisher attaches and
@@ -100,7 +101,11 @@ pub fn describe(
     let spec = &encoder.spec;
     let raw_format = caps_field(&spec.input, "format").unwrap_or_else(|| "I420".into());
     let raw = format!("video/x-raw,format={raw_format},width={w},height={h},framerate={fps}/1");
-    let au = "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! tee name=vtee allow-not-linked=true";
+    // Payloaded once for every room: each room's branch is only a queue into its
+    // webrtcbin. config-interval=-1 repeats SPS/PPS with every IDR for late joiners.
+    let au = "h264parse name=vparse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au ! \
+              rtph264pay name=vpay config-interval=-1 aggregate-mode=zero-latency mtu=1200 pt=96 ! \
+              application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! tee name=vtee allow-not-linked=true";
     let mut video = match (&source.video, camera) {
         (VideoInput::Test, _) => {
             format!("videotestsrc name=vsrc is-live=true pattern=smpte horizontal-speed=2 ! {raw}")
@@ -154,7 +159,8 @@ pub fn describe(
     };
     match audio_src {
         Some(src) => format!(
-            "{video}  {src} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! opusenc name=aenc bitrate={} frame-size=20 ! tee name=atee allow-not-linked=true",
+            "{video}  {src} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! opusenc name=aenc bitrate={} frame-size=20 ! \
+             rtpopuspay name=apay mtu=1200 pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! tee name=atee allow-not-linked=true",
             settings.audio_bitrate_kbps * 1000
         ),
         None => video,
@@ -370,13 +376,15 @@ impl Source {
         let frames_encoded = Arc::new(AtomicU64::new(0));
         let keyframes = Arc::new(KeyframeGate::default());
 
-        if let Some(pad) = video_tee.static_pad("sink") {
-            // Count encoded frames.
+        // Count encoded frames (access units out of the parser).
+        if let Some(pad) = pipeline.by_name("vparse").and_then(|p| p.static_pad("src")) {
             let frames = frames_encoded.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 frames.fetch_add(1, Ordering::Relaxed);
                 gst::PadProbeReturn::Ok
             });
+        }
+        if let Some(pad) = video_tee.static_pad("sink") {
             // Every room's keyframe request goes through one gate.
             let gate = keyframes.clone();
             pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {

@@ -124,6 +124,17 @@ impl RawJanus {
         .unwrap_or_else(|_| panic!("no matching Janus event within {within:?}"))
     }
 
+    /// Creates the VideoRoom unless it exists (H.264 + Opus, as roomcast creates them).
+    pub async fn ensure_videoroom(&mut self, handle: u64, room: &str) {
+        let body = json!({"request": "create", "room": room, "publishers": 16, "videocodec": "h264", "audiocodec": "opus"});
+        let reply = self.message(handle, body, None).await;
+        let code = reply["plugindata"]["data"]["error_code"].as_i64();
+        assert!(
+            code.is_none() || code == Some(427),
+            "creating {room}: {reply}"
+        );
+    }
+
     /// Drains the socket in the background from now on.
     pub fn drain(mut self) -> mpsc::UnboundedSender<Value> {
         tokio::spawn(async move { while self.from_ws.recv().await.is_some() {} });
@@ -151,12 +162,13 @@ pub fn webrtcbin_for(pipeline: &gst::Pipeline, janus: &RawJanus, handle: u64) ->
     webrtcbin
 }
 
-/// Runs a webrtcbin action signal that replies through a promise.
-pub async fn promise_reply(
+/// Runs a webrtcbin action signal that replies through a promise; the signal is emitted
+/// now, the returned future waits for the reply.
+pub fn promise_reply(
     webrtcbin: &gst::Element,
     signal: &str,
     args: &[&dyn ToValue],
-) -> Option<gst::Structure> {
+) -> impl std::future::Future<Output = Option<gst::Structure>> + Send + 'static {
     let (reply_tx, reply_rx) = std::sync::mpsc::channel();
     let promise = gst::Promise::with_change_func(move |reply| {
         let _ = reply_tx.send(reply.ok().flatten().map(|s| s.to_owned()));
@@ -164,10 +176,13 @@ pub async fn promise_reply(
     let mut values: Vec<gst::glib::Value> = args.iter().map(|a| a.to_value()).collect();
     values.push(promise.to_value());
     webrtcbin.emit_by_name_with_values(signal, &values);
-    tokio::task::spawn_blocking(move || reply_rx.recv_timeout(Duration::from_secs(5)))
-        .await
-        .expect("join")
-        .expect("webrtcbin replied")
+    drop(values);
+    async move {
+        tokio::task::spawn_blocking(move || reply_rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .expect("join")
+            .expect("webrtcbin replied")
+    }
 }
 
 /// Applies a remote offer and returns our answer's SDP. The answer takes the DTLS
@@ -176,10 +191,10 @@ pub async fn promise_reply(
 pub async fn answer(webrtcbin: &gst::Element, offer: &str) -> String {
     let sdp = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes()).expect("offer parses");
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
-    promise_reply(webrtcbin, "set-remote-description", &[&offer]).await;
-    let reply = promise_reply(webrtcbin, "create-answer", &[&None::<gst::Structure>])
-        .await
-        .expect("an answer");
+    let applied = promise_reply(webrtcbin, "set-remote-description", &[&offer]);
+    applied.await;
+    let created = promise_reply(webrtcbin, "create-answer", &[&None::<gst::Structure>]);
+    let reply = created.await.expect("an answer");
     let answer = reply
         .get::<gst_webrtc::WebRTCSessionDescription>("answer")
         .expect("answer");
@@ -190,6 +205,7 @@ pub async fn answer(webrtcbin: &gst::Element, offer: &str) -> String {
         .replace("a=setup:active", "a=setup:passive");
     let sdp = gst_sdp::SDPMessage::parse_buffer(text.as_bytes()).expect("answer parses");
     let answer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
-    promise_reply(webrtcbin, "set-local-description", &[&answer]).await;
+    let applied = promise_reply(webrtcbin, "set-local-description", &[&answer]);
+    applied.await;
     text
 }

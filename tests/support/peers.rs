@@ -66,6 +66,7 @@ impl Subscriber {
     pub async fn wait_for(ws_url: &str, room: &str, feed: &str, within: Duration) -> Self {
         let mut janus = RawJanus::connect(ws_url).await;
         let presence = janus.attach("janus.plugin.videoroom").await;
+        janus.ensure_videoroom(presence, room).await;
         let joined = janus
             .message(presence, json!({"request": "join", "ptype": "publisher", "room": room, "display": "watcher"}), None)
             .await;
@@ -210,6 +211,7 @@ impl TestPublisher {
     pub async fn start(ws_url: &str, room: &str, feed: &str, display: &str) -> Self {
         let mut janus = RawJanus::connect(ws_url).await;
         let handle = janus.attach("janus.plugin.videoroom").await;
+        janus.ensure_videoroom(handle, room).await;
         let joined = janus
             .message(handle, json!({"request": "join", "ptype": "publisher", "room": room, "id": feed, "display": display}), None)
             .await;
@@ -246,13 +248,13 @@ impl TestPublisher {
             assert!(Instant::now() < deadline, "test publisher caps");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let reply = promise_reply(&webrtcbin, "create-offer", &[&None::<gst::Structure>])
-            .await
-            .expect("an offer");
+        let created = promise_reply(&webrtcbin, "create-offer", &[&None::<gst::Structure>]);
+        let reply = created.await.expect("an offer");
         let offer = reply
             .get::<gst_webrtc::WebRTCSessionDescription>("offer")
             .unwrap();
-        promise_reply(&webrtcbin, "set-local-description", &[&offer]).await;
+        let applied = promise_reply(&webrtcbin, "set-local-description", &[&offer]);
+        applied.await;
         let configured = janus
             .message(
                 handle,
@@ -267,7 +269,8 @@ impl TestPublisher {
         let sdp = gst_sdp::SDPMessage::parse_buffer(answer_sdp.as_bytes()).unwrap();
         let answer =
             gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
-        promise_reply(&webrtcbin, "set-remote-description", &[&answer]).await;
+        let applied = promise_reply(&webrtcbin, "set-remote-description", &[&answer]);
+        applied.await;
         Self {
             pipeline,
             _janus: janus.drain(),

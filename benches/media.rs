@@ -1,0 +1,395 @@
+//! Media benchmarks (issue 4). Run with `./scripts/bench.sh media` (it builds, then runs
+//! this inside the private network namespace with a local Janus). Prints, in one run:
+//!
+//! 1. agent CPU over 20 s at 1280x720 30 fps publishing into 1 room and into 5 rooms
+//!    (one shared encode), and 5 rooms with one encoder per room, with the ratios;
+//! 2. capture→decoded latency read from the BLK1 stamp by a subscriber in one of 5
+//!    live rooms, p50 / p95;
+//! 3. time from login_room + start_publishing to the first frame decoded by a
+//!    subscriber already waiting in that room (cold source, then warm);
+//! 4. peak RSS with 5 rooms publishing and 2 streams playing.
+//!
+//! The agent runs in a child process (this binary re-executed, driven over stdin), so
+//! its CPU and memory are measured apart from the test subscribers and Janus.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use roomcast::engine::{Channel, PlayOutput, PlayerConfig, PublisherConfig, User};
+use roomcast::{Agent, Config};
+use support::janus::Janus;
+use support::peers::{Subscriber, TestPublisher};
+use tokio_util::sync::CancellationToken;
+
+const CHILD_ENV: &str = "ROOMCAST_BENCH_AGENT";
+const WINDOW: Duration = Duration::from_secs(20);
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child_main(&spec);
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(parent_main());
+}
+
+// ---- the agent process ---------------------------------------------------------------
+
+/// `spec` is `shared|per-room <janus url> <state dir>`. Commands on stdin, one per line:
+/// `login ROOM`, `publish STREAM ROOM`, `play STREAM ROOM`, `quit`. Each gets `ok` or
+/// `err MESSAGE` on stdout.
+fn child_main(spec: &str) {
+    let mut parts = spec.split(' ');
+    let (mode, janus_url, dir) = (
+        parts.next().unwrap_or("shared").to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or("/tmp").to_owned(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), "");
+        let config = Config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
+        let shutdown = CancellationToken::new();
+        let mut agents: Vec<(String, Agent)> = Vec::new();
+        let user = User::parse("box-17", "Room 101 camera").unwrap();
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let line = line.unwrap_or_default();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let result: Result<(), String> = async {
+                match words.as_slice() {
+                    ["login", room] => {
+                        if mode == "per-room" || agents.is_empty() {
+                            let agent = Agent::start(&config, shutdown.clone())
+                                .map_err(|e| e.to_string())?;
+                            agents.push((room.to_string(), agent));
+                        }
+                        let agent = agent_for(&agents, &mode, room);
+                        agent
+                            .engine
+                            .login_room(room, user.clone(), None)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    ["publish", stream, room] => {
+                        let agent = agent_for(&agents, &mode, room);
+                        let config = PublisherConfig {
+                            room_id: Some(room.to_string()),
+                        };
+                        agent
+                            .engine
+                            .start_publishing(stream, config, Channel::Main)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    ["play", stream, room] => {
+                        let agent = agent_for(&agents, &mode, room);
+                        let config = PlayerConfig {
+                            room_id: Some(room.to_string()),
+                            output: PlayOutput::None,
+                        };
+                        agent
+                            .engine
+                            .start_playing(stream, config)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    ["quit"] => Err("quit".into()),
+                    other => Err(format!("unknown command {other:?}")),
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => println!("ok"),
+                Err(e) if e == "quit" => break,
+                Err(e) => println!("err {e}"),
+            }
+            let _ = std::io::stdout().flush();
+        }
+        shutdown.cancel();
+        for (_, agent) in agents {
+            agent.stopped().await;
+        }
+    });
+}
+
+fn agent_for<'a>(agents: &'a [(String, Agent)], mode: &str, room: &str) -> &'a Agent {
+    if mode == "per-room" {
+        &agents.iter().find(|(r, _)| r == room).expect("logged in").1
+    } else {
+        &agents[0].1
+    }
+}
+
+// ---- the measuring process -------------------------------------------------------------
+
+struct AgentProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    _dir: support::TempDir,
+}
+
+impl AgentProcess {
+    fn start(janus: &Janus, mode: &str) -> Self {
+        let dir = support::TempDir::new("bench-agent");
+        let mut child = Command::new(std::env::current_exe().expect("self"))
+            .env(
+                CHILD_ENV,
+                format!("{mode} {} {}", janus.ws_url(), dir.path().display()),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the agent process");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a command and waits for its answer.
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").expect("write");
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).expect("read");
+        assert_eq!(
+            answer.trim(),
+            "ok",
+            "agent answered {command:?} with {answer:?}"
+        );
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
+        let after_name = stat.rsplit_once(')').expect("stat format").1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 (1-based, counting pid and comm).
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM");
+        kb / 1024.0
+    }
+
+    fn stop(mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds of an agent publishing into `rooms` rooms over [`WINDOW`].
+async fn cpu_run(janus: &Janus, mode: &str, rooms: usize) -> f64 {
+    let mut agent = AgentProcess::start(janus, mode);
+    for i in 0..rooms {
+        let room = format!("{mode}-{rooms}-{i}");
+        agent.send(&format!("login {room}"));
+        agent.send(&format!("publish cam-{i} {room}"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // settle
+    let start = agent.cpu_seconds();
+    tokio::time::sleep(WINDOW).await;
+    let used = agent.cpu_seconds() - start;
+    agent.stop();
+    used
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let index = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[index]
+}
+
+async fn parent_main() {
+    support::require_netns();
+    let janus = Janus::start();
+    println!(
+        "roomcast media benchmarks — 1280x720 30 fps, x264enc ultrafast/zerolatency 2 Mbit/s + Opus 32 kbit/s"
+    );
+    println!("(one machine, side by side in one run; compare ratios, not absolute figures)\n");
+
+    // ROOMCAST_BENCH_ONLY=1,4 runs only those sections.
+    let only = std::env::var("ROOMCAST_BENCH_ONLY").ok();
+    let run = |section: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == section))
+    };
+
+    // 1. CPU: shared encode, 1 and 5 rooms; one encoder per room, 5 rooms.
+    if run("1") {
+        // Alternating pairs, so that load from elsewhere hits both sides alike.
+        let mut ratios = Vec::new();
+        let (mut ones, mut fives) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let one = cpu_run(&janus, "shared", 1).await;
+            let five = cpu_run(&janus, "shared", 5).await;
+            ratios.push(five / one);
+            ones.push(one);
+            fives.push(five);
+        }
+        let per_room = cpu_run(&janus, "per-room", 5).await;
+        let one = percentile(&mut ones, 0.5);
+        let five = percentile(&mut fives, 0.5);
+        let w = WINDOW.as_secs_f64();
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "1. agent CPU over {} s (CPU seconds, % of one core; medians of 3 alternating pairs):",
+            WINDOW.as_secs()
+        );
+        println!(
+            "   1 room,  shared encode:     {one:6.2} s  {:5.1} %",
+            one / w * 100.0
+        );
+        println!(
+            "   5 rooms, shared encode:     {five:6.2} s  {:5.1} %   ratio {:.2}x median, pairs [{}] (goal <= 1.15x)",
+            five / w * 100.0,
+            percentile(&mut ratios, 0.5),
+            listed.join(", ")
+        );
+        println!(
+            "   5 rooms, encoder per room:  {per_room:6.2} s  {:5.1} %   ratio {:.2}x (baseline)",
+            per_room / w * 100.0,
+            per_room / one
+        );
+    }
+
+    // 2. Five rooms live, a subscriber in one.
+    if run("2") {
+        let mut agent = AgentProcess::start(&janus, "shared");
+        for i in 0..5 {
+            agent.send(&format!("login live-{i}"));
+            agent.send(&format!("publish live-cam-{i} live-{i}"));
+        }
+        let sub = Subscriber::start(&janus.ws_url(), "live-0", "live-cam-0").await;
+        sub.wait_frames(30, Duration::from_secs(10)).await;
+        sub.seen.latencies_ms.lock().unwrap().clear();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut latencies = sub.seen.latencies_ms.lock().unwrap().clone();
+        println!(
+            "\n2. capture→decoded latency through Janus, 5 rooms live, subscriber in one ({} stamped frames over 10 s):",
+            latencies.len()
+        );
+        println!(
+            "   p50 {:.1} ms, p95 {:.1} ms (goal p50 <= 15 ms, p95 <= 25 ms; anchor: single-room webrtcbin publisher 11.3 / 13.8 ms)",
+            percentile(&mut latencies, 0.5),
+            percentile(&mut latencies, 0.95)
+        );
+        drop(sub);
+        agent.stop();
+    }
+
+    // 4. Memory: 5 rooms publishing and 2 streams playing, step by step.
+    if run("4") {
+        println!("\n4. agent RSS, 5 rooms publishing + 2 streams playing (goal: peak <= 100 MB):");
+        let _teacher = TestPublisher::start(&janus.ws_url(), "mem-1", "teacher", "Teacher").await;
+        let _assistant =
+            TestPublisher::start(&janus.ws_url(), "mem-2", "assistant", "Assistant").await;
+        {
+            let mut agent = AgentProcess::start(&janus, "shared");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let idle = agent.rss_mib();
+            for i in 0..5 {
+                agent.send(&format!("login mem-{i}"));
+            }
+            let rooms = agent.rss_mib();
+            for i in 0..5 {
+                agent.send(&format!("publish mem-cam-{i} mem-{i}"));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let publishing = agent.rss_mib();
+            agent.send("play teacher mem-1");
+            agent.send("play assistant mem-2");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            println!(
+                "   idle {idle:5.1} MiB, 5 rooms logged in {rooms:5.1}, +5 publishing {publishing:5.1}, +2 playing {:5.1}; peak {:5.1} MiB",
+                agent.rss_mib(),
+                agent.peak_rss_mib()
+            );
+            agent.stop();
+        }
+    }
+
+    // 3. login + publish → first frame at a subscriber already waiting in the room.
+    if !run("3") {
+        return;
+    }
+    println!(
+        "\n3. login_room + start_publishing → first frame decoded by a subscriber waiting in the room:"
+    );
+    let mut agent = AgentProcess::start(&janus, "shared");
+    let mut warm = Vec::new();
+    for i in 0..6 {
+        let room = format!("first-{i}");
+        let feed = format!("first-cam-{i}");
+        let url = janus.ws_url();
+        let (r, f) = (room.clone(), feed.clone());
+        let waiting = tokio::spawn(async move {
+            Subscriber::wait_for(&url, &r, &f, Duration::from_secs(15)).await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await; // the subscriber is in the room
+        let started = Instant::now();
+        agent.send(&format!("login {room}"));
+        agent.send(&format!("publish {feed} {room}"));
+        let sub = waiting.await.expect("subscriber");
+        sub.wait_frames(1, Duration::from_secs(10)).await;
+        let elapsed = sub.seen.first_frame().expect("a frame") - started;
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if i == 0 {
+            println!("   cold (source starting):      {ms:6.1} ms");
+        } else {
+            warm.push(ms);
+        }
+    }
+    let count = warm.len();
+    println!(
+        "   warm (source already up), {count} rooms: p50 {:.1} ms, max {:.1} ms (goal <= 300 ms)",
+        percentile(&mut warm.clone(), 0.5),
+        percentile(&mut warm, 1.0)
+    );
+    agent.stop();
+}
