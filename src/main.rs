@@ -36,12 +36,23 @@ enum Command {
     /// Check the configuration file: exit 0 and a one-line summary when valid, exit 2 and
     /// what is wrong (file, line, field, what is allowed) when not.
     CheckConfig,
+    /// List the cameras (V4L2), microphones and speakers (ALSA) and H.264 encoders
+    /// (GStreamer) of this box, and the configuration lines to use them.
+    Devices {
+        /// Print the list as JSON (for machines).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Devices { json } => {
+            logging::init(cli.log_format);
+            devices(json)
+        }
         Command::Run => {
             logging::init(cli.log_format);
             match run(&cli.config) {
@@ -70,6 +81,27 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Exit 0 whatever is (not) found; 1 only when GStreamer itself cannot start.
+fn devices(json: bool) -> ExitCode {
+    if let Err(e) = roomcast::webrtc::init() {
+        eprintln!("roomcast: {e}");
+        return ExitCode::FAILURE;
+    }
+    let list = roomcast::media::devices::list();
+    if json {
+        match serde_json::to_string_pretty(&list) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("roomcast: cannot write the device list as JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{list}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
