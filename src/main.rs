@@ -39,6 +39,13 @@ enum Command {
     /// Print the capture and encode pipeline of each channel, gst-launch style, as the
     /// agent would build it on this machine (encoder chosen, cameras probed).
     Pipeline,
+    /// List the cameras (V4L2), microphones and speakers (ALSA) and H.264 encoders
+    /// (GStreamer) of this box, and the configuration lines to use them.
+    Devices {
+        /// Print the list as JSON (for machines).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +53,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
         Command::Pipeline => print_pipeline(&cli.config),
+        Command::Devices { json } => {
+            logging::init(cli.log_format);
+            devices(json)
+        }
         Command::Run => {
             logging::init(cli.log_format);
             match run(&cli.config) {
@@ -97,6 +108,27 @@ fn print_pipeline(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints the devices of this box: exit 0 whatever is (not) found; 1 only when GStreamer itself cannot start.
+fn devices(json: bool) -> ExitCode {
+    if let Err(e) = roomcast::webrtc::init() {
+        eprintln!("roomcast: {e}");
+        return ExitCode::FAILURE;
+    }
+    let list = roomcast::media::devices::list();
+    if json {
+        match serde_json::to_string_pretty(&list) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("roomcast: cannot write the device list as JSON: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{list}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {

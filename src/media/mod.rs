@@ -8,6 +8,7 @@
 //! room X ─▶ webrtcbin ─▶ depay ─▶ decoder ─▶ display / speaker mixer / counter
 //! ```
 
+pub mod devices;
 pub mod encoder;
 mod player;
 mod publisher;
