@@ -54,6 +54,7 @@ impl CommandClient {
     ) -> Result<Self, ClientError> {
         let options = broker.options()?;
         let (client, mut eventloop) = AsyncClient::new(options, 64);
+        eventloop.set_network_options(BrokerSettings::network_options());
         let pending: Pending = Arc::default();
         let (lost_tx, lost) = watch::channel(None);
         let (ready_tx, ready) = oneshot::channel::<Result<(), ClientError>>();

@@ -51,6 +51,10 @@ impl Connection {
         // session (dropping the packet the broker would otherwise resend forever), then
         // goes straight back to a persistent one.
         let mut purging = false;
+        // After our DISCONNECT went out: wait for the broker to close the connection
+        // (closing first could reset it before the broker has read the DISCONNECT, and
+        // the broker would then publish the last will).
+        let mut closing: Option<AfterClose> = None;
         loop {
             let polled = tokio::select! {
                 biased;
@@ -65,6 +69,7 @@ impl Connection {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
                     if purging {
+                        purging = false;
                         info!(
                             "MQTT: connected with a clean session to drop the oversized packet; reconnecting with a persistent session"
                         );
@@ -104,24 +109,26 @@ impl Connection {
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                    if purging {
-                        purging = false;
-                        // Drop the socket now and reconnect at once, persistently.
-                        self.eventloop.clean();
-                        continue;
-                    }
-                    break;
+                    closing = Some(if self.accepting.is_cancelled() {
+                        AfterClose::Stop
+                    } else {
+                        AfterClose::Reconnect
+                    });
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    if is_oversized(&e) {
+                Err(e) => match closing.take() {
+                    Some(AfterClose::Stop) => break,
+                    // The purge's clean session is closed: reconnect persistently, now.
+                    Some(AfterClose::Reconnect) => continue,
+                    None if is_oversized(&e) => {
                         error!(
                             "MQTT: the broker sent a packet larger than {} bytes, which cannot be read ({e}); dropping this client's broker session once so that it is not sent again (commands queued while the box was away are lost). Limit the broker's message size (mosquitto: max_packet_size) to prevent this",
                             MAX_INCOMING_PACKET
                         );
                         purging = true;
                         self.eventloop.mqtt_options.set_clean_session(true);
-                    } else {
+                    }
+                    None => {
                         let delay = policy.backoff(failures);
                         report(&self.url, &e, failures, delay);
                         failures = failures.saturating_add(1);
@@ -130,7 +137,7 @@ impl Connection {
                             _ = tokio::time::sleep(delay) => {}
                         }
                     }
-                }
+                },
             }
         }
         if let Some(task) = on_connect {
@@ -189,6 +196,12 @@ impl Connection {
             warn!("MQTT: the request queue is full; a reply was dropped");
         }
     }
+}
+
+/// What to do once the broker has closed the connection after our DISCONNECT.
+enum AfterClose {
+    Stop,
+    Reconnect,
 }
 
 /// After each ConnAck: resubscribe (a new session has no subscriptions), say `online`,

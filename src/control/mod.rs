@@ -110,6 +110,15 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
+    /// TCP settings: Nagle's algorithm off (commands and replies are small and latency
+    /// matters more than packet count), and a connect timeout.
+    pub(crate) fn network_options() -> rumqttc::NetworkOptions {
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(10);
+        network
+    }
+
     /// The rumqttc options: TLS from our own rustls config when the URL is mqtts://, an
     /// error (never plaintext) when that cannot be built.
     pub(crate) fn options(&self) -> Result<MqttOptions, ControlError> {
@@ -190,7 +199,8 @@ impl Control {
 
     /// Connects (in the background, retrying until it succeeds) and serves commands.
     pub fn start(self, engine: EngineHandle) -> RunningControl {
-        let (client, eventloop) = AsyncClient::new(self.options, REQUEST_QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(self.options, REQUEST_QUEUE);
+        eventloop.set_network_options(BrokerSettings::network_options());
         let events = engine.subscribe();
         let state = Arc::new(publish::StateSignal::default());
         let accepting = CancellationToken::new();

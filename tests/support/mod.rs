@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod janus;
+pub mod mosquitto;
+pub mod mqtt;
+pub mod proxy;
 pub mod textroom;
 
 use std::net::TcpListener;
