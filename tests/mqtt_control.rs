@@ -1099,6 +1099,120 @@ async fn an_oversized_packet_is_dropped_and_the_agent_keeps_serving() {
     agent.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_acl_confines_a_box_to_its_own_topics() {
+    let janus = Janus::start();
+    let files = support::TempDir::new("acl");
+    let dir = files.path().display().to_string();
+    let passwd = files.path().join("passwd");
+    for (i, (user, password)) in [
+        ("box-17", "pw-17"),
+        ("box-18", "pw-18"),
+        ("dashboard", "pw-dash"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut command = Command::new("mosquitto_passwd");
+        command.arg("-b");
+        if i == 0 {
+            command.arg("-c");
+        }
+        let status = command
+            .arg(&passwd)
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(status.success());
+    }
+    let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mosquitto-acl.example");
+    std::fs::copy(&acl, files.path().join("acl")).expect("copy the example ACL");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["passwd", "acl"] {
+            std::fs::set_permissions(
+                files.path().join(name),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
+    }
+    let broker = Mosquitto::start_with(&format!(
+        "listener @PORT@ 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\npersistence false\n"
+    ));
+    let text = config_text(
+        &broker.url(),
+        &janus,
+        "username = \"box-17\"\npassword = \"pw-17\"",
+    );
+    let agent = Agent::start(Config::parse(&text, Path::new("acl.toml")).expect("config"));
+    let t = topics();
+    let mut watcher = Observer::connect_as(
+        broker.port,
+        "acl-watcher",
+        true,
+        Some(("dashboard", "pw-dash")),
+    )
+    .await;
+    watcher.subscribe(&t.status).await;
+    watcher.subscribe(&t.reply).await;
+    watcher
+        .next_where(Duration::from_secs(15), |m| {
+            m.topic == t.status && m.text() == "online"
+        })
+        .await
+        .expect("the box may write its status");
+
+    // The dashboard account drives the box.
+    let settings = BrokerSettings {
+        username: Some("dashboard".into()),
+        password: Some(roomcast::base::secret::Secret::new("pw-dash")),
+        ..broker_settings(&broker.url())
+    };
+    let dash = CommandClient::connect(&settings, topics(), Duration::from_secs(10))
+        .await
+        .expect("dashboard connects");
+    ok(&dash, "login_room", json!({"room_id": "bigclass"})).await;
+    watcher.drain();
+
+    // Another box can neither read box-17's commands nor give it any, nor speak for it.
+    let mut rogue =
+        Observer::connect_as(broker.port, "rogue", true, Some(("box-18", "pw-18"))).await;
+    rogue.subscribe(&t.cmd).await;
+    rogue.subscribe(&t.reply).await;
+    rogue
+        .publish(&t.cmd, r#"{"id":"rogue-1","op":"logout_room","args":{}}"#)
+        .await;
+    rogue
+        .client
+        .publish(&t.status, rumqttc::QoS::AtLeastOnce, true, "offline")
+        .await
+        .unwrap();
+    ok(&dash, "get_state", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        rogue.drain().is_empty(),
+        "box-18 received nothing of box-17's"
+    );
+    assert!(
+        watcher
+            .drain()
+            .iter()
+            .all(|m| m.topic == t.reply && m.json()["id"] != "rogue-1"),
+        "no reply to box-18's command and no fake status"
+    );
+    let state = ok(&dash, "get_state", json!({})).await;
+    assert_eq!(
+        state["rooms"][0]["room_id"], "bigclass",
+        "box-18's logout did not run"
+    );
+    rogue.close().await;
+    watcher.close().await;
+    dash.close().await;
+    agent.stop().await;
+}
+
 /// Makes a CA and a server certificate for 127.0.0.1 with the openssl command.
 fn make_certs(dir: &Path, name: &str) {
     let run = |args: &[&str]| {

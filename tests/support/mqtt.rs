@@ -42,7 +42,20 @@ impl Observer {
     /// `clean = false`: a persistent session, whose QoS 1 publishes survive a broker
     /// outage in this client (and, on a persistent broker, in the broker).
     pub async fn connect_with(port: u16, client_id: &str, clean: bool) -> Self {
+        Self::connect_as(port, client_id, clean, None).await
+    }
+
+    /// With a username and password.
+    pub async fn connect_as(
+        port: u16,
+        client_id: &str,
+        clean: bool,
+        credentials: Option<(&str, &str)>,
+    ) -> Self {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        if let Some((username, password)) = credentials {
+            options.set_credentials(username, password);
+        }
         options
             .set_clean_session(clean)
             .set_keep_alive(Duration::from_secs(30))
