@@ -773,7 +773,7 @@ async fn a_slow_command_does_not_delay_get_state() {
     let fast = dashboard(&broker.url()).await;
     ok(&fast, "login_room", json!({"room_id": "bigclass"})).await;
 
-    // Janus freezes: a login now waits for janus.request_timeout_ms (3 s).
+    // Janus freezes for 2 s: a login now waits (up to janus.request_timeout_ms, 3 s).
     let pid = janus.pid().expect("janus pid").to_string();
     assert!(
         Command::new("kill")
@@ -798,7 +798,7 @@ async fn a_slow_command_does_not_delay_get_state() {
         assert_eq!(state["rooms"].as_array().unwrap().len(), 2, "{state}");
     }
     let during_login = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(2000).saturating_sub(started.elapsed())).await;
     assert!(
         Command::new("kill")
             .args(["-CONT", &pid])
@@ -814,11 +814,11 @@ async fn a_slow_command_does_not_delay_get_state() {
         took.as_millis()
     );
     assert!(
-        worst < Duration::from_millis(500),
+        worst < Duration::from_millis(1000),
         "get_state took {worst:?}"
     );
     assert!(
-        took > during_login && took >= Duration::from_millis(1500),
+        took > during_login && took >= Duration::from_millis(2000),
         "the login was still running while get_state answered"
     );
     slow.close().await;
@@ -1270,6 +1270,98 @@ fn make_certs(dir: &Path, name: &str) {
         "-out",
         "server.pem",
     ]);
+    // A client certificate for the box (X.509 v3: extensions), signed by the same CA.
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=box-17",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.cnf",
+        "-out",
+        "client.pem",
+    ]);
+    // mosquitto drops to its own user: let it read the files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    let janus = Janus::start();
+    let certs = support::TempDir::new("mtls");
+    make_certs(certs.path(), "good");
+    let dir = certs.path().display().to_string();
+    let broker = Mosquitto::start_with(&format!(
+        "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence false\ncafile {dir}/good-ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\nrequire_certificate true\n"
+    ));
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let text = config_text(
+        &url,
+        &janus,
+        &format!(
+            "ca_file = \"{dir}/good-ca.pem\"\nclient_cert = \"{dir}/client.pem\"\nclient_key = \"{dir}/client.key\""
+        ),
+    );
+    let agent = Agent::start(Config::parse(&text, Path::new("mtls.toml")).expect("config"));
+    let settings = BrokerSettings {
+        ca_file: Some(certs.path().join("good-ca.pem")),
+        client_cert: Some((
+            certs.path().join("client.pem"),
+            certs.path().join("client.key"),
+        )),
+        ..broker_settings(&url)
+    };
+    let dash = CommandClient::connect(&settings, topics(), Duration::from_secs(2))
+        .await
+        .expect("a dashboard with a client certificate connects");
+    let mut state = None;
+    for _ in 0..50 {
+        if let Ok(reply) = dash.request("get_state", json!({})).await {
+            state = Some(reply);
+            break;
+        }
+    }
+    let state = state.expect("the box answers over mutual TLS");
+    assert_eq!(state["ok"], true, "{state}");
+    dash.close().await;
+    // Without a client certificate the broker lets nobody in.
+    let anonymous = BrokerSettings {
+        ca_file: Some(certs.path().join("good-ca.pem")),
+        ..broker_settings(&url)
+    };
+    assert!(
+        CommandClient::connect(&anonymous, topics(), Duration::from_secs(3))
+            .await
+            .is_err()
+    );
+    agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1279,15 +1371,6 @@ async fn tls_needs_the_right_ca_and_never_falls_back_to_plaintext() {
     // Two CAs; the server certificate made last (signed by "good") is the one kept.
     make_certs(certs.path(), "other");
     make_certs(certs.path(), "good");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for entry in std::fs::read_dir(certs.path()).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
     let dir = certs.path().display().to_string();
     let broker = Mosquitto::start_with(&format!(
         "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence false\ncafile {dir}/good-ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n"

@@ -48,7 +48,7 @@ pub enum TlsError {
         source: rustls::pki_types::pem::Error,
     },
     #[error(
-        "mqtt.client_cert and mqtt.client_key cannot be used together ({source}); check that the key belongs to the certificate"
+        "mqtt.client_cert and mqtt.client_key cannot be used together ({source}); check that the key belongs to the certificate and that the certificate is X.509 v3"
     )]
     ClientAuth {
         #[source]
