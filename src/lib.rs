@@ -5,6 +5,7 @@
 
 pub mod base;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod media;
 pub mod rooms;
@@ -28,6 +29,8 @@ pub enum RunError {
     Config(#[from] config::ConfigError),
     #[error("media: {0}")]
     Media(#[from] media::MediaError),
+    #[error("{0}")]
+    Control(#[from] control::ControlError),
 }
 
 /// The running agent's parts: the engine and the tasks behind it.
@@ -83,9 +86,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     for warning in config.warnings() {
         warn!("{warning}");
     }
+    // TLS and the rest of the MQTT settings are checked before anything starts.
+    let control = control::Control::new(&config)?;
     let agent = Agent::start(&config, shutdown.clone())?;
+    let control = control.start(agent.engine.clone());
     shutdown.cancelled().await;
+    // The engine leaves the rooms first, so their events still reach the dashboards.
     agent.stopped().await;
+    control.stop().await;
     info!("roomcast stopped");
     Ok(())
 }

@@ -46,6 +46,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one command to a box over MQTT and print its reply (JSON, one line).
+    /// Exit 0 on an ok reply, 1 on an error reply, 2 on a usage or connection error.
+    Ctl(Box<CtlArgs>),
+}
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  roomcast ctl --broker mqtt://10.0.0.5:1883 --device box-17 login_room room_id=bigclass\n  roomcast ctl --broker mqtt://10.0.0.5:1883 --device box-17 send_custom_command room_id=bigclass command=mute to_users='[\"student-1\"]'\n\nOps and their arguments: docs/mqtt.md"
+)]
+struct CtlArgs {
+    /// The broker: mqtt://host:port or mqtts://host:port.
+    #[arg(long)]
+    broker: String,
+    /// The box's device_id.
+    #[arg(long)]
+    device: String,
+    /// The topic prefix (the box's mqtt.topic_prefix).
+    #[arg(long, default_value = "roomcast")]
+    prefix: String,
+    /// Seconds to wait for connecting and for the reply.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    #[arg(long)]
+    username: Option<String>,
+    /// The broker password (better in the environment than on the command line).
+    #[arg(long, env = "ROOMCAST_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// CA certificate (PEM) of an mqtts:// broker.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that require one (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// The op, e.g. get_state, login_room, start_publishing.
+    op: String,
+    /// Arguments as key=value. Values that are JSON objects, arrays or strings are used as
+    /// JSON (to_users='["a","b"]'); anything else is sent as text.
+    args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +97,7 @@ fn main() -> ExitCode {
             logging::init(cli.log_format);
             devices(json)
         }
+        Command::Ctl(args) => ctl(*args),
         Command::Run => {
             logging::init(cli.log_format);
             match run(&cli.config) {
@@ -129,6 +170,87 @@ fn devices(json: bool) -> ExitCode {
         print!("{list}");
     }
     ExitCode::SUCCESS
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    use roomcast::control::client::{CommandClient, parse_args};
+    use roomcast::control::{BrokerSettings, Topics};
+
+    let usage = |message: String| {
+        eprintln!("roomcast ctl: {message}");
+        ExitCode::from(2)
+    };
+    let url = match roomcast::config::MqttUrl::parse(&args.broker) {
+        Ok(url) => url,
+        Err(e) => return usage(format!("--broker: {e}")),
+    };
+    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return usage(format!(
+            "--timeout {} must be more than 0 and at most 3600 seconds",
+            args.timeout
+        ));
+    }
+    let level_ok = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#', '\0']);
+    if !level_ok(&args.device) {
+        return usage(format!(
+            "--device {:?}: a device id is one topic level, without '/', '+' or '#'",
+            args.device
+        ));
+    }
+    if !args.prefix.split('/').all(level_ok) {
+        return usage(format!(
+            "--prefix {:?}: topic levels separated by '/', without '+', '#' or empty levels",
+            args.prefix
+        ));
+    }
+    let command_args = match parse_args(&args.args) {
+        Ok(value) => value,
+        Err(e) => return usage(e),
+    };
+    let broker = BrokerSettings {
+        url,
+        client_id: format!(
+            "roomcast-ctl-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ),
+        username: args.username,
+        password: args.password.map(roomcast::base::secret::Secret::new),
+        ca_file: args.ca_file,
+        client_cert: args.client_cert.zip(args.client_key),
+        keepalive: std::time::Duration::from_secs(30),
+    };
+    let topics = Topics::new(&args.prefix, &args.device);
+    let timeout = std::time::Duration::from_secs_f64(args.timeout);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async {
+        let client = CommandClient::connect(&broker, topics, timeout).await?;
+        let reply = client.request(&args.op, command_args).await;
+        client.close().await;
+        reply
+    });
+    match outcome {
+        Ok(reply) => {
+            println!("{reply}");
+            if reply["ok"] == serde_json::Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "roomcast ctl: error {}: {}",
+                    reply["error"]["code"],
+                    reply["error"]["message"].as_str().unwrap_or("(no message)")
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => usage(e.to_string()),
+    }
 }
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {

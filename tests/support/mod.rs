@@ -5,7 +5,10 @@
 pub mod agent;
 pub mod janus;
 pub mod janus_ws;
+pub mod mosquitto;
+pub mod mqtt;
 pub mod peers;
+pub mod proxy;
 pub mod textroom;
 
 use std::net::TcpListener;

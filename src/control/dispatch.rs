@@ -1,0 +1,220 @@
+//! Runs commands: parse, deduplicate, call the engine, reply. One task; the commands
+//! themselves run concurrently inside it, so a slow one holds up nothing but itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rumqttc::{AsyncClient, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::dedup::{ReplyCache, Seen};
+use super::protocol::{self, Op, Reply, Request, codes};
+use super::{COMMAND_TIMEOUT, MAX_RUNNING, Topics, publish};
+use crate::engine::{EngineError, EngineHandle, PlayerConfig, PublisherConfig, User};
+
+/// What commands need.
+pub(crate) struct Context {
+    pub engine: EngineHandle,
+    pub client: AsyncClient,
+    pub topics: Topics,
+    /// Who `login_room` logs in as when the command names no user.
+    pub identity: User,
+    pub device_id: String,
+}
+
+enum Finished {
+    /// A command ran; its reply still has to be recorded and published.
+    Ran {
+        id: String,
+        reply: Vec<u8>,
+    },
+    Published,
+}
+
+type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
+
+/// Serves commands until the connection closes the queue and the running ones are done.
+pub(crate) async fn run(context: Arc<Context>, mut commands: mpsc::Receiver<rumqttc::Publish>) {
+    let mut cache = ReplyCache::new();
+    let mut running: FuturesUnordered<Work> = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            // Poll what runs first: a command just accepted reaches the engine before the
+            // next one is taken, so the engine sees them in arrival order.
+            biased;
+            Some(done) = running.next(), if !running.is_empty() => {
+                if let Finished::Ran { id, reply } = done {
+                    let times = cache.finish(&id, &reply, Instant::now());
+                    running.push(Box::pin(send_reply(context.clone(), reply, times)));
+                }
+            }
+            received = commands.recv(), if open && running.len() < MAX_RUNNING => {
+                match received {
+                    Some(publish) => {
+                        if let Some(work) = accept(&context, &mut cache, &publish.payload) {
+                            running.push(work);
+                        }
+                    }
+                    None => open = false,
+                }
+            }
+            else => break,
+        }
+    }
+}
+
+fn accept(context: &Arc<Context>, cache: &mut ReplyCache, payload: &[u8]) -> Option<Work> {
+    let request = match protocol::parse(payload) {
+        Ok(request) => request,
+        Err(refused) => {
+            info!(
+                id = refused.id.as_deref().unwrap_or("-"),
+                code = 1000017,
+                "command refused: {}",
+                refused.message
+            );
+            let reply = Reply::refused(refused).to_bytes();
+            return Some(Box::pin(send_reply(context.clone(), reply, 1)));
+        }
+    };
+    match cache.arrive(&request.id, Instant::now()) {
+        Seen::New => Some(Box::pin(execute(context.clone(), request))),
+        Seen::Running => {
+            debug!(id = %request.id, "duplicate of a running command: its reply will be sent again");
+            None
+        }
+        Seen::Done(reply) => {
+            info!(id = %request.id, op = request.op.name(), "duplicate command: not run again, first reply sent again");
+            Some(Box::pin(send_reply(context.clone(), reply, 1)))
+        }
+    }
+}
+
+async fn send_reply(context: Arc<Context>, reply: Vec<u8>, times: u32) -> Finished {
+    for _ in 0..times {
+        if let Err(e) = context
+            .client
+            .publish(
+                &context.topics.reply,
+                QoS::AtLeastOnce,
+                false,
+                reply.clone(),
+            )
+            .await
+        {
+            warn!("MQTT control: a reply could not be queued ({e})");
+        }
+    }
+    Finished::Published
+}
+
+async fn execute(context: Arc<Context>, request: Request) -> Finished {
+    let Request { id, op } = request;
+    let name = op.name();
+    let started = Instant::now();
+    let reply = match tokio::time::timeout(COMMAND_TIMEOUT, run_op(&context, op)).await {
+        Ok(Ok(result)) => Reply::ok(&id, result),
+        Ok(Err(e)) => Reply::error(Some(&id), e.code(), e.to_string()),
+        Err(_) => Reply::error(
+            Some(&id),
+            codes::TIMED_OUT,
+            format!(
+                "{name} did not finish within {} s; it may still take effect: send get_state or read {}",
+                COMMAND_TIMEOUT.as_secs(),
+                context.topics.state
+            ),
+        ),
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match &reply.error {
+        None => info!(id = %id, op = name, elapsed_ms, "command done"),
+        Some(error) => {
+            info!(id = %id, op = name, elapsed_ms, code = error.code, "command failed: {}", error.message)
+        }
+    }
+    Finished::Ran {
+        id,
+        reply: reply.to_bytes(),
+    }
+}
+
+async fn run_op(context: &Context, op: Op) -> Result<Value, EngineError> {
+    let engine = &context.engine;
+    Ok(match op {
+        Op::LoginRoom {
+            room_id,
+            user,
+            token,
+        } => {
+            let user = match user {
+                Some((user_id, user_name)) => User::parse(user_id, user_name)?,
+                None => context.identity.clone(),
+            };
+            engine.login_room(&room_id, user.clone(), token).await?;
+            json!({"room_id": room_id, "user": user})
+        }
+        Op::LogoutRoom { room_id } => {
+            let rooms = engine.logout_room(room_id.as_deref()).await?;
+            json!({ "rooms": rooms })
+        }
+        Op::StartPublishing {
+            stream_id,
+            room_id,
+            channel,
+        } => {
+            let state = engine
+                .start_publishing(&stream_id, PublisherConfig { room_id }, channel)
+                .await?;
+            json!({"stream_id": stream_id, "state": state})
+        }
+        Op::StopPublishing { stream_id } => {
+            engine.stop_publishing(&stream_id).await?;
+            json!({ "stream_id": stream_id })
+        }
+        Op::StartPlaying {
+            stream_id,
+            room_id,
+            output,
+        } => {
+            let state = engine
+                .start_playing(&stream_id, PlayerConfig { room_id, output })
+                .await?;
+            json!({"stream_id": stream_id, "state": state})
+        }
+        Op::StopPlaying { stream_id } => {
+            engine.stop_playing(&stream_id).await?;
+            json!({ "stream_id": stream_id })
+        }
+        Op::SendBroadcastMessage { room_id, message } => {
+            let message_id = engine.send_broadcast_message(&room_id, &message).await?;
+            json!({"room_id": room_id, "message_id": message_id})
+        }
+        Op::SendCustomCommand {
+            room_id,
+            command,
+            to_users,
+        } => {
+            engine
+                .send_custom_command(&room_id, &to_users, &command)
+                .await?;
+            json!({ "room_id": room_id })
+        }
+        Op::SetRoomMode { mode } => {
+            engine.set_room_mode(mode).await?;
+            json!({ "mode": mode })
+        }
+        Op::GetState => {
+            let snapshot = engine.state().await?;
+            publish::state_value(&context.device_id, &snapshot)
+        }
+        Op::ListDevices => serde_json::to_value(crate::media::devices::list())
+            .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?,
+    })
+}
