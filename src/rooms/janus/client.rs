@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::protocol::{Auth, Incoming, Jsep, PluginData, Request, TrickleCandidate};
 
@@ -664,6 +664,9 @@ impl Connection {
 
     /// Handles one message from Janus; `Some` when the session is gone.
     fn dispatch(&mut self, text: &str, session_id: u64) -> Option<Ended> {
+        // Every message as received (`RUST_LOG=roomcast::janus::wire=trace`): the fuzz
+        // seeds in fuzz/seeds/janus_message were captured this way.
+        trace!(target: "roomcast::janus::wire", "janus <- {text}");
         let incoming: Incoming = match serde_json::from_str(text) {
             Ok(incoming) => incoming,
             Err(e) => {

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::event::UserInfo;
+use crate::engine::types::User;
+
 /// An SDP offer or answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jsep {
@@ -397,6 +400,112 @@ pub enum TextEvent {
     Other,
 }
 
+// ---- roomcast's conventions inside Janus messages ---------------------------------
+
+/// How a custom command travels in a TextRoom message, so that receivers can tell it
+/// from a broadcast message: `{"custom_command": "<text>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomCommandEnvelope {
+    pub custom_command: String,
+}
+
+/// How our VideoRoom participants show who they are: `display` is this JSON.
+#[derive(Serialize, Deserialize)]
+struct DisplayIdentity {
+    user_id: String,
+    user_name: String,
+}
+
+/// The VideoRoom `display` of our own participants.
+pub fn display_of(user: &User) -> String {
+    serde_json::to_string(&DisplayIdentity {
+        user_id: user.user_id.to_string(),
+        user_name: user.user_name.to_string(),
+    })
+    .unwrap_or_else(|_| user.user_id.to_string())
+}
+
+/// Who publishes a feed, from its `display` (ours is JSON; others may be plain text).
+pub fn user_of_feed(feed: &str, display: Option<&str>) -> UserInfo {
+    match display {
+        Some(display) => match serde_json::from_str::<DisplayIdentity>(display) {
+            Ok(identity) => UserInfo {
+                user_id: identity.user_id,
+                user_name: identity.user_name,
+            },
+            Err(_) => UserInfo {
+                user_id: display.to_owned(),
+                user_name: display.to_owned(),
+            },
+        },
+        None => UserInfo {
+            user_id: feed.to_owned(),
+            user_name: feed.to_owned(),
+        },
+    }
+}
+
+/// A TextRoom participant as a room user.
+pub fn text_user(p: &TextParticipant) -> UserInfo {
+    UserInfo {
+        user_id: p.username.clone(),
+        user_name: p.display.clone().unwrap_or_else(|| p.username.clone()),
+    }
+}
+
+/// Parses Janus's `%FT%T%z` dates (`2026-11-25T20:47:32+0000`) to Unix milliseconds.
+/// `None` for anything else, including fields out of their range: the date comes from
+/// the SFU (or whoever writes into the room), so it is checked before any arithmetic
+/// (the fuzzer found a year of 20260000709551615 overflowing it).
+pub fn parse_janus_date(date: &str) -> Option<u64> {
+    let (ymd, rest) = date.split_once('T')?;
+    let mut parts = ymd.split('-').map(str::parse::<i64>);
+    let (y, m, d) = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    let time = rest.get(..8)?;
+    let mut hms = time.split(':').map(str::parse::<i64>);
+    let (hh, mm, ss) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
+    let in_range = parts.next().is_none()
+        && hms.next().is_none()
+        && (1970..=9999).contains(&y)
+        && (1..=12).contains(&m)
+        && (1..=31).contains(&d)
+        && (0..24).contains(&hh)
+        && (0..60).contains(&mm)
+        && (0..=60).contains(&ss);
+    if !in_range {
+        return None;
+    }
+    let zone = rest.get(8..).unwrap_or("");
+    let offset = match zone {
+        "" | "Z" => 0,
+        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let h: i64 = z.get(1..3)?.parse().ok()?;
+            let min: i64 = z.get(3..5)?.parse().ok()?;
+            if !(0..=23).contains(&h) || !(0..60).contains(&min) {
+                return None;
+            }
+            sign * (h * 3600 + min * 60)
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm); every term is small now.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hh * 3600 + mm * 60 + ss - offset;
+    u64::try_from(seconds).ok().map(|s| s * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,5 +585,85 @@ mod tests {
         assert!(matches!(e, TextEvent::Message { from, .. } if from == "student"));
         let e: TextEvent = serde_json::from_str(r#"{"textroom":"something-new"}"#).unwrap();
         assert_eq!(e, TextEvent::Other);
+    }
+
+    #[test]
+    fn janus_dates_parse() {
+        assert_eq!(parse_janus_date("1970-01-01T00:00:00+0000"), Some(0));
+        assert_eq!(
+            parse_janus_date("2026-11-25T20:47:32+0000"),
+            Some(1_795_639_652_000)
+        );
+        assert_eq!(
+            parse_janus_date("2026-11-25T21:47:32+0100"),
+            Some(1_795_639_652_000)
+        );
+        assert_eq!(parse_janus_date("yesterday"), None);
+    }
+
+    /// Found by the `janus_message` fuzz target (fuzz/regressions/janus_message/): an
+    /// absurd year overflowed the day arithmetic (a panic in debug builds, a wrong time
+    /// in release). Every field is range-checked first now.
+    #[test]
+    fn absurd_janus_dates_are_refused_not_overflowed() {
+        for date in [
+            "20260000709551615-11-205T20:47:32+0000",
+            "9223372036854775807-01-01T00:00:00+0000",
+            "2026-9223372036854775807-01T00:00:00+0000",
+            "2026-01-9223372036854775807T00:00:00+0000",
+            "-9223372036854775808-01-01T00:00:00Z",
+            "2026-13-01T00:00:00+0000",
+            "2026-00-10T00:00:00+0000",
+            "2026-01-32T00:00:00+0000",
+            "2026-01-01T24:00:00+0000",
+            "2026-01-01T00:60:00+0000",
+            "2026-01-01T00:00:61+0000",
+            "2026-01-01T00:00:00+9999",
+            "2026-01-01T00:00:00 0100",
+            "1969-12-31T23:59:59+0000",
+            "2026-01-01-01T00:00:00+0000",
+        ] {
+            assert_eq!(parse_janus_date(date), None, "{date}");
+        }
+        assert_eq!(
+            parse_janus_date("9999-12-31T23:59:60-2359"),
+            Some(253_402_387_140_000)
+        );
+        // The message still arrives: a TextRoom message with such a date parses, and the
+        // room falls back to the time of receipt.
+        let e: TextEvent = serde_json::from_str(
+            r#"{"textroom":"message","room":"r","from":"u","date":"20260000709551615-11-205T20:47:32+0000","text":"hi"}"#,
+        )
+        .unwrap();
+        let TextEvent::Message { date, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(date.as_deref().and_then(parse_janus_date), None);
+    }
+
+    #[test]
+    fn feeds_show_who_publishes() {
+        let user = User::parse("box-17", "Room 101").unwrap();
+        let info = user_of_feed("box-17-main", Some(&display_of(&user)));
+        assert_eq!(info.user_id, "box-17");
+        assert_eq!(info.user_name, "Room 101");
+        let info = user_of_feed("cam", Some("Teacher"));
+        assert_eq!(
+            (info.user_id.as_str(), info.user_name.as_str()),
+            ("Teacher", "Teacher")
+        );
+        let info = user_of_feed("cam", None);
+        assert_eq!(info.user_id, "cam");
+    }
+
+    #[test]
+    fn custom_commands_are_enveloped() {
+        let text = serde_json::to_string(&CustomCommandEnvelope {
+            custom_command: "raise-hand".into(),
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"custom_command":"raise-hand"}"#);
+        assert!(serde_json::from_str::<CustomCommandEnvelope>(r#"{"text":"hi"}"#).is_err());
+        assert!(serde_json::from_str::<CustomCommandEnvelope>("hello").is_err());
     }
 }

@@ -13,12 +13,12 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use super::client::{Handle, HandleEvent, HandleEvents, JanusClient, JanusError, PluginReply};
 use super::protocol::{
-    Jsep, JsepType, TextEvent, TextParticipant, TextRequest, TextRoomApi, TrickleCandidate,
-    VideoRoom,
+    CustomCommandEnvelope, Jsep, JsepType, TextEvent, TextParticipant, TextRequest, TextRoomApi,
+    TrickleCandidate, VideoRoom, display_of, parse_janus_date, text_user, user_of_feed,
 };
 use super::{JanusSettings, RoomSlots, errors};
 use crate::base::secret::Secret;
@@ -70,49 +70,6 @@ pub(super) enum RoomOp {
         text: String,
         reply: Reply<()>,
     },
-}
-
-/// How a custom command travels in a TextRoom message, so that receivers can tell it
-/// from a broadcast message: `{"custom_command": "<text>"}`.
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CustomCommandEnvelope {
-    custom_command: String,
-}
-
-/// How our VideoRoom participants show who they are: `display` is this JSON.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DisplayIdentity {
-    user_id: String,
-    user_name: String,
-}
-
-pub(super) fn display_of(user: &User) -> String {
-    serde_json::to_string(&DisplayIdentity {
-        user_id: user.user_id.to_string(),
-        user_name: user.user_name.to_string(),
-    })
-    .unwrap_or_else(|_| user.user_id.to_string())
-}
-
-/// Who publishes a feed, from its `display` (ours is JSON; others may be plain text).
-fn user_of_feed(feed: &str, display: Option<&str>) -> UserInfo {
-    match display {
-        Some(display) => match serde_json::from_str::<DisplayIdentity>(display) {
-            Ok(identity) => UserInfo {
-                user_id: identity.user_id,
-                user_name: identity.user_name,
-            },
-            Err(_) => UserInfo {
-                user_id: display.to_owned(),
-                user_name: display.to_owned(),
-            },
-        },
-        None => UserInfo {
-            user_id: feed.to_owned(),
-            user_name: feed.to_owned(),
-        },
-    }
 }
 
 /// One running stream negotiation and its handle.
@@ -806,6 +763,7 @@ impl RoomActor {
     }
 
     async fn on_text(&self, message: &str, joined: &mut Option<Joined>) {
+        trace!(target: "roomcast::janus::wire", "textroom <- {message}");
         if let Some(j) = joined.as_mut() {
             self.dispatch_text(j, message).await;
         }
@@ -1189,13 +1147,6 @@ fn next_transaction(j: &mut Joined) -> String {
     format!("rc-{}", j.next_transaction)
 }
 
-fn text_user(p: &TextParticipant) -> UserInfo {
-    UserInfo {
-        user_id: p.username.clone(),
-        user_name: p.display.clone().unwrap_or_else(|| p.username.clone()),
-    }
-}
-
 fn parse_videoroom(reply: &PluginReply) -> Result<VideoRoom, BackendError> {
     serde_json::from_value(reply.data.data.clone()).map_err(|e| {
         BackendError::new(
@@ -1223,84 +1174,4 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Parses Janus's `%FT%T%z` dates (`2026-11-25T20:47:32+0000`) to Unix milliseconds.
-fn parse_janus_date(date: &str) -> Option<u64> {
-    let (ymd, rest) = date.split_once('T')?;
-    let mut parts = ymd.split('-').map(str::parse::<i64>);
-    let (y, m, d) = (
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-    );
-    let time = rest.get(..8)?;
-    let mut hms = time.split(':').map(str::parse::<i64>);
-    let (hh, mm, ss) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
-    let zone = rest.get(8..).unwrap_or("");
-    let offset = match zone {
-        "" | "Z" => 0,
-        z if z.len() == 5 => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let h: i64 = z.get(1..3)?.parse().ok()?;
-            let min: i64 = z.get(3..5)?.parse().ok()?;
-            sign * (h * 3600 + min * 60)
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + hh * 3600 + mm * 60 + ss - offset;
-    u64::try_from(seconds).ok().map(|s| s * 1000)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn janus_dates_parse() {
-        assert_eq!(parse_janus_date("1970-01-01T00:00:00+0000"), Some(0));
-        assert_eq!(
-            parse_janus_date("2026-11-25T20:47:32+0000"),
-            Some(1_795_639_652_000)
-        );
-        assert_eq!(
-            parse_janus_date("2026-11-25T21:47:32+0100"),
-            Some(1_795_639_652_000)
-        );
-        assert_eq!(parse_janus_date("yesterday"), None);
-    }
-
-    #[test]
-    fn feeds_show_who_publishes() {
-        let user = User::parse("box-17", "Room 101").unwrap();
-        let info = user_of_feed("box-17-main", Some(&display_of(&user)));
-        assert_eq!(info.user_id, "box-17");
-        assert_eq!(info.user_name, "Room 101");
-        let info = user_of_feed("cam", Some("Teacher"));
-        assert_eq!(
-            (info.user_id.as_str(), info.user_name.as_str()),
-            ("Teacher", "Teacher")
-        );
-        let info = user_of_feed("cam", None);
-        assert_eq!(info.user_id, "cam");
-    }
-
-    #[test]
-    fn custom_commands_are_enveloped() {
-        let text = serde_json::to_string(&CustomCommandEnvelope {
-            custom_command: "raise-hand".into(),
-        })
-        .unwrap();
-        assert_eq!(text, r#"{"custom_command":"raise-hand"}"#);
-        assert!(serde_json::from_str::<CustomCommandEnvelope>(r#"{"text":"hi"}"#).is_err());
-        assert!(serde_json::from_str::<CustomCommandEnvelope>("hello").is_err());
-    }
 }
