@@ -1,7 +1,7 @@
 //! In-memory stand-ins for the two boundaries, to prove the engine's rules in unit tests.
 //! They are not evidence that rooms or media work: the Janus and GStreamer tests are.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -23,12 +23,20 @@ fn ready<T: Send + 'static>(result: Result<T, BackendError>) -> OpFuture<T> {
 pub struct RoomsState {
     /// Every call, in the order it was registered: `"login r"`, `"publish r s"`, …
     pub calls: Vec<String>,
-    pub joined: BTreeSet<String>,
+    /// The rooms the SFU has us in, with the user id each was joined as.
+    pub joined: BTreeMap<String, String>,
+    /// `(room, stream)` publishing on the SFU: added by a successful publish, removed by
+    /// unpublish or by leaving the room.
+    pub published: BTreeSet<(String, String)>,
+    /// `(room, stream)` played from the SFU, likewise.
+    pub played: BTreeSet<(String, String)>,
     /// Logins to these rooms fail with the given error.
     pub login_failures: HashMap<String, BackendError>,
     /// Streams others publish, per room: playing them succeeds.
     pub remote_streams: HashMap<String, BTreeSet<String>>,
     pub publish_failure: Option<BackendError>,
+    /// Logouts fail with this error (the SFU did not confirm).
+    pub logout_failure: Option<BackendError>,
 }
 
 /// A rooms backend that answers at once and records what it was asked.
@@ -57,6 +65,22 @@ impl MemoryRooms {
         });
     }
 
+    pub fn fail_publish(&self, error: Option<BackendError>) {
+        self.with(|s| s.publish_failure = error);
+    }
+
+    pub fn fail_logout(&self, error: Option<BackendError>) {
+        self.with(|s| s.logout_failure = error);
+    }
+
+    pub fn remove_remote_stream(&self, room: &str, stream: &str) {
+        self.with(|s| {
+            if let Some(set) = s.remote_streams.get_mut(room) {
+                set.remove(stream);
+            }
+        });
+    }
+
     pub fn add_remote_stream(&self, room: &str, stream: &str) {
         self.with(|s| {
             s.remote_streams
@@ -74,7 +98,7 @@ impl RoomBackend for MemoryRooms {
             match s.login_failures.get(room.as_str()) {
                 Some(e) => Err(e.clone()),
                 None => {
-                    s.joined.insert(room.to_string());
+                    s.joined.insert(room.to_string(), user.user_id.to_string());
                     Ok(())
                 }
             }
@@ -85,7 +109,12 @@ impl RoomBackend for MemoryRooms {
         ready(self.with(|s| {
             s.calls.push(format!("logout {room}"));
             s.joined.remove(room.as_str());
-            Ok(())
+            s.published.retain(|(r, _)| r != room.as_str());
+            s.played.retain(|(r, _)| r != room.as_str());
+            match &s.logout_failure {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            }
         }))
     }
 
@@ -94,7 +123,10 @@ impl RoomBackend for MemoryRooms {
             s.calls.push(format!("publish {room} {stream}"));
             match &s.publish_failure {
                 Some(e) => Err(e.clone()),
-                None => Ok(()),
+                None => {
+                    s.published.insert((room.to_string(), stream.to_string()));
+                    Ok(())
+                }
             }
         }))
     }
@@ -102,6 +134,7 @@ impl RoomBackend for MemoryRooms {
     fn unpublish(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()> {
         ready(self.with(|s| {
             s.calls.push(format!("unpublish {room} {stream}"));
+            s.published.remove(&(room.to_string(), stream.to_string()));
             Ok(())
         }))
     }
@@ -114,6 +147,7 @@ impl RoomBackend for MemoryRooms {
                 .get(room.as_str())
                 .is_some_and(|set| set.contains(stream.as_str()));
             if published {
+                s.played.insert((room.to_string(), stream.to_string()));
                 Ok(())
             } else {
                 Err(BackendError::new(
@@ -127,6 +161,7 @@ impl RoomBackend for MemoryRooms {
     fn stop_playing(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()> {
         ready(self.with(|s| {
             s.calls.push(format!("stop_playing {room} {stream}"));
+            s.played.remove(&(room.to_string(), stream.to_string()));
             Ok(())
         }))
     }
@@ -156,7 +191,8 @@ pub struct FakePeer {
 
 impl FakePeer {
     pub fn fail(&self, reason: &str) {
-        let _ = self.state.send(PeerState::Failed(reason.to_owned()));
+        self.state
+            .send_replace(PeerState::Failed(reason.to_owned()));
     }
 }
 
@@ -187,7 +223,8 @@ impl WebRtcPeer for FakePeer {
         PeerStats::default()
     }
     async fn close(&self) {
-        let _ = self.state.send(PeerState::Closed);
+        // send_replace: `send` changes nothing when no one watches the peer yet.
+        self.state.send_replace(PeerState::Closed);
     }
 }
 

@@ -16,6 +16,8 @@ pub mod types;
 #[cfg(test)]
 mod double;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
