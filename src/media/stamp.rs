@@ -25,10 +25,12 @@ pub struct Stamp {
     pub sequence: u16,
 }
 
-/// Whether a frame of this size can carry a stamp.
+/// Whether a frame of this size can carry a stamp. The config check calls it with any
+/// u32 from the file (before the size ranges are enforced): on the 32-bit boards
+/// (armv7) `usize` is 32 bits and the block count must not overflow.
 pub fn fits(width: usize, height: usize) -> bool {
     let per_row = width / BLOCK;
-    per_row > 0 && per_row * (height / BLOCK) >= BLOCKS
+    per_row > 0 && per_row.saturating_mul(height / BLOCK) >= BLOCKS
 }
 
 /// CRC-8, polynomial 0x07, initial value 0.
@@ -136,6 +138,15 @@ pub fn elapsed_ms(captured_ms: u64, now_ms: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fits_does_not_overflow_on_absurd_sizes() {
+        assert!(fits(usize::MAX, usize::MAX));
+        assert!(!fits(usize::MAX, 0));
+        assert!(!fits(0, usize::MAX));
+        let max = u32::MAX as usize;
+        assert!(fits(max, max));
+    }
 
     fn frame(width: usize, height: usize) -> Vec<u8> {
         (0..width * height).map(|i| (i % 200) as u8 + 20).collect()
