@@ -73,6 +73,7 @@ impl Negotiator {
                 element: "webrtcbin",
                 package: "gstreamer1.0-plugins-bad and gstreamer1.0-nice",
             })?;
+        disable_upnp(&webrtcbin);
         let (state, _) = watch::channel(PeerState::New);
         let (candidates_tx, candidates_rx) = mpsc::unbounded_channel();
         let candidates_tx = std::sync::Arc::new(Mutex::new(Some(candidates_tx)));
@@ -282,6 +283,42 @@ fn description_from(
         })
 }
 
+/// libnice looks for a UPnP router with every agent it makes (GUPnP-IGD): SSDP multicast
+/// and an HTTP server on every interface, some 13 sockets and a network monitor for each
+/// peer, all for a port mapping that a box talking to its SFU never needs. The soak run
+/// found them: 140 of box-17's 260 sockets, gupnp warnings about ports in use, and SSDP
+/// searches on the school network for every room joined. Turned off before the agent
+/// gathers; where an ICE implementation has no such agent or property, nothing happens.
+fn disable_upnp(webrtcbin: &gst::Element) {
+    let Some(ice) = object_property(webrtcbin.upcast_ref(), "ice-agent") else {
+        return;
+    };
+    let Some(agent) = object_property(&ice, "agent") else {
+        return;
+    };
+    let writable = agent.find_property("upnp").is_some_and(|spec| {
+        spec.value_type() == glib::Type::BOOL && spec.flags().contains(glib::ParamFlags::WRITABLE)
+    });
+    if writable {
+        agent.set_property("upnp", false);
+    }
+}
+
+/// The object in `name`, when `object` has such a readable object property.
+fn object_property(object: &glib::Object, name: &str) -> Option<glib::Object> {
+    let spec = object.find_property(name)?;
+    if !spec.flags().contains(glib::ParamFlags::READABLE)
+        || !spec.value_type().is_a(glib::Object::static_type())
+    {
+        return None;
+    }
+    object
+        .property_value(name)
+        .get::<Option<glib::Object>>()
+        .ok()
+        .flatten()
+}
+
 fn parse_description(
     kind: gst_webrtc::WebRTCSDPType,
     sdp: &str,
@@ -299,4 +336,19 @@ fn sdp_text(description: &gst_webrtc::WebRTCSessionDescription) -> Result<String
             what: "SDP to text",
             detail: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_do_not_look_for_upnp_routers() {
+        init().unwrap();
+        let negotiator = Negotiator::new("upnp-test").unwrap();
+        let ice = object_property(negotiator.webrtcbin.upcast_ref(), "ice-agent")
+            .expect("webrtcbin has an ICE agent");
+        let agent = object_property(&ice, "agent").expect("a libnice agent");
+        assert!(!agent.property::<bool>("upnp"));
+    }
 }
