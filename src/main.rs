@@ -260,11 +260,17 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .thread_name("roomcast")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
         roomcast::run(config, shutdown).await
-    })?;
+    });
+    // Dropping the runtime waits for every blocking task, without end. A GStreamer state
+    // change that never returns (the soak run saw one: a publisher's webrtcbin stuck on
+    // its way to NULL) then kept the process alive after "roomcast stopped", until
+    // systemd's stop timeout killed it. Blocking work gets 5 s; then the process exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    outcome?;
     Ok(())
 }
 
