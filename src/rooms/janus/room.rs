@@ -1132,8 +1132,12 @@ async fn negotiate(
                 if changed.is_err() {
                     return Err(BackendError::new(webrtc_code(cx.publishing), "the peer closed during negotiation"));
                 }
-                if let PeerState::Failed(reason) = &*state.borrow() {
-                    return Err(BackendError::new(webrtc_code(cx.publishing), reason.clone()));
+                let failure = match &*state.borrow() {
+                    PeerState::MediaFailed(reason) if cx.publishing => Some((ErrorCode::PUBLISH_MEDIA_FAILED, reason.clone())),
+                    other => other.failure().map(|reason| (webrtc_code(cx.publishing), reason.to_owned())),
+                };
+                if let Some((code, reason)) = failure {
+                    return Err(BackendError::new(code, reason));
                 }
             }
         }
