@@ -84,7 +84,9 @@ impl Publisher {
                             .source
                             .last_error()
                             .unwrap_or_else(|| "the source stopped".into());
-                        publisher.negotiator.fail(format!("source failed: {why}"));
+                        publisher
+                            .negotiator
+                            .fail_media(format!("source failed: {why}"));
                     }
                 });
                 // A fresh room needs a keyframe to start decoding.
@@ -93,7 +95,7 @@ impl Publisher {
                 Ok(publisher)
             }
             Err(e) => {
-                source.release();
+                source.release(running.generation);
                 Err(e)
             }
         }
@@ -224,8 +226,14 @@ impl Publisher {
             if pads.iter().all(|p| p.current_caps().is_some()) {
                 return Ok(());
             }
-            if let PeerState::Failed(reason) = &*self.negotiator.state().borrow() {
-                return Err(media_error(reason.clone()));
+            let failure = self
+                .negotiator
+                .state()
+                .borrow()
+                .failure()
+                .map(str::to_owned);
+            if let Some(reason) = failure {
+                return Err(media_error(reason));
             }
             if tokio::time::Instant::now() >= deadline {
                 let why = self.source.last_error().unwrap_or_else(|| {
@@ -339,7 +347,7 @@ impl WebRtcPeer for Publisher {
             warn!(stream = %self.label, "detaching the branch panicked");
         }
         self.negotiator.mark_closed();
-        self.source.release();
+        self.source.release(self.running.generation);
         debug!(stream = %self.label, "publisher closed");
     }
 }
