@@ -94,6 +94,9 @@ impl Generation {
             agent.engine.desired(),
             on_disk,
         );
+        // Control first: it subscribes to the engine's events, so the restore's events
+        // (room_restored, then the rooms' states) reach the dashboards too.
+        let control = control.start(agent.engine.clone());
         if !restore.is_empty() {
             match agent.engine.restore(restore).await {
                 Ok(report) => {
@@ -114,7 +117,6 @@ impl Generation {
             }
         }
         persister.sync();
-        let control = control.start(agent.engine.clone());
         Ok(Self {
             config,
             text,

@@ -8,6 +8,7 @@ pub mod janus_ws;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod peers;
+pub mod process;
 pub mod proxy;
 pub mod textroom;
 
