@@ -51,6 +51,8 @@ pub struct Publisher {
     packets: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     closed: AtomicBool,
+    /// Cancelled when the publisher closes.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Publisher {
@@ -73,10 +75,16 @@ impl Publisher {
                     }),
                 );
                 // The source stopping (capture or encoder failure) ends this peer too.
+                // The watch ends with the publisher: a source that runs for weeks while
+                // rooms come and go must not collect one waiting task per publisher.
                 let weak = Arc::downgrade(&publisher);
                 let stopped = running.stopped.clone();
+                let closing = publisher.closing.clone();
                 tokio::spawn(async move {
-                    stopped.cancelled().await;
+                    tokio::select! {
+                        _ = stopped.cancelled() => {}
+                        _ = closing.cancelled() => return,
+                    }
                     if let Some(publisher) = weak.upgrade()
                         && !publisher.closed.load(Ordering::Relaxed)
                     {
@@ -125,8 +133,7 @@ impl Publisher {
                     for leg in legs {
                         detach_leg(&running.pipeline, leg);
                     }
-                    let _ = webrtcbin.set_state(gst::State::Null);
-                    let _ = running.pipeline.remove(&webrtcbin);
+                    retire(&running.pipeline, &webrtcbin);
                     return Err(e);
                 }
             }
@@ -154,6 +161,7 @@ impl Publisher {
             packets,
             bytes,
             closed: AtomicBool::new(false),
+            closing: tokio_util::sync::CancellationToken::new(),
         }))
     }
 
@@ -249,6 +257,16 @@ impl Publisher {
     }
 }
 
+/// Takes `element` out of `pipeline` in NULL. Locked first: the pipeline may be changing
+/// state at the same moment (the source failed and is being stopped), and a bin going
+/// down to READY would otherwise bring an element already in NULL back up to READY —
+/// and it would then be disposed in READY (leaking what webrtcbin holds).
+fn retire(pipeline: &gst::Pipeline, element: &gst::Element) {
+    element.set_locked_state(true);
+    let _ = element.set_state(gst::State::Null);
+    let _ = pipeline.remove(element);
+}
+
 /// Unlinks a leg from its tee once the tee pad is idle, then takes it to NULL.
 fn detach_leg(pipeline: &gst::Pipeline, leg: Leg) {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -270,8 +288,7 @@ fn detach_leg(pipeline: &gst::Pipeline, leg: Leg) {
     }
     leg.tee.release_request_pad(&leg.tee_pad);
     for element in &leg.elements {
-        let _ = element.set_state(gst::State::Null);
-        let _ = pipeline.remove(element);
+        retire(pipeline, element);
     }
 }
 
@@ -326,6 +343,7 @@ impl WebRtcPeer for Publisher {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.closing.cancel();
         self.running.unregister_branch(&self.prefix);
         let legs = self
             .legs
@@ -339,8 +357,7 @@ impl WebRtcPeer for Publisher {
             for leg in legs {
                 detach_leg(&pipeline, leg);
             }
-            let _ = webrtcbin.set_state(gst::State::Null);
-            let _ = pipeline.remove(&webrtcbin);
+            retire(&pipeline, &webrtcbin);
         })
         .await;
         if detached.is_err() {

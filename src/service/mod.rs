@@ -18,6 +18,7 @@
 //!   SFU and the broker answer in time.
 
 pub mod faults;
+pub mod memory;
 pub mod notify;
 mod persist;
 pub mod reload;
@@ -238,6 +239,7 @@ pub async fn run(
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = current.agent.engine.subscribe();
     let mut events_open = true;
+    let mut housekeeping = memory::Housekeeping::new();
 
     loop {
         tokio::select! {
@@ -274,12 +276,18 @@ pub async fn run(
                 }
             }
             event = events.recv(), if events_open => match event {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => status.dirty = true,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    status.dirty = true;
+                    housekeeping.activity(Instant::now());
+                }
                 Err(broadcast::error::RecvError::Closed) => events_open = false,
             },
             _ = status_tick.tick() => {
                 if let Some(line) = status.refresh(&current).await {
                     notifier.status(&line);
+                }
+                if housekeeping.due(Instant::now()) {
+                    tokio::task::spawn_blocking(memory::trim);
                 }
             }
         }
