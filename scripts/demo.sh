@@ -107,7 +107,8 @@ for f in tests/janus-config/*.jcfg; do
       -e "s#@EXTRA_GENERAL@##" \
       "$f" > "$work/janus/$(basename "$f")"
 done
-setsid janus -C "$work/janus/janus.jcfg" -F "$work/janus" -o > "$work/janus.log" 2>&1 &
+# From its folder: a core dump, should Janus crash, stays out of the repository.
+(cd "$work" && exec setsid janus -C "$work/janus/janus.jcfg" -F "$work/janus" -o > "$work/janus.log" 2>&1) &
 pids=("$!" "${pids[@]}")
 
 # mosquitto (set_tcp_nodelay: see docs/mqtt.md).
