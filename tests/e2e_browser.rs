@@ -230,12 +230,20 @@ async fn scenario(c: &mut Classroom) {
     c.step("the teacher sees the box: 1280x720, frames rising, sound");
     wait_box_video(&c.student, GROUP).await;
     c.step("the student sees the box: 1280x720, frames rising, sound");
+    // Both chat with the box: in the TextRoom, the box is "Room 101 camera".
+    for page in [&c.teacher, &c.student] {
+        wait_page(
+            page,
+            "in the TextRoom with the box",
+            Duration::from_secs(15),
+            |s| s["chat"] == "joined" && s["users"]["box-17"] == "Room 101 camera",
+        )
+        .await;
+    }
     let teacher = snapshot(&c.teacher).await;
     let student = snapshot(&c.student).await;
     assert!(teacher["feeds"].get(GROUP).is_none(), "{teacher:#}");
     assert!(student["feeds"].get(BIG).is_none(), "{student:#}");
-    assert_eq!(teacher["users"]["box-17"], "Room 101 camera", "{teacher:#}");
-    assert_eq!(student["users"]["box-17"], "Room 101 camera", "{student:#}");
 
     // 3. The teacher publishes; the agent plays it.
     c.step("the teacher starts her camera");
