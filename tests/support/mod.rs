@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod browser;
 pub mod janus;
 pub mod janus_ws;
 pub mod mosquitto;
@@ -10,6 +11,7 @@ pub mod mqtt;
 pub mod peers;
 pub mod proxy;
 pub mod textroom;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
