@@ -573,7 +573,10 @@ mod tests {
         assert!(!gate.admit());
         assert!(!gate.due(), "not before the interval is over");
         std::thread::sleep(KEYFRAME_MIN_INTERVAL);
-        assert!(gate.due(), "the waiting request is due at the end of the interval");
+        assert!(
+            gate.due(),
+            "the waiting request is due at the end of the interval"
+        );
         assert!(gate.admit(), "and passes then");
         assert!(!gate.due(), "one keyframe served every request that waited");
         assert_eq!(gate.forwarded.load(Ordering::Relaxed), 2);
