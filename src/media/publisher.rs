@@ -97,8 +97,9 @@ impl Publisher {
                             .fail_media(format!("source failed: {why}"));
                     }
                 });
-                // A fresh room needs a keyframe to start decoding.
-                running.request_keyframe();
+                // No keyframe request here: a new publisher has no subscribers yet, and
+                // Janus asks for one (PLI) the moment a subscriber attaches. Asking now
+                // would spend the shared gate and delay that PLI by up to 500 ms.
                 info!(stream = %publisher.label, "publisher attached");
                 Ok(publisher)
             }

@@ -682,6 +682,24 @@ mod tests {
     }
 
     #[test]
+    fn keyframe_requests_are_coalesced_not_dropped() {
+        let gate = KeyframeGate::default();
+        assert!(gate.admit(), "the first request passes");
+        assert!(!gate.admit(), "a second within the interval waits");
+        assert!(!gate.admit());
+        assert!(!gate.due(), "not before the interval is over");
+        std::thread::sleep(KEYFRAME_MIN_INTERVAL);
+        assert!(
+            gate.due(),
+            "the waiting request is due at the end of the interval"
+        );
+        assert!(gate.admit(), "and passes then");
+        assert!(!gate.due(), "one keyframe served every request that waited");
+        assert_eq!(gate.forwarded.load(Ordering::Relaxed), 2);
+        assert_eq!(gate.coalesced.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn test_source_description() {
         let text = describe(
             &source("test", "test"),

@@ -67,6 +67,7 @@ impl Janus {
                 .replace("@RTP_RANGE@", &format!("{rtp_base}-{}", rtp_base + 999))
                 .replace("@ADMIN_PORT@", &self.admin_port.to_string())
                 .replace("@WS_PORT@", &self.ws_port.to_string())
+                .replace("@WS_IP@", "127.0.0.1")
                 .replace("@EXTRA_GENERAL@", &self.extra_general);
             std::fs::write(self.dir.path().join(path.file_name().expect("name")), text)
                 .expect("write config");

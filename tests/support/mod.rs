@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod browser;
 pub mod janus;
 pub mod janus_ws;
 pub mod mosquitto;
@@ -11,6 +12,7 @@ pub mod peers;
 pub mod process;
 pub mod proxy;
 pub mod textroom;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
