@@ -44,7 +44,7 @@ fn main() {
 // ---- the agent process ---------------------------------------------------------------
 
 /// `spec` is `shared|per-room <janus url> <state dir>`. Commands on stdin, one per line:
-/// `login ROOM`, `publish STREAM ROOM`, `play STREAM ROOM`, `quit`. Each gets `ok` or
+/// `login ROOM`, `logout ROOM`, `publish STREAM ROOM`, `play STREAM ROOM`, `quit`. Each gets `ok` or
 /// `err MESSAGE` on stdout.
 fn child_main(spec: &str) {
     let mut parts = spec.split(' ');
@@ -103,6 +103,15 @@ fn child_main(spec: &str) {
                         agent
                             .engine
                             .start_playing(stream, config)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    ["logout", room] => {
+                        let agent = agent_for(&agents, &mode, room);
+                        agent
+                            .engine
+                            .logout_room(Some(room))
                             .await
                             .map(|_| ())
                             .map_err(|e| e.to_string())
@@ -374,14 +383,29 @@ async fn parent_main() {
         tokio::time::sleep(Duration::from_millis(500)).await; // the subscriber is in the room
         let started = Instant::now();
         agent.send(&format!("login {room}"));
+        let logged_in = started.elapsed();
         agent.send(&format!("publish {feed} {room}"));
+        let published = started.elapsed();
         let sub = waiting.await.expect("subscriber");
         sub.wait_frames(1, Duration::from_secs(10)).await;
         let elapsed = sub.seen.first_frame().expect("a frame") - started;
+        let at = |t: Option<Instant>| t.map_or(f64::NAN, |t| (t - started).as_secs_f64() * 1000.0);
+        let phases = format!(
+            "logined {:.0}, publishing {:.0}, feed seen {:.0}, subscribed {:.0}, first frame {:.0} ms",
+            logged_in.as_secs_f64() * 1000.0,
+            published.as_secs_f64() * 1000.0,
+            at(*sub.seen.feed_seen.lock().unwrap()),
+            at(*sub.seen.started.lock().unwrap()),
+            elapsed.as_secs_f64() * 1000.0
+        );
+        drop(sub);
+        // Leave again: at most 5 rooms; the source lingers 10 s, so the next run is warm.
+        agent.send(&format!("logout {room}"));
         let ms = elapsed.as_secs_f64() * 1000.0;
         if i == 0 {
-            println!("   cold (source starting):      {ms:6.1} ms");
+            println!("   cold (source starting):      {ms:6.1} ms   ({phases})");
         } else {
+            println!("   warm run {i}:                  {ms:6.1} ms   ({phases})");
             warm.push(ms);
         }
     }

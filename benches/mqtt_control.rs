@@ -81,10 +81,16 @@ fn measure(nodelay: bool) {
     let port = free_port();
     let _broker = start_broker(port, nodelay);
     let url = format!("mqtt://127.0.0.1:{port}");
+    // The agent keeps its rooms in state_dir: a folder of this run's own, so that no
+    // earlier run's rooms are taken up.
+    let state_dir = std::env::temp_dir()
+        .join(format!("roomcast-bench-state-{}", std::process::id()))
+        .display()
+        .to_string();
     let config_text = format!(
         r#"
 device_id = "bench-box"
-state_dir = "/tmp"
+state_dir = "{state_dir}"
 [identity]
 user_id = "bench-box"
 user_name = "Benchmark"
@@ -160,4 +166,5 @@ url = "ws://127.0.0.1:{}"
         shutdown.cancel();
         let _ = agent.await;
     });
+    let _ = std::fs::remove_dir_all(&state_dir);
 }

@@ -5,8 +5,7 @@
 #   ./scripts/fuzz.sh [SECONDS] [TARGET...]     e.g. ./scripts/fuzz.sh 600
 #   FUZZ_RUNS=1000000 ./scripts/fuzz.sh 3600    stop each at 1,000,000 executions instead
 #
-# Targets: mqtt_command, janus_message, config_file, and persisted_state once
-# src/service/state.rs exists (the `state` feature is turned on by itself then).
+# Targets: mqtt_command, janus_message, config_file, persisted_state.
 # Each run starts from the committed seeds (fuzz/seeds/<target>) plus what earlier runs
 # found (fuzz/corpus/<target>, not committed). Limits: 10 s per input (a hang), 2 GiB RSS,
 # 256 MiB for one allocation. A crash leaves its input in fuzz/artifacts/<target>/ and
@@ -23,11 +22,8 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(mqtt_command janus_message config_file)
-  [ -f src/service/state.rs ] && targets+=(persisted_state)
+  targets=(mqtt_command janus_message config_file persisted_state)
 fi
-features=()
-[ -f src/service/state.rs ] && features=(--features state)
 
 ./scripts/install-deps.sh
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -36,7 +32,7 @@ fi
 rustc --version | grep -q nightly || export RUSTC_BOOTSTRAP=1
 
 cd fuzz
-nice -n 19 cargo fuzz build "${features[@]}"
+nice -n 19 cargo fuzz build
 
 mkdir -p logs
 summary=()
@@ -51,7 +47,7 @@ for target in "${targets[@]}"; do
   echo "== fuzz: $target for ${seconds} s${FUZZ_RUNS:+ or $FUZZ_RUNS runs} (log: fuzz/$log)"
   started=$(date +%s)
   status=0
-  nice -n 19 cargo fuzz run "${features[@]}" "$target" "corpus/$target" "seeds/$target" -- \
+  nice -n 19 cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" "${runs[@]}" -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=256 -dict="$root/fuzz/dicts/$dict" -print_final_stats=1 \
     -artifact_prefix="$root/fuzz/artifacts/$target/" > "$log" 2>&1 || status=$?

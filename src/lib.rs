@@ -1,7 +1,10 @@
 //! roomcast: a headless classroom camera agent. One camera and microphone, encoded once,
 //! published into several real-time rooms at the same time, driven over MQTT.
 //!
-//! [`run`] is the whole agent; `main.rs` only parses the command line around it.
+//! [`run`] is the whole agent; `main.rs` only parses the command line and turns signals
+//! into [`service::RunOptions`] around it. [`Agent`] is the part that joins rooms and
+//! publishes; [`service`] runs it as a system service (systemd notify and watchdog,
+//! the persisted desired state, reloads).
 
 pub mod base;
 pub mod config;
@@ -9,6 +12,7 @@ pub mod control;
 pub mod engine;
 pub mod media;
 pub mod rooms;
+pub mod service;
 pub mod webrtc;
 
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 pub use config::Config;
 use engine::{EngineBuilder, EngineHandle};
@@ -46,6 +50,15 @@ impl Agent {
     /// Starts media, the Janus connection and the engine. Nothing is joined yet.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, RunError> {
         let media = Arc::new(media::GstMedia::new(config)?);
+        Ok(Self::start_with_media(config, media, shutdown))
+    }
+
+    /// Like [`Agent::start`], with media already built (and so validated) from `config`.
+    pub fn start_with_media(
+        config: &Config,
+        media: Arc<media::GstMedia>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let sfu_shutdown = CancellationToken::new();
         let (rooms, rooms_events) = JanusRooms::start(&config.janus, sfu_shutdown.clone());
         let (engine, engine_task) = EngineBuilder::new(config.engine_settings()).start(
@@ -54,12 +67,12 @@ impl Agent {
             media.clone(),
             shutdown,
         );
-        Ok(Self {
+        Self {
             engine,
             media,
             engine_task,
             sfu_shutdown,
-        })
+        }
     }
 
     /// Waits for the engine to finish (it leaves every room when its shutdown token is
@@ -76,24 +89,9 @@ impl Agent {
     }
 }
 
-/// Runs the agent until `shutdown` is cancelled.
+/// Runs the agent until `shutdown` is cancelled: MQTT control, the rooms saved in
+/// `state_dir` taken up again, systemd told how it is going (when `NOTIFY_SOCKET` is
+/// set). No reloads: [`service::run`] with [`service::RunOptions`] has those.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    info!(
-        "roomcast {} starting: {}",
-        env!("CARGO_PKG_VERSION"),
-        config.summary()
-    );
-    for warning in config.warnings() {
-        warn!("{warning}");
-    }
-    // TLS and the rest of the MQTT settings are checked before anything starts.
-    let control = control::Control::new(&config)?;
-    let agent = Agent::start(&config, shutdown.clone())?;
-    let control = control.start(agent.engine.clone());
-    shutdown.cancelled().await;
-    // The engine leaves the rooms first, so their events still reach the dashboards.
-    agent.stopped().await;
-    control.stop().await;
-    info!("roomcast stopped");
-    Ok(())
+    service::run(config, shutdown, service::RunOptions::default()).await
 }

@@ -100,7 +100,17 @@ fn main() -> ExitCode {
         Command::Ctl(args) => ctl(*args),
         Command::Run => {
             logging::init(cli.log_format);
-            match run(&cli.config) {
+            // A broken file exits 2, like check-config; the unit does not restart on 2
+            // (RestartPreventExitStatus=2): restarting cannot fix the file.
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run(&cli.config, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -253,32 +263,37 @@ fn ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn run(path: &std::path::Path, config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("roomcast")
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
-        roomcast::run(config, shutdown).await
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(watch_signals(shutdown.clone(), reload_tx));
+        let options = roomcast::service::RunOptions {
+            config_path: Some(path.to_owned()),
+            reloads: Some(reloads),
+            notifier: None,
+        };
+        roomcast::service::run(config, shutdown, options).await
     });
-    // Dropping the runtime waits for every blocking task, without end. A GStreamer state
-    // change that never returns (the soak run saw one: a publisher's webrtcbin stuck on
-    // its way to NULL) then kept the process alive after "roomcast stopped", until
-    // systemd's stop timeout killed it. Blocking work gets 5 s; then the process exits.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-    outcome?;
+    // Work still running (a pipeline going to NULL on a blocking thread) gets a moment,
+    // not a say in when the process ends.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+    result?;
     Ok(())
 }
 
 /// First SIGTERM or SIGINT: shut down cleanly (leave every room). A second one: exit now.
-async fn watch_signals(shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (
+/// SIGHUP: reload the configuration file.
+async fn watch_signals(shutdown: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; stop roomcast with SIGKILL");
         return;
@@ -288,6 +303,12 @@ async fn watch_signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // One pending reload is enough: it reads the file as it is then.
+                let _ = reload.try_send(());
+                continue;
+            }
         }
         received += 1;
         if received == 1 {

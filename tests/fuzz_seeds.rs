@@ -11,6 +11,8 @@ mod config_file;
 mod janus_message;
 #[path = "../fuzz/checks/mqtt_command.rs"]
 mod mqtt_command;
+#[path = "../fuzz/checks/persisted_state.rs"]
+mod persisted_state;
 
 /// Runs `check` on every file of `fuzz/seeds/<target>` and `fuzz/regressions/<target>`.
 fn replay(target: &str, check: fn(&[u8])) {
@@ -47,4 +49,9 @@ fn janus_message_seeds_and_regressions() {
 #[test]
 fn config_file_seeds_and_regressions() {
     replay("config_file", config_file::check);
+}
+
+#[test]
+fn persisted_state_seeds_and_regressions() {
+    replay("persisted_state", persisted_state::check);
 }

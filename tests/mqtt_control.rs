@@ -31,11 +31,22 @@ fn topics() -> Topics {
     Topics::new("roomcast", DEVICE)
 }
 
+/// A state_dir of its own for every agent: the agent keeps its rooms there, and agents
+/// of parallel tests must not take up each other's.
+fn fresh_state_dir() -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir()
+        .join(format!("roomcast-mqtt-state-{}-{n}", std::process::id()))
+        .display()
+        .to_string()
+}
+
 fn config_text(mqtt_url: &str, janus: &Janus, extra_mqtt: &str) -> String {
     format!(
         r#"
 device_id = "{DEVICE}"
-state_dir = "/tmp"
+state_dir = "{state_dir}"
 
 [identity]
 user_id = "box-17"
@@ -63,7 +74,8 @@ url = "{janus}"
 request_timeout_ms = 3000
 reconnect_window_s = 30
 "#,
-        janus = janus.ws_url()
+        janus = janus.ws_url(),
+        state_dir = fresh_state_dir(),
     )
 }
 
@@ -75,13 +87,19 @@ fn config(mqtt_url: &str, janus: &Janus) -> Config {
 struct Agent {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), roomcast::RunError>>,
+    state_dir: std::path::PathBuf,
 }
 
 impl Agent {
     fn start(config: Config) -> Self {
         let shutdown = CancellationToken::new();
+        let state_dir = config.state_dir.clone();
         let task = tokio::spawn(roomcast::run(config, shutdown.clone()));
-        Self { shutdown, task }
+        Self {
+            shutdown,
+            task,
+            state_dir,
+        }
     }
 
     async fn stop(self) {
@@ -91,6 +109,7 @@ impl Agent {
             .expect("the agent stops within 15 s")
             .expect("the agent task")
             .expect("the agent ran without error");
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
 

@@ -2,11 +2,6 @@
 //! a power cut or a full disk left there, become the desired state or a `StateError`,
 //! never a panic, so the agent still starts (with nothing to restore) instead of
 //! crash-looping under systemd.
-//!
-//! Written against issue 6's signature
-//! `roomcast::service::state::parse_state(&[u8]) -> Result<DesiredState, StateError>`;
-//! compiled only with the fuzz crate's `state` feature (scripts/fuzz.sh turns it on once
-//! `src/service/state.rs` exists).
 
 pub fn check(data: &[u8]) {
     let _ = roomcast::service::state::parse_state(data);

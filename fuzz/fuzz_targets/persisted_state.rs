@@ -1,4 +1,4 @@
-//! `cargo fuzz run persisted_state --features state`: see `../checks/persisted_state.rs`.
+//! `cargo fuzz run persisted_state`: see `../checks/persisted_state.rs`.
 
 #![no_main]
 

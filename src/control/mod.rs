@@ -279,6 +279,12 @@ impl RunningControl {
         &self.topics
     }
 
+    /// The tasks that keep the connection and serve commands are still there (for the
+    /// watchdog: a panicked connection task would leave the box unreachable).
+    pub fn is_alive(&self) -> bool {
+        !self.connection.is_finished() && !self.dispatcher.is_finished()
+    }
+
     /// Stops cleanly: no new commands; running ones finish and are answered; the last
     /// events are published; then `offline` (retained) and an MQTT DISCONNECT, so the
     /// broker does not publish the last will. Call it after the engine has left the

@@ -7,12 +7,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::future::join_all;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backend::{BackendEvent, MediaEngine, PeerHandle, PeerState, RoomBackend};
+use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
@@ -90,6 +91,13 @@ struct Room {
     attempt: u32,
     users: BTreeMap<String, UserInfo>,
     streams: BTreeMap<String, StreamInfo>,
+    /// Part of the desired state: the login succeeded once, or the room was restored.
+    accepted: bool,
+    /// Restored after a restart and not logged in yet: a transient failure is retried
+    /// (like a lost room) instead of ending the room.
+    restored: bool,
+    /// The login carried a token (never kept across restarts).
+    had_token: bool,
 }
 
 struct StreamEntry {
@@ -104,6 +112,8 @@ struct StreamEntry {
     attempt: u32,
     /// A played stream that is not published in its room (yet): starts when it appears.
     awaiting_remote: bool,
+    /// Part of the desired state: its start was answered ok, or it was restored.
+    accepted: bool,
 }
 
 /// The outcome of work the engine started; handled back on the engine task.
@@ -135,6 +145,8 @@ enum Outcome {
         key: StreamKey,
         generation: u64,
         reason: String,
+        /// The media behind the peer failed (source, encoder), not the connection.
+        media: bool,
     },
     RetryStream {
         key: StreamKey,
@@ -154,6 +166,8 @@ pub(super) struct Engine {
     streams: BTreeMap<StreamKey, StreamEntry>,
     ops: JoinSet<Outcome>,
     next_generation: u64,
+    /// The desired state, republished whenever it changes (see `desired.rs`).
+    desired: watch::Sender<DesiredState>,
 }
 
 impl Engine {
@@ -162,6 +176,7 @@ impl Engine {
         backend: Arc<dyn RoomBackend>,
         media: Arc<dyn MediaEngine>,
         events: broadcast::Sender<Event>,
+        desired: watch::Sender<DesiredState>,
     ) -> Self {
         Self {
             settings,
@@ -173,6 +188,7 @@ impl Engine {
             streams: BTreeMap::new(),
             ops: JoinSet::new(),
             next_generation: 1,
+            desired,
         }
     }
 
@@ -198,10 +214,18 @@ impl Engine {
                     None => backend_open = false,
                 },
                 command = commands.recv() => match command {
+                    Some(Command::FaultStall { duration }) => {
+                        // Fault injection (tests only): the engine task stops serving
+                        // anything, as a bug awaiting something that never comes would.
+                        warn!(?duration, "fault injection: the room engine stalls");
+                        tokio::time::sleep(duration).await;
+                        warn!("fault injection: the room engine serves again");
+                    }
                     Some(command) => self.on_command(command),
                     None => break,
                 },
             }
+            self.publish_desired();
         }
         self.leave_everything().await;
         info!("room engine stopped");
@@ -350,6 +374,11 @@ impl Engine {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::Restore { state, reply } => {
+                let _ = reply.send(self.restore(state));
+            }
+            // Handled in `run` (it has to hold the task up).
+            Command::FaultStall { .. } => {}
         }
     }
 
@@ -391,6 +420,7 @@ impl Engine {
         info!(room = %room_id, user = %user.user_id, "logging in");
         let login = self.backend.login(&room_id, &user, token.as_ref());
         self.user = Some(user.clone());
+        let had_token = token.is_some();
         self.rooms.insert(
             room_id.clone(),
             Room {
@@ -403,6 +433,9 @@ impl Engine {
                 attempt: 0,
                 users: BTreeMap::new(),
                 streams: BTreeMap::new(),
+                accepted: false,
+                restored: false,
+                had_token,
             },
         );
         self.emit_room(&room_id, RoomStateReason::Logining, None);
@@ -521,6 +554,7 @@ impl Engine {
                 established: false,
                 attempt: 0,
                 awaiting_remote: false,
+                accepted: false,
             },
         );
         self.emit_stream(&key, &room, Some(Phase::Requesting), None);
@@ -646,6 +680,7 @@ impl Engine {
         };
         entry.phase = Phase::Active;
         entry.established = true;
+        entry.accepted = true;
         entry.attempt = 0;
         let waiter = entry.waiter.take();
         let room = entry.room.clone();
@@ -672,6 +707,15 @@ impl Engine {
                             key,
                             generation,
                             reason,
+                            media: false,
+                        };
+                    }
+                    PeerState::MediaFailed(reason) => {
+                        return Outcome::PeerFailed {
+                            key,
+                            generation,
+                            reason,
+                            media: true,
                         };
                     }
                     PeerState::Closed => return Outcome::Done,
@@ -722,6 +766,7 @@ impl Engine {
             // Play it as soon as it is published (the reference SDK does the same).
             entry.phase = Phase::Requesting;
             entry.awaiting_remote = true;
+            entry.accepted = true;
             let waiter = entry.waiter.take();
             let listed = self
                 .rooms
@@ -885,11 +930,13 @@ impl Engine {
                 key,
                 generation,
                 reason,
+                media,
             } => {
                 if self.current(&key, generation) {
-                    let code = match key.0 {
-                        Kind::Publish => ErrorCode::PUBLISH_WEBRTC_FAILED,
-                        Kind::Play => ErrorCode::PLAY_WEBRTC_FAILED,
+                    let code = match (key.0, media) {
+                        (Kind::Publish, true) => ErrorCode::PUBLISH_MEDIA_FAILED,
+                        (Kind::Publish, false) => ErrorCode::PUBLISH_WEBRTC_FAILED,
+                        (Kind::Play, _) => ErrorCode::PLAY_WEBRTC_FAILED,
                     };
                     self.stream_failed(&key, BackendError::new(code, reason));
                 }
@@ -924,6 +971,8 @@ impl Engine {
                 room.state = RoomState::Logined;
                 room.lost_at = None;
                 room.attempt = 0;
+                room.accepted = true;
+                room.restored = false;
                 let waiters = std::mem::take(&mut room.login_waiters);
                 let reason = if reconnecting {
                     info!(room = %room_id, "reconnected");
@@ -946,7 +995,36 @@ impl Engine {
                     }
                 }
             }
+            Err(e) if !reconnecting && room.restored && !ends_restore(&e) => {
+                // The SFU is not reachable yet after a restart (the box booted before the
+                // network, or Janus still holds our previous session): keep trying, as
+                // for a lost room, within the reconnect window.
+                room.state = RoomState::Reconnecting;
+                room.attempt = 1;
+                let delay = self.settings.reconnect.backoff(0);
+                warn!(room = %room_id, code = %e.code, ?delay, "the restored room cannot be joined yet, retrying: {}", e.message);
+                self.emit_room(&room_id, RoomStateReason::Reconnecting, Some(&e));
+                self.ops.spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    Outcome::RetryLogin {
+                        room: room_id,
+                        generation,
+                    }
+                });
+            }
             Err(e) if !reconnecting => {
+                let e = if room.restored && room.had_token && e.code == ErrorCode::ROOM_AUTH_FAILED
+                {
+                    BackendError::new(
+                        e.code,
+                        format!(
+                            "{} — room `{room_id}` was joined with a token (room pin), which roomcast never stores: send login_room with the token again",
+                            e.message
+                        ),
+                    )
+                } else {
+                    e
+                };
                 warn!(room = %room_id, code = %e.code, "login failed: {}", e.message);
                 self.remove_room(&room_id, e.clone().into(), Some(&e));
                 self.emit_room(&room_id, RoomStateReason::LoginFailed, Some(&e));
@@ -1171,6 +1249,200 @@ impl Engine {
         });
     }
 
+    // ---- desired state and restore ---------------------------------------------------
+
+    /// The rooms and streams that are part of the desired state (see `desired.rs`).
+    fn desired_now(&self) -> DesiredState {
+        let rooms: Vec<DesiredRoom> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| room.accepted)
+            .map(|(id, room)| DesiredRoom {
+                room_id: id.clone(),
+                user: room.user.clone(),
+                had_token: room.had_token,
+            })
+            .collect();
+        let in_desired_room = |room: &RoomId| rooms.iter().any(|r| &r.room_id == room);
+        let mut publishing = Vec::new();
+        let mut playing = Vec::new();
+        for ((kind, stream), entry) in &self.streams {
+            if !entry.accepted || !in_desired_room(&entry.room) {
+                continue;
+            }
+            match (kind, entry.role) {
+                (Kind::Publish, Role::Publish { channel }) => publishing.push(DesiredPublish {
+                    stream_id: stream.clone(),
+                    room_id: entry.room.clone(),
+                    channel,
+                }),
+                (Kind::Play, Role::Play { output }) => playing.push(DesiredPlay {
+                    stream_id: stream.clone(),
+                    room_id: entry.room.clone(),
+                    output,
+                }),
+                _ => {}
+            }
+        }
+        DesiredState {
+            rooms,
+            publishing,
+            playing,
+        }
+    }
+
+    fn publish_desired(&self) {
+        let now = self.desired_now();
+        self.desired.send_if_modified(|current| {
+            if *current == now {
+                return false;
+            }
+            *current = now;
+            true
+        });
+    }
+
+    /// Takes up a desired state saved before a restart: every room is logged in again
+    /// and every stream started again once its room is in, under the same rules as the
+    /// commands (the configuration may have changed since). Restored rooms retry
+    /// transient failures; restored streams retry failures with backoff, as streams that
+    /// were up do (a camera still unplugged at boot keeps being retried).
+    fn restore(&mut self, state: DesiredState) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        let now = Instant::now();
+        for DesiredRoom {
+            room_id,
+            user,
+            had_token,
+        } in state.rooms
+        {
+            if let Err(e) = self.check_login(&room_id, &user) {
+                let error = BackendError::new(
+                    e.code(),
+                    format!("room `{room_id}` was not restored after the restart: {e}"),
+                );
+                warn!(room = %room_id, code = %error.code, "{}", error.message);
+                self.emit_room(&room_id, RoomStateReason::LoginFailed, Some(&error));
+                report
+                    .refused
+                    .push(format!("room {room_id}: {} ({})", e, e.code()));
+                continue;
+            }
+            let generation = self.generation();
+            info!(room = %room_id, user = %user.user_id, "restoring the room: logging in");
+            let login = self.backend.login(&room_id, &user, None);
+            self.user = Some(user.clone());
+            self.rooms.insert(
+                room_id.clone(),
+                Room {
+                    state: RoomState::Logining,
+                    user,
+                    token: None,
+                    generation,
+                    login_waiters: Vec::new(),
+                    lost_at: Some(now),
+                    attempt: 0,
+                    users: BTreeMap::new(),
+                    streams: BTreeMap::new(),
+                    accepted: true,
+                    restored: true,
+                    had_token,
+                },
+            );
+            let publishing = state
+                .publishing
+                .iter()
+                .filter(|p| p.room_id == room_id)
+                .map(|p| p.stream_id.clone())
+                .collect();
+            let playing = state
+                .playing
+                .iter()
+                .filter(|p| p.room_id == room_id)
+                .map(|p| p.stream_id.clone())
+                .collect();
+            self.emit(Event::RoomRestored {
+                room_id: room_id.clone(),
+                publishing,
+                playing,
+            });
+            self.emit_room(&room_id, RoomStateReason::Logining, None);
+            report.rooms.push(room_id.clone());
+            self.ops.spawn(async move {
+                Outcome::Login {
+                    room: room_id,
+                    generation,
+                    result: login.await,
+                }
+            });
+        }
+        // Checked one by one: each restored stream is seen by the next one's check.
+        let publishing = state.publishing.into_iter().map(|p| {
+            (
+                (Kind::Publish, p.stream_id),
+                p.room_id,
+                Role::Publish { channel: p.channel },
+            )
+        });
+        let playing = state.playing.into_iter().map(|p| {
+            (
+                (Kind::Play, p.stream_id),
+                p.room_id,
+                Role::Play { output: p.output },
+            )
+        });
+        let streams: Vec<(StreamKey, RoomId, Role)> = publishing.chain(playing).collect();
+        for (key, room, role) in streams {
+            let checked = match role {
+                Role::Publish { channel } => {
+                    self.check_publish(&key.1, Some(room.clone()), channel)
+                }
+                Role::Play { .. } => self.check_play(&key.1, Some(room.clone())),
+            };
+            if let Err(e) = checked {
+                let error = BackendError::new(
+                    e.code(),
+                    format!("stream `{}` was not restored after the restart: {e}", key.1),
+                );
+                warn!(room = %room, stream = %key.1, code = %error.code, "{}", error.message);
+                self.emit_stream(&key, &room, None, Some(&error));
+                report
+                    .refused
+                    .push(format!("stream {}: {} ({})", key.1, e, e.code()));
+                continue;
+            }
+            info!(room = %room, stream = %key.1, kind = ?key.0, "restoring the stream");
+            match key.0 {
+                Kind::Publish => report.publishing.push(key.1.clone()),
+                Kind::Play => report.playing.push(key.1.clone()),
+            }
+            self.streams.insert(
+                key.clone(),
+                StreamEntry {
+                    room: room.clone(),
+                    role,
+                    phase: Phase::Requesting,
+                    generation: 0,
+                    peer: None,
+                    waiter: None,
+                    established: true,
+                    attempt: 0,
+                    awaiting_remote: false,
+                    accepted: true,
+                },
+            );
+            self.emit_stream(&key, &room, Some(Phase::Requesting), None);
+            let room_ready = self
+                .rooms
+                .get(&room)
+                .is_some_and(|r| r.state == RoomState::Logined);
+            if room_ready {
+                self.begin_stream(&key);
+            }
+        }
+        report
+    }
+
     // ---- state and shutdown ----------------------------------------------------------
 
     fn snapshot(&self) -> EngineSnapshot {
@@ -1250,4 +1522,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// Failures that end a restored room at once; others (the SFU unreachable, slow, or
+/// still holding our previous session) are retried within the reconnect window.
+fn ends_restore(error: &BackendError) -> bool {
+    matches!(
+        error.code,
+        ErrorCode::ROOM_AUTH_FAILED | ErrorCode::SFU_ROOM_NOT_FOUND
+    )
 }

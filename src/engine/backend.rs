@@ -131,9 +131,29 @@ pub enum PeerState {
     New,
     Connecting,
     Connected,
-    /// Connectivity or the media behind the peer failed; the peer is useless now.
+    /// Connectivity failed; the peer is useless now.
     Failed(String),
+    /// The media behind the peer failed (its source or encoder); the peer is useless now.
+    MediaFailed(String),
     Closed,
+}
+
+impl PeerState {
+    /// Why the peer failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            PeerState::Failed(reason) | PeerState::MediaFailed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Failed or closed: the state will not change again.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            PeerState::Failed(_) | PeerState::MediaFailed(_) | PeerState::Closed
+        )
+    }
 }
 
 /// Counters of one peer, for the state snapshot. Fields that do not apply are `None`.

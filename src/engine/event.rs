@@ -77,6 +77,13 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error_message: Option<String>,
     },
+    /// After a restart, the room is being joined again from the saved desired state,
+    /// with these streams. Its `room_state_changed` and stream events follow.
+    RoomRestored {
+        room_id: RoomId,
+        publishing: Vec<StreamId>,
+        playing: Vec<StreamId>,
+    },
 }
 
 impl Event {
@@ -89,7 +96,8 @@ impl Event {
             | Event::BroadcastMessage { room_id, .. }
             | Event::CustomCommand { room_id, .. }
             | Event::PublisherStateUpdate { room_id, .. }
-            | Event::PlayerStateUpdate { room_id, .. } => room_id,
+            | Event::PlayerStateUpdate { room_id, .. }
+            | Event::RoomRestored { room_id, .. } => room_id,
         }
     }
 
@@ -103,6 +111,7 @@ impl Event {
             Event::CustomCommand { .. } => "custom_command",
             Event::PublisherStateUpdate { .. } => "publisher_state_update",
             Event::PlayerStateUpdate { .. } => "player_state_update",
+            Event::RoomRestored { .. } => "room_restored",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod actor;
 pub mod backend;
+pub mod desired;
 pub mod error;
 pub mod event;
 pub mod snapshot;
@@ -23,11 +24,12 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use backend::{BackendEvent, MediaEngine, PeerHandle, RoomBackend, WebRtcPeer};
+pub use desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 pub use error::{BackendError, EngineError, ErrorCode};
 pub use event::Event;
 pub use snapshot::EngineSnapshot;
@@ -124,11 +126,19 @@ impl EngineBuilder {
     ) -> (EngineHandle, JoinHandle<()>) {
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
-        let engine = actor::Engine::new(self.settings, backend, media.clone(), events_tx.clone());
+        let (desired_tx, desired_rx) = watch::channel(DesiredState::default());
+        let engine = actor::Engine::new(
+            self.settings,
+            backend,
+            media.clone(),
+            events_tx.clone(),
+            desired_tx,
+        );
         let task = tokio::spawn(engine.run(commands_rx, backend_events, shutdown));
         let handle = EngineHandle {
             commands: commands_tx,
             events: events_tx,
+            desired: desired_rx,
         };
         (handle, task)
     }
@@ -186,6 +196,14 @@ pub(crate) enum Command {
     Snapshot {
         reply: oneshot::Sender<EngineSnapshot>,
     },
+    Restore {
+        state: DesiredState,
+        reply: oneshot::Sender<RestoreReport>,
+    },
+    /// Fault injection: the engine task stops serving for `duration`.
+    FaultStall {
+        duration: Duration,
+    },
 }
 
 /// Where the publisher of a stream says it goes.
@@ -208,6 +226,7 @@ pub struct PlayerConfig {
 pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    desired: watch::Receiver<DesiredState>,
 }
 
 impl EngineHandle {
@@ -344,6 +363,35 @@ impl EngineHandle {
             .await
             .map_err(|_| EngineError::EngineStopped)?;
         response.await.map_err(|_| EngineError::EngineStopped)
+    }
+
+    /// Logs in to the rooms of a desired state saved before a restart and starts its
+    /// streams again (see [`desired`]). Resolves at once with what is being restored and
+    /// what the rules refused; the outcome follows in events (`room_restored`, then the
+    /// usual room and stream events).
+    pub async fn restore(&self, state: DesiredState) -> Result<RestoreReport, EngineError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::Restore { state, reply })
+            .await
+            .map_err(|_| EngineError::EngineStopped)?;
+        response.await.map_err(|_| EngineError::EngineStopped)
+    }
+
+    /// The desired state (see [`desired`]), updated whenever it changes.
+    pub fn desired(&self) -> watch::Receiver<DesiredState> {
+        self.desired.clone()
+    }
+
+    /// Fault injection for tests (the watchdog's): the engine task stops serving anything
+    /// for `duration`, as a task stuck on a bug would. Nothing in roomcast calls it except
+    /// the test-only fault socket (`service::faults`).
+    #[doc(hidden)]
+    pub async fn inject_stall(&self, duration: Duration) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::FaultStall { duration })
+            .await
+            .map_err(|_| EngineError::EngineStopped)
     }
 
     /// Every event from now on. A subscriber that falls more than 1024 events behind

@@ -890,3 +890,276 @@ async fn shutdown_leaves_every_room() {
     assert!(h.media.open_peers().is_empty());
     assert_eq!(code(h.engine.state().await), 1000001);
 }
+
+// ---- desired state and restore ------------------------------------------------------
+
+fn desired_rooms(h: &Harness) -> Vec<String> {
+    h.engine
+        .desired()
+        .borrow()
+        .rooms
+        .iter()
+        .map(|r| r.room_id.to_string())
+        .collect()
+}
+
+fn saved() -> DesiredState {
+    let room = |id: &str, had_token| DesiredRoom {
+        room_id: RoomId::parse(id).unwrap(),
+        user: user(),
+        had_token,
+    };
+    DesiredState {
+        rooms: vec![
+            room("bigclass", false),
+            room("group-3", false),
+            room("staff", true),
+        ],
+        publishing: vec![
+            DesiredPublish {
+                stream_id: StreamId::parse("main-big").unwrap(),
+                room_id: RoomId::parse("bigclass").unwrap(),
+                channel: Channel::Main,
+            },
+            DesiredPublish {
+                stream_id: StreamId::parse("main-g3").unwrap(),
+                room_id: RoomId::parse("group-3").unwrap(),
+                channel: Channel::Main,
+            },
+        ],
+        playing: vec![DesiredPlay {
+            stream_id: StreamId::parse("teacher-cam").unwrap(),
+            room_id: RoomId::parse("bigclass").unwrap(),
+            output: PlayOutput::None,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn the_desired_state_follows_accepted_commands_only() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    let desired = h.engine.desired();
+    assert!(desired.borrow().is_empty());
+    h.engine
+        .login_room("bigclass", user(), Some(Secret::new("pin-1234")))
+        .await
+        .unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    // A refused login and a failed one never make it in.
+    h.rooms.fail_login(
+        "missing",
+        Some(BackendError::new(
+            ErrorCode::SFU_ROOM_NOT_FOUND,
+            "no such room",
+        )),
+    );
+    assert!(h.engine.login_room("missing", user(), None).await.is_err());
+    h.engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    // Playing a stream nobody publishes yet is accepted (PlayRequesting): it counts.
+    h.engine
+        .start_playing("teacher-cam", play_in("group-3"))
+        .await
+        .unwrap();
+    h.media.break_channel(Some(Channel::Aux));
+    assert!(
+        h.engine
+            .start_publishing("doc", in_room("group-3"), Channel::Aux)
+            .await
+            .is_err()
+    );
+    h.engine.state().await.unwrap();
+    let state = h.engine.desired().borrow().clone();
+    assert_eq!(desired_rooms(&h), ["bigclass", "group-3"]);
+    assert!(state.rooms[0].had_token && !state.rooms[1].had_token);
+    let published: Vec<&str> = state
+        .publishing
+        .iter()
+        .map(|p| p.stream_id.as_str())
+        .collect();
+    assert_eq!(published, ["main-big"]);
+    assert_eq!(state.playing.len(), 1);
+    assert!(
+        !format!("{state:?}").contains("pin-1234"),
+        "no token: {state:?}"
+    );
+
+    h.engine.stop_playing("teacher-cam").await.unwrap();
+    h.engine.logout_room(Some("bigclass")).await.unwrap();
+    h.engine.state().await.unwrap();
+    let state = h.engine.desired().borrow().clone();
+    assert_eq!(desired_rooms(&h), ["group-3"]);
+    assert!(state.publishing.is_empty() && state.playing.is_empty());
+
+    // Shutting down leaves the rooms but does not give them up.
+    h.shutdown.cancel();
+    h.task.await.unwrap();
+    assert_eq!(desired.borrow().rooms.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn restore_rejoins_rooms_and_restarts_their_streams() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    h.rooms.add_remote_stream("bigclass", "teacher-cam");
+    h.rooms.fail_login(
+        "staff",
+        Some(BackendError::new(
+            ErrorCode::ROOM_AUTH_FAILED,
+            "wrong pin (error 433)",
+        )),
+    );
+    let report = h.engine.restore(saved()).await.unwrap();
+    let names = |ids: &[RoomId]| ids.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&report.rooms), ["bigclass", "group-3", "staff"]);
+    assert_eq!(report.publishing.len(), 2);
+    assert_eq!(report.playing.len(), 1);
+    assert!(report.refused.is_empty());
+    let state = wait_until(&h, "restored rooms and streams are up", |s| {
+        s.rooms.len() == 2
+            && s.rooms.iter().all(|r| r.state == RoomState::Logined)
+            && s.publishing
+                .iter()
+                .all(|p| p.state == PublisherState::Publishing)
+            && s.playing.iter().all(|p| p.state == PlayerState::Playing)
+    })
+    .await;
+    assert_eq!(room_ids(&state), ["bigclass", "group-3"]);
+    let events = h.drain_events();
+    let restored: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RoomRestored {
+                room_id,
+                publishing,
+                ..
+            } => Some(format!("{room_id}:{}", publishing.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(restored, ["bigclass:1", "group-3:1", "staff:0"]);
+    // The pin room: no token was kept, so its login fails with 1002033 and says why.
+    let failed = events
+        .iter()
+        .find_map(|e| match e {
+            Event::RoomStateChanged {
+                room_id,
+                reason: RoomStateReason::LoginFailed,
+                error_code,
+                error_message,
+            } if room_id.as_str() == "staff" => Some((*error_code, error_message.clone())),
+            _ => None,
+        })
+        .expect("staff LoginFailed");
+    assert_eq!(failed.0, ErrorCode::ROOM_AUTH_FAILED);
+    assert!(failed.1.unwrap().contains("never stores"), "says why");
+    assert_eq!(desired_rooms(&h), ["bigclass", "group-3"], "staff given up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn restored_rooms_and_streams_keep_retrying_what_is_not_there_yet() {
+    let mut h = Harness::start(settings(RoomMode::Multi));
+    // Janus unreachable at boot, and the camera not plugged in.
+    h.rooms.fail_login(
+        "bigclass",
+        Some(BackendError::new(
+            ErrorCode::SFU_UNREACHABLE,
+            "connection refused",
+        )),
+    );
+    h.media.break_channel(Some(Channel::Main));
+    let mut state = saved();
+    state.rooms.truncate(1);
+    state.publishing.truncate(1);
+    state.playing.clear();
+    h.engine.restore(state).await.unwrap();
+    wait_until(&h, "the room is reconnecting", |s| {
+        s.rooms
+            .first()
+            .is_some_and(|r| r.state == RoomState::Reconnecting)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(desired_rooms(&h), ["bigclass"], "kept while retrying");
+    // Janus is back: the room is in, the stream keeps retrying the camera.
+    h.rooms.fail_login("bigclass", None);
+    wait_until(&h, "the room is back", |s| {
+        s.rooms
+            .first()
+            .is_some_and(|r| r.state == RoomState::Logined)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let state = h.engine.state().await.unwrap();
+    assert_eq!(
+        publishing(&state),
+        [("main-big", "bigclass", PublisherState::PublishRequesting)]
+    );
+    // The camera is back: publishing resumes.
+    h.media.break_channel(None);
+    wait_until(&h, "publishing", |s| {
+        s.publishing
+            .first()
+            .is_some_and(|p| p.state == PublisherState::Publishing)
+    })
+    .await;
+    let reasons: Vec<RoomStateReason> = h
+        .drain_events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            RoomStateReason::Logining,
+            RoomStateReason::Reconnecting,
+            RoomStateReason::Reconnected
+        ]
+    );
+    assert_eq!(h.engine.desired().borrow().publishing.len(), 1);
+}
+
+#[tokio::test]
+async fn restore_applies_the_current_rules() {
+    // The box was in three rooms; its configuration now allows one (single mode).
+    let mut h = Harness::start(settings(RoomMode::Single));
+    let report = h.engine.restore(saved()).await.unwrap();
+    assert_eq!(report.rooms.len(), 1);
+    assert_eq!(report.publishing.len(), 1);
+    assert_eq!(report.playing.len(), 1);
+    assert_eq!(report.refused.len(), 3, "{:?}", report.refused);
+    assert!(
+        report.refused[0].contains("1002001"),
+        "{:?}",
+        report.refused
+    );
+    assert!(
+        report.refused[2].contains("1002002"),
+        "{:?}",
+        report.refused
+    );
+    h.engine.state().await.unwrap();
+    let codes: Vec<u32> = h
+        .drain_events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged {
+                reason: RoomStateReason::LoginFailed,
+                error_code,
+                ..
+            } => Some(error_code.as_u32()),
+            Event::PublisherStateUpdate {
+                state: PublisherState::NoPublish,
+                error_code,
+                ..
+            } => Some(error_code.as_u32()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [1002001, 1002001, 1002002]);
+    assert_eq!(desired_rooms(&h), ["bigclass"]);
+}

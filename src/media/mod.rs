@@ -26,6 +26,7 @@ use self::encoder::Selected;
 use self::player::Player;
 use self::publisher::Publisher;
 use self::source::{CameraFormat, Source};
+pub use self::source::{SourceFault, SourceProbe};
 use self::speaker::Speaker;
 use crate::config::{Config, VideoInput};
 use crate::engine::backend::{MediaEngine, MediaSnapshot, PeerHandle, SourceSnapshot};
@@ -146,11 +147,33 @@ impl GstMedia {
         &self.encoder
     }
 
-    /// Whether every running source is healthy (for the watchdog).
-    pub fn healthy(&self) -> bool {
+    /// What the watchdog checks of each configured channel: `None` when it is not
+    /// running (nothing publishes it, or it failed and the engine is retrying).
+    pub fn probes(&self) -> Vec<(Channel, Option<SourceProbe>)> {
         self.sources
-            .values()
-            .all(|s| s.is_running() || s.last_error().is_none())
+            .iter()
+            .map(|(channel, source)| (*channel, source.probe()))
+            .collect()
+    }
+
+    /// Fault injection for the fault tests: makes `channel`'s source fail as a camera
+    /// does (see [`SourceFault`]). Nothing in roomcast calls it except the test-only
+    /// fault socket (`service::faults`).
+    pub fn inject_source_fault(
+        &self,
+        channel: Channel,
+        fault: SourceFault,
+    ) -> Result<(), MediaError> {
+        self.sources
+            .get(&channel)
+            .ok_or_else(|| MediaError::Setup(format!("channel `{channel}` is not configured")))?
+            .inject(fault)
+    }
+
+    /// Fault injection: the capture element of `channel` posts an error (the pipeline
+    /// fails, its publishers fail, the engine rebuilds it with backoff).
+    pub fn inject_source_error(&self, channel: Channel) -> Result<(), MediaError> {
+        self.inject_source_fault(channel, SourceFault::Error)
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Publisher {
     packets: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     closed: AtomicBool,
+    /// Cancelled when the publisher closes.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Publisher {
@@ -73,10 +75,16 @@ impl Publisher {
                     }),
                 );
                 // The source stopping (capture or encoder failure) ends this peer too.
+                // The watch ends with the publisher: a source that runs for weeks while
+                // rooms come and go must not collect one waiting task per publisher.
                 let weak = Arc::downgrade(&publisher);
                 let stopped = running.stopped.clone();
+                let closing = publisher.closing.clone();
                 tokio::spawn(async move {
-                    stopped.cancelled().await;
+                    tokio::select! {
+                        _ = stopped.cancelled() => {}
+                        _ = closing.cancelled() => return,
+                    }
                     if let Some(publisher) = weak.upgrade()
                         && !publisher.closed.load(Ordering::Relaxed)
                     {
@@ -84,16 +92,19 @@ impl Publisher {
                             .source
                             .last_error()
                             .unwrap_or_else(|| "the source stopped".into());
-                        publisher.negotiator.fail(format!("source failed: {why}"));
+                        publisher
+                            .negotiator
+                            .fail_media(format!("source failed: {why}"));
                     }
                 });
-                // A fresh room needs a keyframe to start decoding.
-                running.request_keyframe();
+                // No keyframe request here: a new publisher has no subscribers yet, and
+                // Janus asks for one (PLI) the moment a subscriber attaches. Asking now
+                // would spend the shared gate and delay that PLI by up to 500 ms.
                 info!(stream = %publisher.label, "publisher attached");
                 Ok(publisher)
             }
             Err(e) => {
-                source.release();
+                source.release(running.generation);
                 Err(e)
             }
         }
@@ -123,8 +134,7 @@ impl Publisher {
                     for leg in legs {
                         detach_leg(&running.pipeline, leg);
                     }
-                    let _ = webrtcbin.set_state(gst::State::Null);
-                    let _ = running.pipeline.remove(&webrtcbin);
+                    retire(&running.pipeline, &webrtcbin);
                     return Err(e);
                 }
             }
@@ -152,6 +162,7 @@ impl Publisher {
             packets,
             bytes,
             closed: AtomicBool::new(false),
+            closing: tokio_util::sync::CancellationToken::new(),
         }))
     }
 
@@ -224,8 +235,14 @@ impl Publisher {
             if pads.iter().all(|p| p.current_caps().is_some()) {
                 return Ok(());
             }
-            if let PeerState::Failed(reason) = &*self.negotiator.state().borrow() {
-                return Err(media_error(reason.clone()));
+            let failure = self
+                .negotiator
+                .state()
+                .borrow()
+                .failure()
+                .map(str::to_owned);
+            if let Some(reason) = failure {
+                return Err(media_error(reason));
             }
             if tokio::time::Instant::now() >= deadline {
                 let why = self.source.last_error().unwrap_or_else(|| {
@@ -239,6 +256,16 @@ impl Publisher {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// Takes `element` out of `pipeline` in NULL. Locked first: the pipeline may be changing
+/// state at the same moment (the source failed and is being stopped), and a bin going
+/// down to READY would otherwise bring an element already in NULL back up to READY —
+/// and it would then be disposed in READY (leaking what webrtcbin holds).
+fn retire(pipeline: &gst::Pipeline, element: &gst::Element) {
+    element.set_locked_state(true);
+    let _ = element.set_state(gst::State::Null);
+    let _ = pipeline.remove(element);
 }
 
 /// Unlinks a leg from its tee once the tee pad is idle, then takes it to NULL.
@@ -262,8 +289,7 @@ fn detach_leg(pipeline: &gst::Pipeline, leg: Leg) {
     }
     leg.tee.release_request_pad(&leg.tee_pad);
     for element in &leg.elements {
-        let _ = element.set_state(gst::State::Null);
-        let _ = pipeline.remove(element);
+        retire(pipeline, element);
     }
 }
 
@@ -318,6 +344,7 @@ impl WebRtcPeer for Publisher {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.closing.cancel();
         self.running.unregister_branch(&self.prefix);
         let legs = self
             .legs
@@ -331,15 +358,14 @@ impl WebRtcPeer for Publisher {
             for leg in legs {
                 detach_leg(&pipeline, leg);
             }
-            let _ = webrtcbin.set_state(gst::State::Null);
-            let _ = pipeline.remove(&webrtcbin);
+            retire(&pipeline, &webrtcbin);
         })
         .await;
         if detached.is_err() {
             warn!(stream = %self.label, "detaching the branch panicked");
         }
         self.negotiator.mark_closed();
-        self.source.release();
+        self.source.release(self.running.generation);
         debug!(stream = %self.label, "publisher closed");
     }
 }

@@ -210,6 +210,9 @@ pub type BranchErrorHandler = Box<dyn Fn(String) + Send + Sync>;
 /// Handles to a running channel pipeline, for attaching publisher branches.
 #[derive(Clone)]
 pub struct Running {
+    /// Which start of the source this is: a publisher releases the pipeline it acquired,
+    /// never a later one.
+    pub generation: u64,
     pub pipeline: gst::Pipeline,
     pub video_tee: gst::Element,
     pub audio_tee: Option<gst::Element>,
@@ -251,6 +254,33 @@ struct State {
     users: usize,
     generation: u64,
     last_error: Option<String>,
+    /// Fault injection: starting fails until then (a camera unplugged for a while).
+    unavailable_until: Option<Instant>,
+}
+
+/// A fault to inject into a running source, for the fault tests (see
+/// [`super::GstMedia::inject_source_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFault {
+    /// The capture element posts an error, as a camera that stops delivering does.
+    Error,
+    /// An error now, and the source cannot start again for this long (a camera
+    /// unplugged, then plugged back in).
+    Unavailable(Duration),
+    /// Frames stop flowing while the pipeline stays PLAYING and reports nothing (a
+    /// wedged driver): only the watchdog's liveness check notices.
+    Stall,
+}
+
+/// What the watchdog looks at in a running source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceProbe {
+    /// Changes whenever the pipeline is rebuilt.
+    pub generation: u64,
+    /// Encoded video frames (access units out of the parser) since it started.
+    pub frames_encoded: u64,
+    /// The pipeline's current state is PLAYING.
+    pub playing: bool,
 }
 
 /// One channel's source: starts on demand, shared by its publishers.
@@ -280,6 +310,7 @@ impl Source {
                 users: 0,
                 generation: 0,
                 last_error: None,
+                unavailable_until: None,
             }),
         }
     }
@@ -305,8 +336,22 @@ impl Source {
             state.users += 1;
             return Ok(running);
         }
-        let running = self.start()?;
+        if let Some(until) = state.unavailable_until {
+            let now = Instant::now();
+            if now < until {
+                let error = format!(
+                    "channel `{}`: the source would not start (fault injection: unavailable for another {:.1} s)",
+                    self.channel,
+                    (until - now).as_secs_f64()
+                );
+                state.last_error = Some(error.clone());
+                return Err(MediaError::Setup(error));
+            }
+            state.unavailable_until = None;
+        }
+        let mut running = self.start()?;
         state.generation += 1;
+        running.generation = state.generation;
         state.users += 1;
         state.running = Some(running.clone());
         state.last_error = None;
@@ -317,10 +362,15 @@ impl Source {
         Ok(running)
     }
 
-    /// One user fewer; the pipeline stops [`LINGER`] after the last.
-    pub fn release(self: &Arc<Self>) {
+    /// One user fewer of pipeline `generation`; the pipeline stops [`LINGER`] after the
+    /// last. Releasing a pipeline that already failed (and may have been replaced) does
+    /// nothing: failing let go of all its users at once.
+    pub fn release(self: &Arc<Self>, generation: u64) {
         let generation = {
             let Ok(mut state) = self.lock() else { return };
+            if state.generation != generation || state.running.is_none() {
+                return;
+            }
             state.users = state.users.saturating_sub(1);
             if state.users > 0 {
                 return;
@@ -348,6 +398,71 @@ impl Source {
             info!(channel = %self.channel, "no publisher left: stopping the source");
             stop(running);
         }
+    }
+
+    /// What the watchdog checks: `None` when the source is not running.
+    pub fn probe(&self) -> Option<SourceProbe> {
+        let state = self.lock().ok()?;
+        let running = state.running.as_ref()?;
+        Some(SourceProbe {
+            generation: running.generation,
+            frames_encoded: running.frames_encoded.load(Ordering::Relaxed),
+            playing: running.pipeline.current_state() == gst::State::Playing,
+        })
+    }
+
+    /// Injects `fault` (fault tests only). `Error` and `Stall` need the source running.
+    pub fn inject(&self, fault: SourceFault) -> Result<(), MediaError> {
+        let running = {
+            let mut state = self.lock()?;
+            if let SourceFault::Unavailable(duration) = fault {
+                state.unavailable_until = Some(Instant::now() + duration);
+            }
+            state.running.clone()
+        };
+        let Some(running) = running else {
+            return match fault {
+                SourceFault::Unavailable(_) => Ok(()),
+                _ => Err(MediaError::Setup(format!(
+                    "channel `{}` is not running: nothing to inject a fault into",
+                    self.channel
+                ))),
+            };
+        };
+        warn!(channel = %self.channel, ?fault, "fault injection");
+        match fault {
+            SourceFault::Error | SourceFault::Unavailable(_) => {
+                let src = running
+                    .pipeline
+                    .by_name("vsrc")
+                    .ok_or_else(|| MediaError::Setup("the pipeline has no vsrc".into()))?;
+                let message = gst::message::Error::builder(
+                    gst::ResourceError::Read,
+                    "fault injection: the capture device stopped delivering frames",
+                )
+                .src(&src)
+                .build();
+                src.post_message(message)
+                    .map_err(|_| MediaError::Setup("the source has no bus to post to".into()))?;
+            }
+            SourceFault::Stall => {
+                // Hold every buffer on its way into the parser: frames stop, no error.
+                let pad = running
+                    .pipeline
+                    .by_name("vparse")
+                    .and_then(|p| p.static_pad("sink"))
+                    .ok_or_else(|| MediaError::Setup("the pipeline has no vparse".into()))?;
+                let stopped = running.stopped.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    // Blocks this streaming thread until the pipeline is stopped.
+                    while !stopped.is_cancelled() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    gst::PadProbeReturn::Drop
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stops the pipeline at once (shutdown).
@@ -415,6 +530,7 @@ impl Source {
         info!(channel = %self.channel, "source started");
         debug!(channel = %self.channel, pipeline = %self.description, "source pipeline");
         Ok(Running {
+            generation: 0,
             pipeline,
             video_tee,
             audio_tee,
@@ -563,6 +679,24 @@ mod tests {
 
     fn x264() -> Selected {
         encoder::select(crate::config::EncoderPreference::X264enc, None, |_| true).unwrap()
+    }
+
+    #[test]
+    fn keyframe_requests_are_coalesced_not_dropped() {
+        let gate = KeyframeGate::default();
+        assert!(gate.admit(), "the first request passes");
+        assert!(!gate.admit(), "a second within the interval waits");
+        assert!(!gate.admit());
+        assert!(!gate.due(), "not before the interval is over");
+        std::thread::sleep(KEYFRAME_MIN_INTERVAL);
+        assert!(
+            gate.due(),
+            "the waiting request is due at the end of the interval"
+        );
+        assert!(gate.admit(), "and passes then");
+        assert!(!gate.due(), "one keyframe served every request that waited");
+        assert_eq!(gate.forwarded.load(Ordering::Relaxed), 2);
+        assert_eq!(gate.coalesced.load(Ordering::Relaxed), 2);
     }
 
     #[test]

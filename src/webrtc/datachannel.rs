@@ -126,7 +126,7 @@ impl DataChannelPeer {
         let weak_state = self.negotiator.state.clone();
         channel.connect_on_close(move |_| {
             weak_state.send_if_modified(|current| {
-                if matches!(current, PeerState::Closed | PeerState::Failed(_)) {
+                if current.is_final() {
                     return false;
                 }
                 *current = PeerState::Failed("the data channel closed".into());

@@ -120,8 +120,7 @@ impl Negotiator {
                 _ => return,
             };
             state_tx.send_if_modified(|current| {
-                let terminal = matches!(current, PeerState::Failed(_) | PeerState::Closed);
-                if terminal || *current == next {
+                if current.is_final() || *current == next {
                     return false;
                 }
                 *current = next.clone();
@@ -144,14 +143,22 @@ impl Negotiator {
         self.state.subscribe()
     }
 
-    /// Reports a failure noticed elsewhere (the pipeline's bus, a source).
+    /// Reports a failure noticed elsewhere (the pipeline's bus).
     pub fn fail(&self, reason: impl Into<String>) {
-        let reason = reason.into();
+        self.finish(PeerState::Failed(reason.into()));
+    }
+
+    /// Reports that the media behind the peer failed (its source or encoder).
+    pub fn fail_media(&self, reason: impl Into<String>) {
+        self.finish(PeerState::MediaFailed(reason.into()));
+    }
+
+    fn finish(&self, state: PeerState) {
         self.state.send_if_modified(|current| {
-            if matches!(current, PeerState::Failed(_) | PeerState::Closed) {
+            if current.is_final() {
                 return false;
             }
-            *current = PeerState::Failed(reason);
+            *current = state;
             true
         });
     }

@@ -67,6 +67,7 @@ impl Janus {
                 .replace("@RTP_RANGE@", &format!("{rtp_base}-{}", rtp_base + 999))
                 .replace("@ADMIN_PORT@", &self.admin_port.to_string())
                 .replace("@WS_PORT@", &self.ws_port.to_string())
+                .replace("@WS_IP@", "127.0.0.1")
                 .replace("@EXTRA_GENERAL@", &self.extra_general);
             std::fs::write(self.dir.path().join(path.file_name().expect("name")), text)
                 .expect("write config");
@@ -155,6 +156,53 @@ impl Janus {
             .unwrap_or("");
         serde_json::from_str(body)
             .unwrap_or_else(|e| panic!("admin API answered non-JSON ({e}): {response}"))
+    }
+
+    /// Every handle Janus holds: `(session, handle, handle_info's "info")`.
+    pub async fn handles(&self) -> Vec<(u64, u64, serde_json::Value)> {
+        let mut out = Vec::new();
+        let sessions = self
+            .admin("", serde_json::json!({"janus": "list_sessions"}))
+            .await;
+        for session in sessions["sessions"].as_array().cloned().unwrap_or_default() {
+            let Some(session) = session.as_u64() else {
+                continue;
+            };
+            let handles = self
+                .admin(
+                    &format!("/{session}"),
+                    serde_json::json!({"janus": "list_handles"}),
+                )
+                .await;
+            for handle in handles["handles"].as_array().cloned().unwrap_or_default() {
+                let Some(handle) = handle.as_u64() else {
+                    continue;
+                };
+                let info = self
+                    .admin(
+                        &format!("/{session}/{handle}"),
+                        serde_json::json!({"janus": "handle_info"}),
+                    )
+                    .await;
+                out.push((session, handle, info["info"].clone()));
+            }
+        }
+        out
+    }
+
+    /// Video packets Janus received from the publisher `feed` in `room`.
+    pub async fn video_packets_in(&self, room: &str, feed: &str) -> Option<u64> {
+        self.handles().await.into_iter().find_map(|(_, _, info)| {
+            let plugin = &info["plugin_specific"];
+            if plugin["room"] != room || plugin["id"] != feed || plugin["type"] != "publisher" {
+                return None;
+            }
+            info["webrtc"]["media"]
+                .as_object()?
+                .values()
+                .find(|m| m["type"] == "video")
+                .and_then(|m| m["stats"]["in"]["packets"].as_u64())
+        })
     }
 
     /// `listparticipants` of a VideoRoom, via the Admin API's plugin messaging.

@@ -3,13 +3,16 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod browser;
 pub mod janus;
 pub mod janus_ws;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod peers;
+pub mod process;
 pub mod proxy;
 pub mod textroom;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

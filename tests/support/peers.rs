@@ -20,6 +20,10 @@ pub struct Seen {
     /// Capture→decoded latency of every stamped frame, ms.
     pub latencies_ms: Mutex<Vec<f64>>,
     pub size: Mutex<Option<(u32, u32)>>,
+    /// When the feed appeared in the room (for `wait_for`), and when Janus confirmed the
+    /// subscription (`started`).
+    pub feed_seen: Mutex<Option<Instant>>,
+    pub started: Mutex<Option<Instant>>,
 }
 
 impl Seen {
@@ -84,7 +88,10 @@ impl Subscriber {
                 .wait_event(within, |v| v["sender"] == presence && listed(v))
                 .await;
         }
-        Self::subscribe(&mut janus, room, feed).await.finish(janus)
+        let feed_seen = Instant::now();
+        let subscriber = Self::subscribe(&mut janus, room, feed).await.finish(janus);
+        *subscriber.seen.feed_seen.lock().unwrap() = Some(feed_seen);
+        subscriber
     }
 
     async fn subscribe(janus: &mut RawJanus, room: &str, feed: &str) -> Pending {
@@ -98,6 +105,9 @@ impl Subscriber {
             .to_owned();
         let pipeline = gst::Pipeline::new();
         let webrtcbin = webrtcbin_for(&pipeline, janus, handle);
+        // A low-latency subscriber, as a browser is at the start (its jitter buffer
+        // adapts from near zero): webrtcbin's default 200 ms holds the first frames.
+        webrtcbin.set_property("latency", 0u32);
         let seen = Arc::new(Seen::default());
         let weak = pipeline.downgrade();
         let s = seen.clone();
@@ -162,6 +172,7 @@ impl Subscriber {
             )
             .await;
         assert_eq!(started["plugindata"]["data"]["started"], "ok", "{started}");
+        *seen.started.lock().unwrap() = Some(Instant::now());
         Pending { pipeline, seen }
     }
 

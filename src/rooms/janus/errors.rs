@@ -4,11 +4,13 @@ use super::client::JanusError;
 use crate::engine::error::{BackendError, ErrorCode};
 
 // VideoRoom plugin error codes (janus_videoroom.c).
+const VIDEOROOM_MISSING_ELEMENT: i64 = 429;
 const VIDEOROOM_NO_SUCH_ROOM: i64 = 426;
 const VIDEOROOM_NO_SUCH_FEED: i64 = 428;
 const VIDEOROOM_UNAUTHORIZED: i64 = 433;
 const VIDEOROOM_ID_EXISTS: i64 = 436;
 // TextRoom plugin error codes (janus_textroom.c).
+const TEXTROOM_MISSING_ELEMENT: i64 = 418;
 const TEXTROOM_NO_SUCH_ROOM: i64 = 417;
 const TEXTROOM_UNAUTHORIZED: i64 = 419;
 const TEXTROOM_USERNAME_EXISTS: i64 = 420;
@@ -27,9 +29,14 @@ pub fn map(error: JanusError, context: &str) -> BackendError {
         }
         JanusError::Refused { code: 0, .. } => ErrorCode::SFU_UNREACHABLE,
         JanusError::Refused { .. } | JanusError::Protocol { .. } => ErrorCode::SFU_REFUSED,
-        JanusError::Plugin { code, .. } => match *code {
+        JanusError::Plugin { code, reason, .. } => match *code {
             VIDEOROOM_NO_SUCH_ROOM | TEXTROOM_NO_SUCH_ROOM => ErrorCode::SFU_ROOM_NOT_FOUND,
             VIDEOROOM_UNAUTHORIZED | TEXTROOM_UNAUTHORIZED => ErrorCode::ROOM_AUTH_FAILED,
+            // A pin-protected room joined without one: Janus says "Missing mandatory
+            // element (pin)", and only the reason names the element. No pin is a wrong pin.
+            VIDEOROOM_MISSING_ELEMENT | TEXTROOM_MISSING_ELEMENT if reason.contains("(pin)") => {
+                ErrorCode::ROOM_AUTH_FAILED
+            }
             VIDEOROOM_ID_EXISTS if context == "publish" => ErrorCode::PUBLISH_STREAM_ID_IN_USE,
             VIDEOROOM_NO_SUCH_FEED if context == "play" => ErrorCode::PLAY_STREAM_NOT_FOUND,
             _ => ErrorCode::SFU_REFUSED,
@@ -53,6 +60,7 @@ pub fn textroom(code: i64, reason: String) -> BackendError {
     let mapped = match code {
         TEXTROOM_NO_SUCH_ROOM => ErrorCode::SFU_ROOM_NOT_FOUND,
         TEXTROOM_UNAUTHORIZED => ErrorCode::ROOM_AUTH_FAILED,
+        TEXTROOM_MISSING_ELEMENT if reason.contains("(pin)") => ErrorCode::ROOM_AUTH_FAILED,
         TEXTROOM_NO_SUCH_USER => ErrorCode::INVALID_PARAMETER,
         _ => ErrorCode::SFU_REFUSED,
     };
@@ -96,6 +104,14 @@ mod tests {
             ErrorCode::PLAY_STREAM_NOT_FOUND
         );
         assert_eq!(map(plugin(430), "login").code, ErrorCode::SFU_REFUSED);
+        let no_pin = JanusError::Plugin {
+            plugin: "janus.plugin.videoroom".into(),
+            what: "join the VideoRoom".into(),
+            code: 429,
+            reason: "Missing mandatory element (pin)".into(),
+        };
+        assert_eq!(map(no_pin, "login").code, ErrorCode::ROOM_AUTH_FAILED);
+        assert_eq!(map(plugin(429), "login").code, ErrorCode::SFU_REFUSED);
         assert_eq!(
             map(JanusError::ConnectionLost, "login").code,
             ErrorCode::SFU_UNREACHABLE

@@ -116,6 +116,29 @@ pub(super) struct RoomActor {
     pub(super) message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Why a joined room was lost.
+struct Lost {
+    reason: String,
+    /// One handle failed but the Janus session lives on (its other handles too).
+    session_alive: bool,
+}
+
+impl Lost {
+    fn session(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            session_alive: false,
+        }
+    }
+
+    fn handle(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            session_alive: true,
+        }
+    }
+}
+
 /// What woke the actor up while joined.
 enum Wake {
     Op(Option<RoomOp>),
@@ -147,12 +170,12 @@ impl RoomActor {
                     Wake::Presence(event) => self.on_presence(event, &mut joined).await,
                     Wake::Text(event) => {
                         let lost = match event {
-                            None => Some("the Janus session ended".to_owned()),
-                            Some(HandleEvent::Hangup { reason }) => {
-                                Some(format!("Janus hung up the TextRoom connection: {reason}"))
-                            }
+                            None => Some(Lost::session("the Janus session ended")),
+                            Some(HandleEvent::Hangup { reason }) => Some(Lost::handle(format!(
+                                "Janus hung up the TextRoom connection: {reason}"
+                            ))),
                             Some(HandleEvent::Detached) => {
-                                Some("Janus detached the TextRoom handle".to_owned())
+                                Some(Lost::handle("Janus detached the TextRoom handle"))
                             }
                             Some(HandleEvent::Trickle(candidate)) => {
                                 if let (Some(j), Some(candidate)) =
@@ -164,13 +187,13 @@ impl RoomActor {
                             }
                             Some(_) => None,
                         };
-                        if let Some(reason) = lost {
-                            self.lose(&mut joined, reason).await;
+                        if let Some(lost) = lost {
+                            self.lose(&mut joined, lost).await;
                         }
                     }
                     Wake::Incoming(Some(text)) => self.on_text(&text, &mut joined).await,
                     Wake::Incoming(None) => {
-                        self.lose(&mut joined, "the TextRoom data channel ended".into())
+                        self.lose(&mut joined, Lost::handle("the TextRoom data channel ended"))
                             .await
                     }
                     Wake::ChannelState => {
@@ -182,8 +205,11 @@ impl RoomActor {
                                     _ => None,
                                 });
                         if let Some(reason) = failed {
-                            self.lose(&mut joined, format!("TextRoom connection failed: {reason}"))
-                                .await;
+                            self.lose(
+                                &mut joined,
+                                Lost::handle(format!("TextRoom connection failed: {reason}")),
+                            )
+                            .await;
                         }
                     }
                 }
@@ -656,15 +682,30 @@ impl RoomActor {
     }
 
     /// The room's connection broke: release what is left and tell the engine.
-    async fn lose(&self, joined: &mut Option<Joined>, reason: String) {
+    ///
+    /// When only one of the room's handles failed, the session is still there, and so
+    /// are our other handles in the room: they are detached (bounded by the request
+    /// timeout), or the TextRoom would still hold our username and refuse every rejoin
+    /// with 420 for as long as the session lives.
+    async fn lose(&self, joined: &mut Option<Joined>, lost: Lost) {
         let Some(j) = joined.take() else {
             return;
         };
-        warn!("room lost: {reason}");
-        self.teardown(j, false).await;
+        warn!("room lost: {}", lost.reason);
+        if lost.session_alive {
+            let timeout = self.client.request_timeout();
+            if tokio::time::timeout(timeout, self.teardown(j, true))
+                .await
+                .is_err()
+            {
+                warn!("releasing the room's other handles took longer than {timeout:?}");
+            }
+        } else {
+            self.teardown(j, false).await;
+        }
         self.emit(BackendEvent::RoomLost {
             room: self.room.clone(),
-            reason,
+            reason: lost.reason,
         })
         .await;
     }
@@ -689,10 +730,14 @@ impl RoomActor {
 
     async fn on_presence(&self, event: Option<HandleEvent>, joined: &mut Option<Joined>) {
         let event = match event {
-            None => return self.lose(joined, "the Janus session ended".into()).await,
+            None => {
+                return self
+                    .lose(joined, Lost::session("the Janus session ended"))
+                    .await;
+            }
             Some(HandleEvent::Detached) => {
                 return self
-                    .lose(joined, "Janus detached the VideoRoom handle".into())
+                    .lose(joined, Lost::handle("Janus detached the VideoRoom handle"))
                     .await;
             }
             Some(HandleEvent::Plugin { data, .. }) => data,
@@ -1090,8 +1135,12 @@ async fn negotiate(
                 if changed.is_err() {
                     return Err(BackendError::new(webrtc_code(cx.publishing), "the peer closed during negotiation"));
                 }
-                if let PeerState::Failed(reason) = &*state.borrow() {
-                    return Err(BackendError::new(webrtc_code(cx.publishing), reason.clone()));
+                let failure = match &*state.borrow() {
+                    PeerState::MediaFailed(reason) if cx.publishing => Some((ErrorCode::PUBLISH_MEDIA_FAILED, reason.clone())),
+                    other => other.failure().map(|reason| (webrtc_code(cx.publishing), reason.to_owned())),
+                };
+                if let Some((code, reason)) = failure {
+                    return Err(BackendError::new(code, reason));
                 }
             }
         }
