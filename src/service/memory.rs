@@ -6,7 +6,8 @@
 //! object accounted for (GST_TRACERS=leaks: as many destroyed as created) and threads
 //! and file descriptors flat. So once the engine has been busy and then quiet for a
 //! moment, the free memory is handed back (`malloc_trim`), at most every
-//! [`MIN_INTERVAL`].
+//! [`MIN_INTERVAL`]. A box that is never quiet (messages flowing all day: the soak run
+//! sends 20 commands a second) is trimmed anyway once activity has waited [`BUSY_MAX`].
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,13 @@ use tracing::debug;
 pub const QUIET: Duration = Duration::from_secs(2);
 /// Trims at most this often.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// Activity never followed by a quiet moment is trimmed after this long.
+pub const BUSY_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Housekeeping {
+    /// The first activity since the last trim.
+    first_activity: Option<Instant>,
     last_activity: Option<Instant>,
     last_trim: Option<Instant>,
 }
@@ -32,6 +37,7 @@ impl Default for Housekeeping {
 impl Housekeeping {
     pub fn new() -> Self {
         Self {
+            first_activity: None,
             last_activity: None,
             last_trim: None,
         }
@@ -39,6 +45,7 @@ impl Housekeeping {
 
     /// Something happened (an engine event): streams or rooms may have been torn down.
     pub fn activity(&mut self, now: Instant) {
+        self.first_activity.get_or_insert(now);
         self.last_activity = Some(now);
     }
 
@@ -47,10 +54,14 @@ impl Housekeeping {
         let quiet = self
             .last_activity
             .is_some_and(|t| now.saturating_duration_since(t) >= QUIET);
+        let waited_long = self
+            .first_activity
+            .is_some_and(|t| now.saturating_duration_since(t) >= BUSY_MAX);
         let spaced = self
             .last_trim
             .is_none_or(|t| now.saturating_duration_since(t) >= MIN_INTERVAL);
-        if quiet && spaced {
+        if (quiet || waited_long) && spaced {
+            self.first_activity = None;
             self.last_activity = None;
             self.last_trim = Some(now);
             true
@@ -100,5 +111,25 @@ mod tests {
         assert!(!h.due(at(7.0)), "within MIN_INTERVAL of the last trim");
         assert!(h.due(at(7.6)));
         trim();
+    }
+
+    #[test]
+    fn a_box_that_is_never_quiet_is_trimmed_every_busy_max() {
+        let t0 = Instant::now();
+        let mut h = Housekeeping::new();
+        let mut trims = Vec::new();
+        // An event every 0.5 s for 150 s, a check every second.
+        for half_seconds in 0..300u64 {
+            let now = t0 + Duration::from_millis(half_seconds * 500);
+            h.activity(now);
+            if half_seconds % 2 == 0 && h.due(now) {
+                trims.push(half_seconds / 2);
+            }
+        }
+        assert_eq!(
+            trims,
+            vec![60, 121],
+            "60 s after the first event not yet trimmed"
+        );
     }
 }
