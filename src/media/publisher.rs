@@ -131,10 +131,7 @@ impl Publisher {
             match Self::leg(running, &webrtcbin, &tee, kind, prefix, &packets, &bytes) {
                 Ok(leg) => legs.push(leg),
                 Err(e) => {
-                    for leg in legs {
-                        detach_leg(&running.pipeline, leg);
-                    }
-                    retire(&running.pipeline, &webrtcbin);
+                    take_down(&running.pipeline, legs, &webrtcbin);
                     return Err(e);
                 }
             }
@@ -268,8 +265,26 @@ fn retire(pipeline: &gst::Pipeline, element: &gst::Element) {
     let _ = pipeline.remove(element);
 }
 
-/// Unlinks a leg from its tee once the tee pad is idle, then takes it to NULL.
-fn detach_leg(pipeline: &gst::Pipeline, leg: Leg) {
+/// Takes a branch out of the running pipeline: every leg unlinked from its tee, then the
+/// webrtcbin to NULL, then the legs' queues.
+///
+/// The order matters. Until DTLS is up, webrtcbin holds what reaches it (its transport
+/// bin blocks RTP and RTCP), so a queue thread can be waiting inside webrtcbin on a lock
+/// that a blocked thread holds. Stopping such a queue first waits for that thread for
+/// ever (seen when a room was left while its publish was still being negotiated: the
+/// branch's threads and sockets stayed, one set per such logout). webrtcbin going to
+/// NULL releases its blocks; the queue then stops at once.
+fn take_down(pipeline: &gst::Pipeline, legs: Vec<Leg>, webrtcbin: &gst::Element) {
+    let queues: Vec<gst::Element> = legs.into_iter().flat_map(unlink_leg).collect();
+    retire(pipeline, webrtcbin);
+    for element in &queues {
+        retire(pipeline, element);
+    }
+}
+
+/// Unlinks a leg from its tee once the tee pad is idle and gives the pad back; returns
+/// the leg's elements, still in the pipeline.
+fn unlink_leg(leg: Leg) -> Vec<gst::Element> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let sink = leg.elements.first().and_then(|e| e.static_pad("sink"));
     leg.tee_pad
@@ -288,9 +303,7 @@ fn detach_leg(pipeline: &gst::Pipeline, leg: Leg) {
         }
     }
     leg.tee.release_request_pad(&leg.tee_pad);
-    for element in &leg.elements {
-        retire(pipeline, element);
-    }
+    leg.elements
 }
 
 #[async_trait]
@@ -354,13 +367,8 @@ impl WebRtcPeer for Publisher {
         let pipeline = self.running.pipeline.clone();
         let webrtcbin = self.negotiator.element().clone();
         // Pad probes and state changes block: keep them off the async threads.
-        let detached = tokio::task::spawn_blocking(move || {
-            for leg in legs {
-                detach_leg(&pipeline, leg);
-            }
-            retire(&pipeline, &webrtcbin);
-        })
-        .await;
+        let detached =
+            tokio::task::spawn_blocking(move || take_down(&pipeline, legs, &webrtcbin)).await;
         if detached.is_err() {
             warn!(stream = %self.label, "detaching the branch panicked");
         }

@@ -1,0 +1,119 @@
+//! Where does memory go when rooms come and go? Runs the agent in-process against a local
+//! Janus (inside `scripts/in-netns.sh`), keeps `base` rooms live and publishing, then
+//! joins, publishes into and leaves one more room `cycles` times. Every `every` cycles it
+//! trims the heap and prints RSS next to what the allocator says is in use (glibc's
+//! `mallinfo2`): in-use memory that keeps rising is a leak (something holds it), RSS
+//! rising with in-use flat is fragmentation. With `race` as the fourth argument the room
+//! is left while its publish is still being negotiated (after 0 to 390 ms), which is
+//! how a publisher's webrtcbin once got stuck on its way to NULL: threads and file
+//! descriptors that keep rising say it happens again.
+//!
+//! ```sh
+//! ./scripts/bench.sh churn             # or, after it built: ./scripts/in-netns.sh cargo bench --offline --bench churn -- [cycles] [base] [every]
+//! ```
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use roomcast::engine::{Channel, PublisherConfig, User};
+use support::agent::TestAgent;
+use support::janus::Janus;
+
+fn in_room(room: &str) -> PublisherConfig {
+    PublisherConfig {
+        room_id: Some(room.into()),
+    }
+}
+
+/// (RSS, heap in use, heap held) in KiB.
+fn memory() -> (u64, u64, u64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4);
+    // SAFETY: mallinfo2 reads glibc's own counters.
+    let info = unsafe { libc::mallinfo2() };
+    let in_use = (info.uordblks + info.hblkhd) as u64 / 1024;
+    let held = (info.arena + info.hblkhd) as u64 / 1024;
+    (rss, in_use, held)
+}
+
+fn trim() {
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>().unwrap_or(0));
+    let cycles = args.next().unwrap_or(200);
+    let base = args.next().unwrap_or(5);
+    let every = args.next().unwrap_or(25).max(1);
+    let race = std::env::args().nth(4).is_some_and(|a| a == "race");
+    support::require_netns();
+    let janus = Janus::start();
+    let agent = TestAgent::start(&janus.ws_url(), "width = 640\nheight = 360\nframerate = 15");
+    let user = User::parse("box-17", "Churn").expect("a valid user");
+    for i in 0..base {
+        let room = format!("live-{i}");
+        agent
+            .engine
+            .login_room(&room, user.clone(), None)
+            .await
+            .expect("login");
+        agent
+            .engine
+            .start_publishing(&format!("cam-{i}"), in_room(&room), Channel::Main)
+            .await
+            .expect("publish");
+    }
+    println!("cycle  rss_KiB  heap_in_use_KiB  heap_held_KiB  threads  fds");
+    for cycle in 0..=cycles {
+        if cycle % every == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            trim();
+            let (rss, in_use, held) = memory();
+            let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+            let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+            println!("{cycle:5} {rss:8} {in_use:16} {held:14} {threads:8} {fds:4}");
+        }
+        if cycle == cycles {
+            break;
+        }
+        agent
+            .engine
+            .login_room("churn", user.clone(), None)
+            .await
+            .expect("login churn");
+        if race {
+            let engine = agent.engine.clone();
+            let publish = tokio::spawn(async move {
+                engine
+                    .start_publishing("cam-churn", in_room("churn"), Channel::Main)
+                    .await
+            });
+            let delay = (cycle as u64 * 10) % 400;
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            agent
+                .engine
+                .logout_room(Some("churn"))
+                .await
+                .expect("logout churn");
+            let _ = publish.await;
+        } else {
+            agent
+                .engine
+                .start_publishing("cam-churn", in_room("churn"), Channel::Main)
+                .await
+                .expect("publish churn");
+            agent
+                .engine
+                .logout_room(Some("churn"))
+                .await
+                .expect("logout churn");
+        }
+    }
+    agent.stop().await;
+}
