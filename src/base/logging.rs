@@ -68,8 +68,10 @@ pub fn init(format: LogFormat) {
                     .with_ansi(false),
             ))
             .boxed(),
+        // Colours only for a person at a terminal: a log file or a pipe gets plain text.
         LogFormat::Text | LogFormat::Auto => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
     };
     let result = tracing_subscriber::registry()
