@@ -8,15 +8,16 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use roomcast::config::{Config, MqttUrl};
+use roomcast::config::Config;
+use roomcast::control::Control;
 use roomcast::control::client::CommandClient;
-use roomcast::control::{BrokerSettings, Control, Topics};
 use roomcast::engine::{
     Channel, ErrorCode, Event, PublisherConfig, PublisherState, RoomStateReason, User,
 };
 use roomcast::media::SourceFault;
 use serde_json::{Value, json};
 use support::agent::TestAgent;
+use support::dashboard::{dashboard, ok, topics, wait_online};
 use support::janus::Janus;
 use support::mosquitto::Mosquitto;
 use support::mqtt::Observer;
@@ -33,50 +34,12 @@ fn in_room(room: &str) -> PublisherConfig {
     }
 }
 
-fn topics() -> Topics {
-    Topics::new("roomcast", "box-17")
-}
-
-async fn dashboard(url: &str) -> CommandClient {
-    let settings = BrokerSettings {
-        url: MqttUrl::parse(url).expect("broker url"),
-        client_id: format!("dashboard-{}", rand::random::<u32>()),
-        username: None,
-        password: None,
-        ca_file: None,
-        client_cert: None,
-        keepalive: Duration::from_secs(30),
-    };
-    CommandClient::connect(&settings, topics(), Duration::from_secs(20))
-        .await
-        .expect("dashboard connects")
-}
-
-async fn wait_online(port: u16) {
-    let mut observer = Observer::connect(port, &format!("wait-{}", rand::random::<u32>())).await;
-    observer.subscribe(&topics().status).await;
-    observer
-        .next_where(Duration::from_secs(20), |m| m.text() == "online")
-        .await
-        .expect("the agent says online within 20 s");
-    observer.close().await;
-}
-
 /// A command with a short timeout: `None` when the agent did not answer in time.
 async fn try_call(dash: &CommandClient, op: &str, args: Value) -> Option<Value> {
     match tokio::time::timeout(Duration::from_secs(3), dash.request(op, args)).await {
         Ok(Ok(reply)) => Some(reply),
         _ => None,
     }
-}
-
-async fn ok(dash: &CommandClient, op: &str, args: Value) -> Value {
-    let reply = dash
-        .request(op, args)
-        .await
-        .unwrap_or_else(|e| panic!("{op}: {e}"));
-    assert_eq!(reply["ok"], true, "{op} should succeed: {reply}");
-    reply["result"].clone()
 }
 
 fn all_up(state: &Value, rooms: &[&str], publishing: &[&str]) -> bool {

@@ -9,10 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roomcast::config::{Config, MqttUrl};
+use roomcast::config::Config;
+use roomcast::control::BrokerSettings;
 use roomcast::control::client::CommandClient;
-use roomcast::control::{BrokerSettings, Topics};
 use serde_json::{Value, json};
+use support::dashboard::{DEVICE, broker_settings, call, dashboard, ok, topics, wait_online};
 use support::janus::Janus;
 use support::mosquitto::Mosquitto;
 use support::mqtt::Observer;
@@ -24,12 +25,6 @@ use tokio_util::sync::CancellationToken;
 /// publishing and playing fail with the placeholder media's codes (1003901 / 1004902),
 /// and the tests assert exactly that; with `true` they assert the successes instead.
 const MEDIA_ENGINE_READY: bool = true;
-
-const DEVICE: &str = "box-17";
-
-fn topics() -> Topics {
-    Topics::new("roomcast", DEVICE)
-}
 
 /// A state_dir of its own for every agent: the agent keeps its rooms there, and agents
 /// of parallel tests must not take up each other's.
@@ -118,49 +113,6 @@ async fn start_online(broker: &Mosquitto, mqtt_url: &str, janus: &Janus) -> Agen
     let agent = Agent::start(config(mqtt_url, janus));
     wait_online(broker.port).await;
     agent
-}
-
-async fn wait_online(port: u16) {
-    let mut observer = Observer::connect(port, &format!("wait-{}", rand::random::<u32>())).await;
-    observer.subscribe(&topics().status).await;
-    observer
-        .next_where(Duration::from_secs(15), |m| m.text() == "online")
-        .await
-        .expect("the agent says online within 15 s");
-    observer.close().await;
-}
-
-fn broker_settings(url: &str) -> BrokerSettings {
-    BrokerSettings {
-        url: MqttUrl::parse(url).expect("broker url"),
-        client_id: format!("dashboard-{}", rand::random::<u32>()),
-        username: None,
-        password: None,
-        ca_file: None,
-        client_cert: None,
-        keepalive: Duration::from_secs(30),
-    }
-}
-
-async fn dashboard(url: &str) -> CommandClient {
-    CommandClient::connect(&broker_settings(url), topics(), Duration::from_secs(20))
-        .await
-        .expect("dashboard connects")
-}
-
-/// Sends a command and returns the reply.
-async fn call(dash: &CommandClient, op: &str, args: Value) -> Value {
-    dash.request(op, args)
-        .await
-        .unwrap_or_else(|e| panic!("{op}: {e}"))
-}
-
-/// Sends a command that must succeed; returns its result.
-async fn ok(dash: &CommandClient, op: &str, args: Value) -> Value {
-    let reply = call(dash, op, args).await;
-    assert_eq!(reply["ok"], true, "{op} should succeed: {reply}");
-    assert!(reply.get("error").is_none(), "{reply}");
-    reply["result"].clone()
 }
 
 /// Sends a command that must fail with `code`; returns its message.

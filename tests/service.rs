@@ -11,10 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use roomcast::config::MqttUrl;
 use roomcast::control::client::CommandClient;
-use roomcast::control::{BrokerSettings, Topics};
 use serde_json::{Value, json};
+use support::dashboard::{dashboard, ok, topics, wait_online};
 use support::janus::Janus;
 use support::mosquitto::Mosquitto;
 use support::mqtt::Observer;
@@ -22,34 +21,6 @@ use support::process::{AgentProcess, Options, config_text};
 
 fn repo(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn topics() -> Topics {
-    Topics::new("roomcast", "box-17")
-}
-
-async fn dashboard(url: &str) -> CommandClient {
-    let settings = BrokerSettings {
-        url: MqttUrl::parse(url).expect("broker url"),
-        client_id: format!("dashboard-{}", rand::random::<u32>()),
-        username: None,
-        password: None,
-        ca_file: None,
-        client_cert: None,
-        keepalive: Duration::from_secs(30),
-    };
-    CommandClient::connect(&settings, topics(), Duration::from_secs(20))
-        .await
-        .expect("dashboard connects")
-}
-
-async fn ok(dash: &CommandClient, op: &str, args: Value) -> Value {
-    let reply = dash
-        .request(op, args)
-        .await
-        .unwrap_or_else(|e| panic!("{op}: {e}"));
-    assert_eq!(reply["ok"], true, "{op} should succeed: {reply}");
-    reply["result"].clone()
 }
 
 /// Polls get_state until `done` holds; returns the state and how long it took.
@@ -126,17 +97,6 @@ async fn agent_in_rooms(
         .await;
     }
     (agent, dash)
-}
-
-/// Waits until the agent says `online` (it has subscribed to its commands).
-async fn wait_online(port: u16) {
-    let mut observer = Observer::connect(port, &format!("wait-{}", rand::random::<u32>())).await;
-    observer.subscribe(&topics().status).await;
-    observer
-        .next_where(Duration::from_secs(20), |m| m.text() == "online")
-        .await
-        .expect("the agent says online within 20 s");
-    observer.close().await;
 }
 
 // ---- the unit --------------------------------------------------------------------
