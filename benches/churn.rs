@@ -9,7 +9,7 @@
 //! descriptors that keep rising say it happens again.
 //!
 //! ```sh
-//! ./scripts/bench.sh churn             # or, after it built: ./scripts/in-netns.sh cargo bench --offline --bench churn -- [cycles] [base] [every]
+//! ./scripts/bench.sh churn [cycles] [base] [every] [race]    # e.g. 200 4 10 race
 //! ```
 
 #[path = "../tests/support/mod.rs"]
@@ -45,13 +45,20 @@ fn trim() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let mut args = std::env::args()
+    // `cargo bench` adds `--bench`: only the positional arguments count.
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .map(|a| a.parse::<usize>().unwrap_or(0));
-    let cycles = args.next().unwrap_or(200);
-    let base = args.next().unwrap_or(5);
-    let every = args.next().unwrap_or(25).max(1);
-    let race = std::env::args().nth(4).is_some_and(|a| a == "race");
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let number = |i: usize, default: usize| {
+        args.get(i)
+            .and_then(|a| a.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let cycles = number(0, 200);
+    let base = number(1, 4);
+    let every = number(2, 25).max(1);
+    let race = args.get(3).is_some_and(|a| a == "race");
     support::require_netns();
     let janus = Janus::start();
     let agent = TestAgent::start(&janus.ws_url(), "width = 640\nheight = 360\nframerate = 15");
