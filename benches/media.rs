@@ -30,8 +30,6 @@ const WINDOW: Duration = Duration::from_secs(20);
 
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
-        // As `roomcast run` does, so the agent measured allocates as the shipped one.
-        roomcast::service::memory::limit_arenas();
         child_main(&spec);
         return;
     }

@@ -89,7 +89,6 @@ struct CtlArgs {
 }
 
 fn main() -> ExitCode {
-    roomcast::service::memory::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),

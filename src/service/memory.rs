@@ -71,23 +71,6 @@ impl Housekeeping {
     }
 }
 
-/// At most this many malloc arenas (glibc's default is 8 per core).
-pub const ARENAS: i32 = 2;
-
-/// Limits glibc to [`ARENAS`] malloc arenas; call it first thing, before any thread
-/// starts. Every GStreamer, libnice and tokio thread otherwise gets an arena of its own
-/// (up to 16 on two cores), and each keeps the free memory its threads leave behind as
-/// webrtcbins come and go. Measured with `benches/churn.rs` (150 room join/publish/leave
-/// cycles, 4 rooms live): heap held 33.1 → 26.9 MiB, RSS 69.1 → 65.8 MiB, and RSS growth
-/// from cycle 50 to 150 +2.6 % → +0.5 %. `MALLOC_ARENA_MAX` in the environment wins.
-pub fn limit_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a glibc tunable; called before other threads exist.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
-    }
-}
-
 /// Returns free heap memory to the system (glibc); does nothing elsewhere.
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
