@@ -116,6 +116,24 @@ struct StreamEntry {
     accepted: bool,
 }
 
+impl StreamEntry {
+    /// A stream just asked for: requesting, no peer yet, not yet up or accepted.
+    fn requested(room: RoomId, role: Role, waiter: Option<Waiter>) -> Self {
+        Self {
+            room,
+            role,
+            phase: Phase::Requesting,
+            generation: 0,
+            peer: None,
+            waiter,
+            established: false,
+            attempt: 0,
+            awaiting_remote: false,
+            accepted: false,
+        }
+    }
+}
+
 /// The outcome of work the engine started; handled back on the engine task.
 enum Outcome {
     Login {
@@ -544,18 +562,7 @@ impl Engine {
             .is_some_and(|r| r.state == RoomState::Logined);
         self.streams.insert(
             key.clone(),
-            StreamEntry {
-                room: room.clone(),
-                role,
-                phase: Phase::Requesting,
-                generation: 0,
-                peer: None,
-                waiter: Some(waiter),
-                established: false,
-                attempt: 0,
-                awaiting_remote: false,
-                accepted: false,
-            },
+            StreamEntry::requested(room.clone(), role, Some(waiter)),
         );
         self.emit_stream(&key, &room, Some(Phase::Requesting), None);
         if room_ready {
@@ -1419,16 +1426,10 @@ impl Engine {
             self.streams.insert(
                 key.clone(),
                 StreamEntry {
-                    room: room.clone(),
-                    role,
-                    phase: Phase::Requesting,
-                    generation: 0,
-                    peer: None,
-                    waiter: None,
+                    // Restored: it was up before the restart, so a failure is retried.
                     established: true,
-                    attempt: 0,
-                    awaiting_remote: false,
                     accepted: true,
+                    ..StreamEntry::requested(room.clone(), role, None)
                 },
             );
             self.emit_stream(&key, &room, Some(Phase::Requesting), None);
