@@ -118,17 +118,7 @@ impl Agent {
         within: Duration,
         want: impl Fn(&Event) -> bool,
     ) -> Event {
-        tokio::time::timeout(within, async {
-            loop {
-                match self.events.recv().await {
-                    Ok(event) if want(&event) => return event,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(e) => panic!("event stream ended: {e}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no event within {within:?}: {what}"))
+        support::agent::wait_event(&mut self.events, what, within, want).await
     }
 }
 

@@ -84,16 +84,27 @@ impl TestAgent {
         within: Duration,
         want: impl Fn(&Event) -> bool,
     ) -> Event {
-        tokio::time::timeout(within, async {
-            loop {
-                match self.events.recv().await {
-                    Ok(event) if want(&event) => return event,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(e) => panic!("event stream ended: {e}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no event within {within:?}: {what}"))
+        wait_event(&mut self.events, what, within, want).await
     }
+}
+
+/// Waits on an engine's event stream for an event matching `want`, skipping others;
+/// panics naming `what` after `within`.
+pub async fn wait_event(
+    events: &mut broadcast::Receiver<Event>,
+    what: &str,
+    within: Duration,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(within, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if want(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no event within {within:?}: {what}"))
 }
