@@ -6,16 +6,22 @@
 //! rising with in-use flat is fragmentation. With `race` as the fourth argument the room
 //! is left while its publish is still being negotiated (after 0 to 390 ms), which is
 //! how a publisher's webrtcbin once got stuck on its way to NULL: threads and file
-//! descriptors that keep rising say it happens again.
+//! descriptors that keep rising say it happens again. With `restart` Janus itself is
+//! killed and restarted every cycle and the agent reconnects all `base` rooms (what
+//! tests/faults.rs does ten times).
 //!
 //! ```sh
-//! ./scripts/bench.sh churn [cycles] [base] [every] [race]    # e.g. 200 4 10 race
+//! ./scripts/bench.sh churn [cycles] [base] [every] [race|restart]    # e.g. 200 4 10 race
 //! ```
+//!
+//! `ROOMCAST_CHURN_EXIT_LIVE=1` exits without stopping the agent, so that a heap profiler
+//! (`heaptrack`) reports as "leaked" everything the live agent holds: run it with 5 and
+//! with 25 cycles and diff the two (`heaptrack_print -d`) to see what grows per cycle.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use roomcast::engine::{Channel, PublisherConfig, User};
+use roomcast::engine::{Channel, Event, PublisherConfig, PublisherState, RoomStateReason, User};
 use support::agent::TestAgent;
 use support::janus::Janus;
 
@@ -59,8 +65,9 @@ async fn main() {
     let base = number(1, 4);
     let every = number(2, 25).max(1);
     let race = args.get(3).is_some_and(|a| a == "race");
+    let restart = args.get(3).is_some_and(|a| a == "restart");
     support::require_netns();
-    let janus = Janus::start();
+    let mut janus = Janus::start();
     let agent = TestAgent::start(&janus.ws_url(), "width = 640\nheight = 360\nframerate = 15");
     let user = User::parse("box-17", "Churn").expect("a valid user");
     for i in 0..base {
@@ -88,6 +95,12 @@ async fn main() {
         }
         if cycle == cycles {
             break;
+        }
+        if restart {
+            let mut events = agent.engine.subscribe();
+            janus.restart();
+            wait_all_back(&mut events, base).await;
+            continue;
         }
         agent
             .engine
@@ -122,5 +135,47 @@ async fn main() {
                 .expect("logout churn");
         }
     }
+    if std::env::var_os("ROOMCAST_CHURN_EXIT_LIVE").is_some() {
+        // For heaptrack: what is still allocated at exit is what the agent held while
+        // live, not what a clean stop leaves behind.
+        // _exit: no atexit handlers or TLS destructors, with which heaptrack's preload
+        // can deadlock against GLib's threads.
+        drop(janus);
+        // SAFETY: ends the process at once; nothing after this runs.
+        unsafe { libc::_exit(0) };
+    }
     agent.stop().await;
+}
+
+/// Waits until every one of `rooms` rooms has reconnected and its stream is publishing
+/// again after a Janus restart.
+async fn wait_all_back(events: &mut tokio::sync::broadcast::Receiver<Event>, rooms: usize) {
+    use std::collections::BTreeSet;
+    let mut reconnected = BTreeSet::new();
+    let mut publishing = BTreeSet::new();
+    let deadline = std::time::Duration::from_secs(60);
+    tokio::time::timeout(deadline, async {
+        while reconnected.len() < rooms || publishing.len() < rooms {
+            match events.recv().await {
+                Ok(Event::RoomStateChanged {
+                    room_id,
+                    reason: RoomStateReason::Reconnected,
+                    ..
+                }) => {
+                    reconnected.insert(room_id);
+                }
+                Ok(Event::PublisherStateUpdate {
+                    stream_id,
+                    state: PublisherState::Publishing,
+                    ..
+                }) => {
+                    publishing.insert(stream_id);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("all rooms back within 60 s of a Janus restart");
 }

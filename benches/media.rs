@@ -198,6 +198,48 @@ impl AgentProcess {
         ticks / 100.0
     }
 
+    /// Where the RSS is: anonymous memory, file-backed pages per library (the biggest
+    /// ones), from /proc/<pid>/smaps.
+    fn rss_breakdown(&self) -> String {
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).unwrap_or_default();
+        let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut name = String::new();
+        for line in smaps.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields
+                .first()
+                .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                name = fields.get(5).map_or("[anon]".to_owned(), |path| {
+                    path.rsplit('/').next().unwrap_or(path).to_owned()
+                });
+            } else if fields.first() == Some(&"Rss:") {
+                let kib: u64 = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                *by_name.entry(name.clone()).or_default() += kib;
+            }
+        }
+        let anon: u64 = by_name
+            .iter()
+            .filter(|(n, _)| n.starts_with('['))
+            .map(|(_, k)| k)
+            .sum();
+        let file: u64 = by_name.values().sum::<u64>() - anon;
+        let mut biggest: Vec<(&String, &u64)> = by_name.iter().collect();
+        biggest.sort_by(|a, b| b.1.cmp(a.1));
+        let top: Vec<String> = biggest
+            .iter()
+            .take(8)
+            .map(|(n, k)| format!("{n} {:.1}", **k as f64 / 1024.0))
+            .collect();
+        format!(
+            "anonymous {:.1} MiB, file-backed {:.1} MiB; biggest: {}",
+            anon as f64 / 1024.0,
+            file as f64 / 1024.0,
+            top.join(", ")
+        )
+    }
+
     fn peak_rss_mib(&self) -> f64 {
         self.status_mib("VmHWM:")
     }
@@ -342,15 +384,23 @@ async fn parent_main() {
             let mut agent = AgentProcess::start(&janus, "shared");
             tokio::time::sleep(Duration::from_millis(500)).await;
             let idle = agent.rss_mib();
-            for i in 0..5 {
+            let idle_breakdown = agent.rss_breakdown();
+            agent.send("login mem-0");
+            let one_room = agent.rss_breakdown();
+            for i in 1..5 {
                 agent.send(&format!("login mem-{i}"));
             }
             let rooms = agent.rss_mib();
-            for i in 0..5 {
+            let rooms_breakdown = agent.rss_breakdown();
+            agent.send("publish mem-cam-0 mem-0");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let one_publishing = agent.rss_breakdown();
+            for i in 1..5 {
                 agent.send(&format!("publish mem-cam-{i} mem-{i}"));
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
             let publishing = agent.rss_mib();
+            let publishing_breakdown = agent.rss_breakdown();
             agent.send("play teacher mem-1");
             agent.send("play assistant mem-2");
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -359,6 +409,12 @@ async fn parent_main() {
                 agent.rss_mib(),
                 agent.peak_rss_mib()
             );
+            println!("   idle:              {idle_breakdown}");
+            println!("   1 room logged in:  {one_room}");
+            println!("   5 rooms logged in: {rooms_breakdown}");
+            println!("   +1 publishing:     {one_publishing}");
+            println!("   +5 publishing:     {publishing_breakdown}");
+            println!("   +2 playing:        {}", agent.rss_breakdown());
             agent.stop();
         }
     }

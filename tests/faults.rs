@@ -219,7 +219,24 @@ async fn janus_killed_and_restarted_ten_times_with_five_rooms_live() {
         first.2,
         last.2
     );
-    assert!(growth <= 0.10, "RSS grew {:.1} %", growth * 100.0);
+    // What a leak looks like, next to what the allocator does. A leaked publisher branch
+    // costs ~1.5 MiB and a room's TextRoom peer ~0.85 MiB (benches/media.rs, section 4),
+    // each with its threads and sockets, which the checks below count. What RSS does
+    // instead is glibc fragmentation across its per-thread arenas: the heap glibc holds
+    // grows while the live heap barely does (`./scripts/bench.sh churn 30 5 3 restart`
+    // prints both; heaptrack on it: live heap +70 KiB per restart, buffers in flight and
+    // per-thread crypto state of libnice and NSS), fast over the first restarts and then
+    // slower. So the check is the mean growth per restart over the second half, not the
+    // total from the first.
+    let half = cycles / 2;
+    let per_restart_kib = (last.0 as f64 - after[half - 1].0 as f64) / (cycles - half) as f64;
+    println!(
+        "RSS growth per restart over restarts {half}..{cycles}: {per_restart_kib:.0} KiB (one leaked publisher branch per restart: ~1.5 MiB)"
+    );
+    assert!(
+        per_restart_kib <= 1024.0,
+        "RSS grew {per_restart_kib:.0} KiB per restart over the second half: something is kept per reconnect"
+    );
     assert!(last.1 <= first.1 + 4, "threads {} -> {}", first.1, last.1);
     assert!(last.2 <= first.2 + 8, "fds {} -> {}", first.2, last.2);
     // Media really flows after the tenth restart, and nothing was written meanwhile
