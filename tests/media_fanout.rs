@@ -124,6 +124,96 @@ async fn one_encode_published_into_two_rooms() {
     agent.stop().await;
 }
 
+/// The video bitrate of the main source as the engine reports it.
+async fn encoder_kbps(agent: &TestAgent) -> Option<u32> {
+    let snapshot = agent.engine.state().await.unwrap();
+    snapshot.media.sources.first().and_then(|s| s.bitrate_kbps)
+}
+
+/// Bytes per second `stream` sent over `window`.
+async fn send_rate(agent: &TestAgent, stream: &str, window: Duration) -> f64 {
+    let sent = async || {
+        let snapshot = agent.engine.state().await.unwrap();
+        snapshot
+            .publishing
+            .iter()
+            .find(|p| p.stream_id.as_str() == stream)
+            .and_then(|p| p.stats.bytes_sent)
+            .unwrap_or(0)
+    };
+    let before = sent().await;
+    tokio::time::sleep(window).await;
+    (sent().await - before) as f64 / window.as_secs_f64()
+}
+
+/// Waits until the encoder runs at `kbps`; returns how long that took.
+async fn wait_kbps(agent: &TestAgent, kbps: u32, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if encoder_kbps(agent).await == Some(kbps) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "the encoder did not go to {kbps} kbit/s within {within:?} (at {:?})",
+            encoder_kbps(agent).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Janus asks every publisher for at most its room's bitrate (REMB). One encode feeds
+/// every room, so it follows the narrowest: publishing into a 500 kbit/s room brings the
+/// stream down in the other room too, and leaving that room brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_encoder_follows_the_narrowest_room() {
+    let janus = Janus::start();
+    let mut raw = support::janus_ws::RawJanus::connect(&janus.ws_url()).await;
+    let handle = raw.attach("janus.plugin.videoroom").await;
+    raw.create_videoroom_capped(handle, "narrow", 500_000).await;
+    let agent = TestAgent::start(&janus.ws_url(), "");
+    // "wide" is created by the agent with the configured 4 Mbit/s; the encoder's own
+    // ceiling is its bitrate_kbps, 2000.
+    for room in ["wide", "narrow"] {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+    }
+    agent
+        .engine
+        .start_publishing("cam-wide", in_room("wide"), Channel::Main)
+        .await
+        .unwrap();
+    // Past Janus's ramp (a quarter of the cap first): still the configured bitrate.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(encoder_kbps(&agent).await, Some(2000));
+    let full = send_rate(&agent, "cam-wide", Duration::from_secs(3)).await;
+
+    let joined = Instant::now();
+    agent
+        .engine
+        .start_publishing("cam-narrow", in_room("narrow"), Channel::Main)
+        .await
+        .unwrap();
+    wait_kbps(&agent, 500, Duration::from_secs(20)).await;
+    let followed = joined.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let narrow = send_rate(&agent, "cam-wide", Duration::from_secs(3)).await;
+
+    agent.engine.logout_room(Some("narrow")).await.unwrap();
+    let back = wait_kbps(&agent, 2000, Duration::from_secs(5)).await;
+    println!(
+        "bitrate: published into the 500 kbit/s room -> encoder at 500 after {} ms; the wide room received {:.0} kbit/s before, {:.0} kbit/s after; back to 2000 {} ms after leaving",
+        followed.as_millis(),
+        full * 8.0 / 1000.0,
+        narrow * 8.0 / 1000.0,
+        back.as_millis()
+    );
+    assert!(
+        narrow < full * 0.5,
+        "the wide room still gets {narrow:.0} B/s against {full:.0} B/s before"
+    );
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_join_and_leave_without_disturbing_the_others() {
     let janus = Janus::start();

@@ -248,6 +248,10 @@ pub struct EncoderConfig {
     pub keyframe_interval_s: u32,
     #[serde(default = "default_audio_bitrate")]
     pub audio_bitrate_kbps: u32,
+    /// The shared encoder's bitrate follows the lowest bitrate any room asks for (REMB),
+    /// `bitrate_kbps` being the ceiling.
+    #[serde(default = "default_true")]
+    pub follow_room_bitrate: bool,
 }
 
 impl Default for EncoderConfig {
@@ -257,6 +261,7 @@ impl Default for EncoderConfig {
             bitrate_kbps: default_bitrate(),
             keyframe_interval_s: default_keyframe_interval(),
             audio_bitrate_kbps: default_audio_bitrate(),
+            follow_room_bitrate: true,
         }
     }
 }

@@ -225,6 +225,10 @@ pub struct SourceSnapshot {
     pub video: String,
     pub audio: String,
     pub running: bool,
+    /// The video bitrate the encoder runs at (it follows the lowest room); absent when
+    /// the source is stopped or the camera delivers H.264 itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -8,6 +8,7 @@
 //! room X ─▶ webrtcbin ─▶ depay ─▶ decoder ─▶ display / speaker mixer / counter
 //! ```
 
+pub mod bandwidth;
 pub mod devices;
 pub mod encoder;
 mod player;
@@ -25,7 +26,7 @@ use tracing::info;
 use self::encoder::Selected;
 use self::player::Player;
 use self::publisher::Publisher;
-use self::source::{CameraFormat, Source};
+use self::source::{CameraFormat, EncoderBitrate, Source};
 pub use self::source::{SourceFault, SourceProbe};
 use self::speaker::Speaker;
 use crate::config::{Config, VideoInput};
@@ -123,9 +124,14 @@ impl GstMedia {
                     "channel `{channel}`: the pipeline does not build ({e}): {description}"
                 ))
             })?;
+            let bitrate = EncoderBitrate::new(
+                selected.spec.clone(),
+                &config.encoder,
+                source_config.framerate,
+            );
             sources.insert(
                 channel,
-                Arc::new(Source::new(channel, source_config, description)),
+                Arc::new(Source::new(channel, source_config, description, bitrate)),
             );
         }
         Ok(Self {
@@ -220,6 +226,7 @@ impl MediaEngine for GstMedia {
                     video: s.video_label.clone(),
                     audio: s.audio_label.clone(),
                     running: s.is_running(),
+                    bitrate_kbps: s.bitrate_kbps(),
                     error: s.last_error(),
                 })
                 .collect(),

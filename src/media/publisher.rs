@@ -15,6 +15,7 @@ use gst::prelude::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::bandwidth;
 use super::source::{Running, Source};
 use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
 use crate::engine::error::{BackendError, ErrorCode};
@@ -219,6 +220,43 @@ impl Publisher {
         })
     }
 
+    /// Hands the REMB estimates the room sends (RTCP feedback, in webrtcbin's RTP
+    /// session) to the source, whose encoder follows the lowest room. Called once the
+    /// answer is applied: the session exists by then. Not from one of rtpbin's own
+    /// signals: asking rtpbin for its session there deadlocks on rtpbin's lock.
+    fn listen_for_bandwidth(&self) {
+        let session = self
+            .negotiator
+            .element()
+            .downcast_ref::<gst::Bin>()
+            .and_then(|bin| bin.by_name("rtpbin"))
+            .and_then(|rtpbin| {
+                rtpbin.emit_by_name::<Option<gst::glib::Object>>("get-internal-session", &[&0u32])
+            });
+        let Some(session) = session else {
+            debug!(stream = %self.label, "no RTP session to hear bandwidth estimates from");
+            return;
+        };
+        let source = Arc::downgrade(&self.source);
+        let branch = self.prefix.clone();
+        session.connect("on-feedback-rtcp", false, move |values| {
+            // (session, type, fbtype, sender ssrc, media ssrc, fci)
+            let payload_specific = values.get(1).and_then(|v| v.get::<u32>().ok()) == Some(206);
+            let application = values.get(2).and_then(|v| v.get::<u32>().ok()) == Some(15);
+            if payload_specific && application {
+                let fci = values.get(5).and_then(|v| v.get::<gst::Buffer>().ok());
+                let bps = fci.and_then(|fci| {
+                    let map = fci.map_readable().ok()?;
+                    bandwidth::parse_remb(map.as_slice())
+                });
+                if let (Some(bps), Some(source)) = (bps, source.upgrade()) {
+                    source.report_bandwidth(&branch, bps);
+                }
+            }
+            None
+        });
+    }
+
     /// Waits until every webrtcbin sink pad has caps: an offer made before that has no
     /// fmtp/SSRC and Janus drops every packet ("Unknown SSRC").
     async fn wait_caps(&self) -> Result<(), BackendError> {
@@ -321,7 +359,9 @@ impl WebRtcPeer for Publisher {
         self.negotiator
             .apply_answer(sdp)
             .await
-            .map_err(webrtc_error)
+            .map_err(webrtc_error)?;
+        self.listen_for_bandwidth();
+        Ok(())
     }
 
     async fn answer_offer(&self, _sdp: &str) -> Result<String, BackendError> {
@@ -373,6 +413,7 @@ impl WebRtcPeer for Publisher {
             warn!(stream = %self.label, "detaching the branch panicked");
         }
         self.negotiator.mark_closed();
+        self.source.forget_bandwidth(&self.prefix);
         self.source.release(self.running.generation);
         debug!(stream = %self.label, "publisher closed");
     }

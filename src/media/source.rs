@@ -9,7 +9,7 @@
 //! engine restarts them with backoff, which rebuilds the pipeline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::MediaError;
-use super::encoder::{self, Selected};
+use super::bandwidth::BitrateFollower;
+use super::encoder::{self, EncoderSpec, Selected};
 use super::stamp;
 use crate::config::{AudioInput, EncoderConfig, SourceConfig, VideoInput};
 use crate::engine::types::Channel;
@@ -130,7 +131,7 @@ pub fn describe(
         }
     };
     if camera != Some(CameraFormat::H264) || source.video == VideoInput::Test {
-        let gop = (settings.keyframe_interval_s * fps).max(1);
+        let gop = gop(settings, fps);
         let props: String = encoder::properties(spec, settings.bitrate_kbps, gop)
             .into_iter()
             .map(|(k, v)| format!(" {k}={}", quote(&v)))
@@ -218,6 +219,8 @@ pub struct Running {
     pub audio_tee: Option<gst::Element>,
     pub frames_encoded: Arc<AtomicU64>,
     pub keyframes: Arc<KeyframeGate>,
+    /// The video encoder; `None` when the camera delivers H.264 itself.
+    pub encoder: Option<gst::Element>,
     /// Cancelled when this pipeline stops (error or linger): attached branches are dead.
     pub stopped: CancellationToken,
     /// Branches register here to hear about errors from their own elements.
@@ -292,11 +295,44 @@ pub struct Source {
     stamp: bool,
     width: u32,
     height: u32,
+    bitrate: EncoderBitrate,
     state: Mutex<State>,
 }
 
+/// How the channel's encoder is driven at run time: its bitrate follows the lowest room
+/// ([`super::bandwidth`]).
+pub struct EncoderBitrate {
+    pub spec: EncoderSpec,
+    pub gop: u32,
+    /// Whether rooms' REMB estimates move the bitrate (`encoder.follow_room_bitrate`;
+    /// turned off for good if the encoder cannot change its bitrate while running).
+    follow: AtomicBool,
+    follower: Mutex<BitrateFollower>,
+}
+
+impl EncoderBitrate {
+    pub fn new(spec: EncoderSpec, settings: &EncoderConfig, framerate: u32) -> Self {
+        Self {
+            spec,
+            gop: gop(settings, framerate),
+            follow: AtomicBool::new(settings.follow_room_bitrate),
+            follower: Mutex::new(BitrateFollower::new(settings.bitrate_kbps)),
+        }
+    }
+}
+
+/// Keyframe interval in frames.
+fn gop(settings: &EncoderConfig, framerate: u32) -> u32 {
+    (settings.keyframe_interval_s * framerate).max(1)
+}
+
 impl Source {
-    pub fn new(channel: Channel, config: &SourceConfig, description: String) -> Self {
+    pub fn new(
+        channel: Channel,
+        config: &SourceConfig,
+        description: String,
+        bitrate: EncoderBitrate,
+    ) -> Self {
         Self {
             channel,
             description,
@@ -305,6 +341,7 @@ impl Source {
             stamp: config.stamp_enabled(),
             width: config.width,
             height: config.height,
+            bitrate,
             state: Mutex::new(State {
                 running: None,
                 users: 0,
@@ -327,6 +364,72 @@ impl Source {
 
     pub fn last_error(&self) -> Option<String> {
         self.lock().ok().and_then(|s| s.last_error.clone())
+    }
+
+    /// The video bitrate the encoder runs at, when this source encodes and runs.
+    pub fn bitrate_kbps(&self) -> Option<u32> {
+        let encodes = self
+            .lock()
+            .ok()?
+            .running
+            .as_ref()
+            .is_some_and(|r| r.encoder.is_some());
+        let follower = self.bitrate.follower.lock().ok()?;
+        encodes.then(|| follower.applied_kbps())
+    }
+
+    /// Publisher branch `branch` heard its room's estimate (REMB) of `bps`.
+    pub fn report_bandwidth(&self, branch: &str, bps: u64) {
+        if !self.bitrate.follow.load(Ordering::Relaxed) {
+            return;
+        }
+        let change = match self.bitrate.follower.lock() {
+            Ok(mut follower) => follower.estimate(branch, bps, Instant::now()),
+            Err(_) => None,
+        };
+        if let Some(kbps) = change {
+            self.apply_bitrate(kbps, "the lowest room's estimate (REMB)");
+        }
+    }
+
+    /// Publisher branch `branch` is gone: its room no longer limits the encoder.
+    pub fn forget_bandwidth(&self, branch: &str) {
+        let change = match self.bitrate.follower.lock() {
+            Ok(mut follower) => follower.remove(branch),
+            Err(_) => None,
+        };
+        if let Some(kbps) = change {
+            self.apply_bitrate(kbps, "a room that limited it was left");
+        }
+    }
+
+    /// Sets the running encoder's bitrate properties (those of the preset that use a
+    /// bitrate placeholder) for `kbps`.
+    fn apply_bitrate(&self, kbps: u32, why: &str) {
+        let encoder = match self.lock() {
+            Ok(state) => state.running.as_ref().and_then(|r| r.encoder.clone()),
+            Err(_) => None,
+        };
+        let Some(encoder) = encoder else { return };
+        let spec = &self.bitrate.spec;
+        for (name, value) in encoder::properties(spec, kbps, self.bitrate.gop) {
+            let uses_bitrate = spec
+                .properties
+                .get(&name)
+                .is_some_and(|template| template.contains("{bitrate"));
+            if !uses_bitrate {
+                continue;
+            }
+            if let Err(e) = set_while_playing(&encoder, &name, &value) {
+                self.bitrate.follow.store(false, Ordering::Relaxed);
+                if let Ok(mut follower) = self.bitrate.follower.lock() {
+                    follower.restarted();
+                }
+                warn!(channel = %self.channel, encoder = %spec.element, property = %name, "cannot change the encoder's bitrate, so it stays at the configured one: {e}");
+                return;
+            }
+        }
+        info!(channel = %self.channel, kbps, "video bitrate set: {why}");
     }
 
     /// Starts the pipeline if needed and counts one more user of it.
@@ -474,6 +577,10 @@ impl Source {
     }
 
     fn start(&self) -> Result<Running, MediaError> {
+        // A new encoder starts at the configured bitrate.
+        if let Ok(mut follower) = self.bitrate.follower.lock() {
+            follower.restarted();
+        }
         let pipeline = gst::parse::launch(&self.description)
             .map_err(|e| {
                 MediaError::Setup(format!(
@@ -528,6 +635,7 @@ impl Source {
             ))
         })?;
         info!(channel = %self.channel, "source started");
+        let encoder = pipeline.by_name("venc");
         debug!(channel = %self.channel, pipeline = %self.description, "source pipeline");
         Ok(Running {
             generation: 0,
@@ -536,6 +644,7 @@ impl Source {
             audio_tee,
             frames_encoded,
             keyframes,
+            encoder,
             stopped: CancellationToken::new(),
             branches: Arc::new(Mutex::new(HashMap::new())),
         })
@@ -667,6 +776,23 @@ fn add_stamp_painter(pad: &gst::Pad, width: u32, height: u32) {
         }
         gst::PadProbeReturn::Ok
     });
+}
+
+/// Sets property `name` of a running element from its gst-launch string, when the
+/// element allows changing it while PLAYING.
+fn set_while_playing(element: &gst::Element, name: &str, value: &str) -> Result<(), String> {
+    let pspec = element
+        .find_property(name)
+        .ok_or_else(|| format!("`{}` has no property `{name}`", element.name()))?;
+    if !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
+        return Err(format!(
+            "`{name}` cannot change while the encoder runs (set encoder.follow_room_bitrate = false to silence this)"
+        ));
+    }
+    let value = gst::glib::Value::deserialize_with_pspec(value, &pspec)
+        .map_err(|e| format!("`{value}` is not a valid `{name}`: {e}"))?;
+    element.set_property_from_value(name, &value);
+    Ok(())
 }
 
 #[cfg(test)]

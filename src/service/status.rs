@@ -159,6 +159,7 @@ mod tests {
             video: "/dev/video2".into(),
             audio: "none".into(),
             running: false,
+            bitrate_kbps: None,
             error: Some("cannot open /dev/video2".into()),
         }];
         assert_eq!(

@@ -135,6 +135,16 @@ impl RawJanus {
         );
     }
 
+    /// Creates a VideoRoom whose publishers are asked (REMB) for at most `bitrate_bps`.
+    pub async fn create_videoroom_capped(&mut self, handle: u64, room: &str, bitrate_bps: u64) {
+        let body = json!({"request": "create", "room": room, "publishers": 16, "videocodec": "h264", "audiocodec": "opus", "bitrate": bitrate_bps});
+        let reply = self.message(handle, body, None).await;
+        assert_eq!(
+            reply["plugindata"]["data"]["videoroom"], "created",
+            "creating {room}: {reply}"
+        );
+    }
+
     /// Drains the socket in the background from now on.
     pub fn drain(mut self) -> mpsc::UnboundedSender<Value> {
         tokio::spawn(async move { while self.from_ws.recv().await.is_some() {} });
