@@ -47,6 +47,8 @@ fn main() {
 /// `login ROOM`, `logout ROOM`, `publish STREAM ROOM`, `play STREAM ROOM`, `quit`. Each gets `ok` or
 /// `err MESSAGE` on stdout.
 fn child_main(spec: &str) {
+    // As the shipped agent does first in main.
+    roomcast::service::memory::limit_arenas();
     let mut parts = spec.split(' ');
     let (mode, janus_url, dir) = (
         parts.next().unwrap_or("shared").to_owned(),

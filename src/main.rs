@@ -99,6 +99,7 @@ fn main() -> ExitCode {
         }
         Command::Ctl(args) => ctl(*args),
         Command::Run => {
+            roomcast::service::memory::limit_arenas();
             logging::init(cli.log_format);
             // A broken file exits 2, like check-config; the unit does not restart on 2
             // (RestartPreventExitStatus=2): restarting cannot fix the file.
