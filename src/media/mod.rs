@@ -50,7 +50,7 @@ const REQUIRED: [(&str, &str); 12] = [
     ("h264parse", "gstreamer1.0-plugins-bad"),
     ("opusenc", "gstreamer1.0-plugins-base"),
     ("rtph264depay", "gstreamer1.0-plugins-good"),
-    ("avdec_h264", "gstreamer1.0-libav"),
+    ("openh264dec", "gstreamer1.0-plugins-bad"),
     ("opusdec", "gstreamer1.0-plugins-base"),
     ("audiomixer", "gstreamer1.0-plugins-base"),
     ("interaudiosrc", "gstreamer1.0-plugins-bad"),

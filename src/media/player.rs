@@ -179,7 +179,7 @@ fn link_incoming(
         .unwrap_or_default()
         .to_ascii_uppercase();
     let chain: Vec<gst::Element> = match encoding.as_str() {
-        "H264" => vec![make("rtph264depay")?, make("h264parse")?, h264_decoder()?],
+        "H264" => h264_chain(&h264_decoder()?)?,
         "VP8" => vec![make("rtpvp8depay")?, make("vp8dec")?],
         "VP9" => vec![make("rtpvp9depay")?, make("vp9dec")?],
         "OPUS" => vec![make("rtpopusdepay")?, make("opusdec")?],
@@ -204,23 +204,67 @@ fn link_incoming(
     }
 }
 
-/// The board's H.264 decoder if it has one, else libav's, single-threaded per stream
-/// (frame threads multiply its memory; a classroom stream decodes fine on one).
+/// `rtph264depay → h264parse → decoder`, the depayloader made to output AVC.
 ///
-/// openh264dec would map far less (libavcodec as Debian builds it pulls in ~150
-/// libraries, ~23 MiB of RSS for the first player), but Debian 12's openh264 2.3.1
-/// conceals every frame of an x264 stream that went through RTP (error 32), while it
-/// decodes openh264's own: not safe for streams from browsers and other boxes.
+/// AVC matters: a sender whose payloader repeats SPS/PPS before every IDR NAL
+/// (`rtph264pay config-interval=-1`, which roomcast and many GStreamer senders use) puts
+/// them before *each slice* of a multi-slice keyframe (x264 `sliced-threads`, hardware
+/// encoders). Depayloaded as byte-stream, those repeats stay in the access unit and
+/// openh264 starts a new picture at each, concealing every frame after (error 32; found
+/// with roomcast's own stream). As AVC, the parameter sets go to `codec_data` and
+/// h264parse writes them once per keyframe. Any decoder takes what h264parse makes.
+fn h264_chain(decoder: &gst::Element) -> Result<Vec<gst::Element>, String> {
+    let avc = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("stream-format", "avc")
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(vec![
+        make("rtph264depay")?,
+        avc,
+        make("h264parse")?,
+        decoder.clone(),
+    ])
+}
+
+/// The board's H.264 decoder if it has one, else openh264's, else libav's.
+///
+/// openh264dec (gstreamer1.0-plugins-bad) decodes every progressive profile a WebRTC
+/// sender uses (constrained baseline to high, B-frames; checked with x264 streams) and
+/// maps far less than avdec_h264: libavcodec as Debian builds it pulls in libavfilter
+/// and ~150 libraries (librsvg, flite voices…), ~30 MiB of RSS for the first player
+/// (README, Performance). avdec_h264 (gstreamer1.0-libav) stays the fallback, on one
+/// thread per stream (frame threads multiply its memory; a classroom stream decodes
+/// fine on one).
 fn h264_decoder() -> Result<gst::Element, String> {
-    for hardware in ["v4l2h264dec", "nvv4l2decoder", "mppvideodec", "vah264dec"] {
-        if let Ok(decoder) = gst::ElementFactory::make(hardware).build() {
+    for name in H264_DECODERS {
+        if let Ok(decoder) = gst::ElementFactory::make(name).build() {
+            if name == "avdec_h264" {
+                decoder.set_property("max-threads", 1i32);
+            }
             return Ok(decoder);
         }
     }
-    let decoder = make("avdec_h264")?;
-    decoder.set_property("max-threads", 1i32);
-    Ok(decoder)
+    Err(format!(
+        "no H.264 decoder: install gstreamer1.0-plugins-bad (openh264dec), tried {}",
+        H264_DECODERS.join(", ")
+    ))
 }
+
+/// H.264 decoders in the order [`h264_decoder`] tries them: hardware first.
+pub const H264_DECODERS: [&str; 6] = [
+    "v4l2h264dec",
+    "nvv4l2decoder",
+    "mppvideodec",
+    "vah264dec",
+    "openh264dec",
+    "avdec_h264",
+];
 
 fn make(factory: &str) -> Result<gst::Element, String> {
     gst::ElementFactory::make(factory)
@@ -403,5 +447,80 @@ impl Drop for Player {
     fn drop(&mut self) {
         self.stop.cancel();
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 720p30 x264 stream in two slices per frame, payloaded the way roomcast and the
+    /// test publishers do (`config-interval=-1`), through the player's H.264 chain:
+    /// every frame comes out.
+    fn decoded_frames(decoder: &str) -> Option<u64> {
+        crate::webrtc::init().unwrap();
+        let decoder = gst::ElementFactory::make(decoder).build().ok()?;
+        let frames = 60;
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers={frames} pattern=ball ! \
+             video/x-raw,width=1280,height=720,framerate=30/1 ! \
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! \
+             video/x-h264,profile=constrained-baseline ! \
+             rtph264pay config-interval=-1 ! application/x-rtp,media=video ! identity name=rtp"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let chain = h264_chain(&decoder).unwrap();
+        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+        pipeline.add_many(&chain).unwrap();
+        pipeline.add(&sink).unwrap();
+        gst::Element::link_many(&chain).unwrap();
+        chain.last().unwrap().link(&sink).unwrap();
+        pipeline.by_name("rtp").unwrap().link(&chain[0]).unwrap();
+        let counted = Arc::new(AtomicU64::new(0));
+        let c = counted.clone();
+        sink.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                c.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let message = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(30),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("the pipeline ends within 30 s");
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(
+            matches!(message.view(), gst::MessageView::Eos(_)),
+            "{message:?}"
+        );
+        Some(counted.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn multi_slice_keyframes_with_repeated_parameter_sets_decode_with_openh264() {
+        assert_eq!(decoded_frames("openh264dec"), Some(60));
+    }
+
+    #[test]
+    fn multi_slice_keyframes_with_repeated_parameter_sets_decode_with_libav() {
+        // avdec_h264 is the fallback; skip where gstreamer1.0-libav is not installed.
+        if let Some(frames) = decoded_frames("avdec_h264") {
+            assert_eq!(frames, 60);
+        }
+    }
+
+    #[test]
+    fn plugins_bad_alone_gives_a_decoder() {
+        crate::webrtc::init().unwrap();
+        let decoder = h264_decoder().unwrap();
+        let name = decoder.factory().unwrap().name();
+        assert!(H264_DECODERS.contains(&name.as_str()), "{name}");
+        assert_ne!(name, "avdec_h264", "openh264dec comes before libav");
     }
 }
