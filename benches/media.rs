@@ -292,6 +292,30 @@ async fn cpu_run(janus: &Janus, mode: &str, rooms: usize) -> f64 {
     used
 }
 
+/// CPU seconds of two agents running at the same time over the same [`WINDOW`], one
+/// publishing into 1 room and one into 5: whatever else loads the machine then loads
+/// both alike, which alternating runs only approximate.
+async fn cpu_side_by_side(janus: &Janus) -> (f64, f64) {
+    let mut one = AgentProcess::start(janus, "shared");
+    let mut five = AgentProcess::start(janus, "shared");
+    one.send("login together-1-0");
+    one.send("publish cam-0 together-1-0");
+    for i in 0..5 {
+        five.send(&format!("login together-5-{i}"));
+        five.send(&format!("publish cam-{i} together-5-{i}"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // settle
+    let (start_one, start_five) = (one.cpu_seconds(), five.cpu_seconds());
+    tokio::time::sleep(WINDOW).await;
+    let used = (
+        one.cpu_seconds() - start_one,
+        five.cpu_seconds() - start_five,
+    );
+    one.stop();
+    five.stop();
+    used
+}
+
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let index = ((values.len() as f64 - 1.0) * p).round() as usize;
@@ -348,6 +372,18 @@ async fn parent_main() {
             "   5 rooms, encoder per room:  {per_room:6.2} s  {:5.1} %   ratio {:.2}x (baseline)",
             per_room / w * 100.0,
             per_room / one
+        );
+        // The same two shared-encode cases at the same time, in two agents.
+        let mut together = Vec::new();
+        for _ in 0..3 {
+            let (one, five) = cpu_side_by_side(&janus).await;
+            together.push(five / one);
+        }
+        let listed: Vec<String> = together.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "   1 and 5 rooms at the same time (two agents, 3 runs): ratio {:.2}x median, runs [{}]",
+            percentile(&mut together, 0.5),
+            listed.join(", ")
         );
     }
 

@@ -12,6 +12,8 @@
 //! moment, the free memory is handed back (`malloc_trim`), at most every
 //! [`MIN_INTERVAL`]. A box that is never quiet (messages flowing all day: the soak run
 //! sends 20 commands a second) is trimmed anyway once activity has waited [`BUSY_MAX`].
+//! And the agent keeps glibc to [`ARENAS`] arenas ([`limit_arenas`]), so that what one
+//! thread frees is reused by the next rather than stranded in an arena of its own.
 
 use std::time::{Duration, Instant};
 
@@ -80,7 +82,7 @@ impl Housekeeping {
 /// every rebuilt webrtcbin leaves free memory scattered where no other thread reuses it.
 /// Two arenas (one per core here, on a Pi 4 half its cores) measured side by side on the
 /// media bench: no CPU cost (15.8 % vs 16.3 % of a core, 5 rooms publishing) and the
-/// soak's RSS growth from minute 1 went from +11.2 % to +4.9 % (README, Reliability).
+/// soak's RSS growth from minute 1 went from +11.2 % to +5.4 % (README, Reliability).
 pub const ARENAS: i32 = 2;
 
 /// Limits glibc's arenas to [`ARENAS`] unless the operator set `MALLOC_ARENA_MAX`
