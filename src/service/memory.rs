@@ -82,7 +82,9 @@ impl Housekeeping {
 /// every rebuilt webrtcbin leaves free memory scattered where no other thread reuses it.
 /// Two arenas (one per core here, on a Pi 4 half its cores) measured side by side on the
 /// media bench: no CPU cost (15.8 % vs 16.3 % of a core, 5 rooms publishing) and the
-/// soak's RSS growth from minute 1 went from +11.2 % to +5.4 % (README, Reliability).
+/// soak's RSS growth from minute 1 went from +11.2 % to +5.4 % and +8.0 % (two runs).
+/// The price: ~7 % more CPU while Janus restarts over and over (churn bench, side by
+/// side), not growing over time (README, Reliability).
 pub const ARENAS: i32 = 2;
 
 /// Limits glibc's arenas to [`ARENAS`] unless the operator set `MALLOC_ARENA_MAX`
