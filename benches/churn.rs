@@ -84,7 +84,10 @@ async fn main() {
             .expect("publish");
     }
     println!("cycle  rss_KiB  heap_in_use_KiB  heap_held_KiB  threads  fds  cpu_%");
-    let mut last = (std::time::Instant::now(), cpu_seconds());
+    let mut last = (
+        std::time::Instant::now(),
+        support::cpu_seconds("self").unwrap_or(0.0),
+    );
     for cycle in 0..=cycles {
         if cycle % every == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -93,7 +96,10 @@ async fn main() {
             let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
             let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
             // CPU of the whole process since the last line, % of one core.
-            let now = (std::time::Instant::now(), cpu_seconds());
+            let now = (
+                std::time::Instant::now(),
+                support::cpu_seconds("self").unwrap_or(0.0),
+            );
             let cpu = (now.1 - last.1) / now.0.duration_since(last.0).as_secs_f64() * 100.0;
             last = now;
             println!("{cycle:5} {rss:8} {in_use:16} {held:14} {threads:8} {fds:4} {cpu:6.1}");
@@ -183,22 +189,4 @@ async fn wait_all_back(events: &mut tokio::sync::broadcast::Receiver<Event>, roo
     })
     .await
     .expect("all rooms back within 60 s of a Janus restart");
-}
-
-/// User + system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 (1-based, counting pid and comm).
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -191,13 +191,7 @@ impl AgentProcess {
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("stat");
-        let after_name = stat.rsplit_once(')').expect("stat format").1;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 (1-based, counting pid and comm).
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
+        support::cpu_seconds(&self.child.id().to_string()).expect("the agent's /proc stat")
     }
 
     /// Where the RSS is: anonymous memory, file-backed pages per library (the biggest

@@ -179,7 +179,7 @@ fn link_incoming(
         .unwrap_or_default()
         .to_ascii_uppercase();
     let chain: Vec<gst::Element> = match encoding.as_str() {
-        "H264" => h264_chain(&h264_decoder()?)?,
+        "H264" => h264_chain(h264_decoder()?)?,
         "VP8" => vec![make("rtpvp8depay")?, make("vp8dec")?],
         "VP9" => vec![make("rtpvp9depay")?, make("vp9dec")?],
         "OPUS" => vec![make("rtpopusdepay")?, make("opusdec")?],
@@ -213,7 +213,7 @@ fn link_incoming(
 /// openh264 starts a new picture at each, concealing every frame after (error 32; found
 /// with roomcast's own stream). As AVC, the parameter sets go to `codec_data` and
 /// h264parse writes them once per keyframe. Any decoder takes what h264parse makes.
-fn h264_chain(decoder: &gst::Element) -> Result<Vec<gst::Element>, String> {
+fn h264_chain(decoder: gst::Element) -> Result<Vec<gst::Element>, String> {
     let avc = gst::ElementFactory::make("capsfilter")
         .property(
             "caps",
@@ -228,7 +228,7 @@ fn h264_chain(decoder: &gst::Element) -> Result<Vec<gst::Element>, String> {
         make("rtph264depay")?,
         avc,
         make("h264parse")?,
-        decoder.clone(),
+        decoder,
     ])
 }
 
@@ -240,9 +240,8 @@ fn h264_chain(decoder: &gst::Element) -> Result<Vec<gst::Element>, String> {
 /// and ~150 libraries (librsvg, flite voices…), ~30 MiB of RSS for the first player
 /// (README, Performance). After a lost packet it drops pictures until the next keyframe
 /// and asks upstream for one, where avdec_h264 would show a damaged picture meanwhile.
-/// avdec_h264 (gstreamer1.0-libav) stays the fallback, on one
-/// thread per stream (frame threads multiply its memory; a classroom stream decodes
-/// fine on one).
+/// avdec_h264 (gstreamer1.0-libav) stays the fallback, on one thread per stream (frame
+/// threads multiply its memory; a classroom stream decodes fine on one).
 fn h264_decoder() -> Result<gst::Element, String> {
     for name in H264_DECODERS {
         if let Ok(decoder) = gst::ElementFactory::make(name).build() {
@@ -259,7 +258,7 @@ fn h264_decoder() -> Result<gst::Element, String> {
 }
 
 /// H.264 decoders in the order [`h264_decoder`] tries them: hardware first.
-pub const H264_DECODERS: [&str; 6] = [
+const H264_DECODERS: [&str; 6] = [
     "v4l2h264dec",
     "nvv4l2decoder",
     "mppvideodec",
@@ -473,7 +472,7 @@ mod tests {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-        let chain = h264_chain(&decoder).unwrap();
+        let chain = h264_chain(decoder).unwrap();
         let sink = gst::ElementFactory::make("fakesink").build().unwrap();
         pipeline.add_many(&chain).unwrap();
         pipeline.add(&sink).unwrap();
