@@ -150,7 +150,9 @@ fn print_pipeline(path: &std::path::Path) -> ExitCode {
                 encoder.spec.element, encoder.preset
             );
             for (channel, description) in channels {
-                println!("# channel {channel}: publisher branches attach to vtee and atee");
+                println!(
+                    "# channel {channel}: publisher branches attach to vtee and atee (the agent also puts its own roomcastframelist element in front of vtee: one push per frame)"
+                );
                 println!("gst-launch-1.0 {description}");
             }
             ExitCode::SUCCESS

@@ -11,6 +11,7 @@
 pub mod bandwidth;
 pub mod devices;
 pub mod encoder;
+mod framelist;
 mod player;
 mod publisher;
 pub mod source;

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::MediaError;
 use super::bandwidth::BitrateFollower;
 use super::encoder::{self, EncoderSpec, Selected};
+use super::framelist;
 use super::stamp;
 use crate::config::{AudioInput, EncoderConfig, SourceConfig, VideoInput};
 use crate::engine::types::Channel;
@@ -594,6 +595,7 @@ impl Source {
         let video_tee = pipeline
             .by_name("vtee")
             .ok_or_else(|| MediaError::Setup("pipeline has no vtee".into()))?;
+        gather_frames_before(&pipeline, &video_tee)?;
         let audio_tee = pipeline.by_name("atee");
         let frames_encoded = Arc::new(AtomicU64::new(0));
         let keyframes = Arc::new(KeyframeGate::default());
@@ -728,6 +730,34 @@ impl Source {
             }
         });
     }
+}
+
+/// Puts a [`framelist`] element in front of the video tee, so every room's branch gets
+/// one push per frame. Kept out of [`describe`], whose text stays runnable with
+/// gst-launch-1.0 (which does not know roomcast's own element).
+fn gather_frames_before(pipeline: &gst::Pipeline, tee: &gst::Element) -> Result<(), MediaError> {
+    let setup = |what: &str| {
+        MediaError::Setup(format!("cannot put the frame gatherer before vtee: {what}"))
+    };
+    framelist::register().map_err(|e| setup(&e))?;
+    let gatherer = gst::ElementFactory::make(framelist::FACTORY)
+        .name("vframes")
+        .build()
+        .map_err(|e| setup(&e.to_string()))?;
+    let tee_sink = tee
+        .static_pad("sink")
+        .ok_or_else(|| setup("vtee has no sink pad"))?;
+    let upstream = tee_sink.peer().ok_or_else(|| setup("vtee is not linked"))?;
+    upstream
+        .unlink(&tee_sink)
+        .map_err(|e| setup(&e.to_string()))?;
+    pipeline.add(&gatherer).map_err(|e| setup(&e.to_string()))?;
+    let (Some(sink), Some(src)) = (gatherer.static_pad("sink"), gatherer.static_pad("src")) else {
+        return Err(setup("the element has no pads"));
+    };
+    upstream.link(&sink).map_err(|e| setup(&format!("{e:?}")))?;
+    src.link(&tee_sink).map_err(|e| setup(&format!("{e:?}")))?;
+    Ok(())
 }
 
 fn stop(running: Running) {
