@@ -1,10 +1,16 @@
 //! A published stream: a branch from the channel's tees into its own `webrtcbin`.
 //!
-//! `tee → queue (leaky) → webrtcbin`, for video and audio: the media arrives already
-//! payloaded, once for every room. The leaky queue keeps one room from stalling the tee
-//! for the others (webrtcbin holds its sink pads until that room's DTLS is up). Removal
-//! blocks the tee pads with an IDLE probe, unlinks, and takes the branch to NULL before
-//! it is dropped: the other rooms never see a gap.
+//! `tee → webrtcbin`, for video and audio: the media arrives already payloaded, once for
+//! every room, and each tee pad feeds its room's webrtcbin from the tee's own thread.
+//! No queue (and no thread) per room: a room's sending is SRTP and a non-blocking UDP
+//! send per packet, and done back to back for every room from a warm cache it costs
+//! less than handing each packet to a thread of its own (measured: README,
+//! Performance). What could stall the tee is webrtcbin itself, which holds data at its
+//! transport until that room's DTLS is up: a gate on the tee pad drops the room's
+//! packets until its peer connection is connected and again once it failed or closed,
+//! so the encoder thread never waits on one room. Removal blocks the tee pads with an
+//! IDLE probe, unlinks, and takes the webrtcbin to NULL before it is dropped: the other
+//! rooms never see a gap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,11 +40,10 @@ fn webrtc_error(e: WebRtcError) -> BackendError {
     BackendError::new(ErrorCode::PUBLISH_WEBRTC_FAILED, e.to_string())
 }
 
-/// One media kind's part of the branch.
+/// One media kind's part of the branch: a tee pad linked to a webrtcbin sink pad.
 struct Leg {
     tee: gst::Element,
     tee_pad: gst::Pad,
-    elements: Vec<gst::Element>,
     webrtc_pad: gst::Pad,
 }
 
@@ -51,6 +56,8 @@ pub struct Publisher {
     legs: std::sync::Mutex<Vec<Leg>>,
     packets: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+    /// Open while the peer connection is connected: media passes the tee pads.
+    gate: Arc<AtomicBool>,
     closed: AtomicBool,
     /// Cancelled when the publisher closes.
     closing: tokio_util::sync::CancellationToken,
@@ -98,6 +105,7 @@ impl Publisher {
                             .fail_media(format!("source failed: {why}"));
                     }
                 });
+                publisher.open_gate_when_connected();
                 // No keyframe request here: a new publisher has no subscribers yet, and
                 // Janus asks for one (PLI) the moment a subscriber attaches. Asking now
                 // would spend the shared gate and delay that PLI by up to 500 ms.
@@ -122,14 +130,12 @@ impl Publisher {
         running.pipeline.add(&webrtcbin).map_err(media_error)?;
         let packets = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(AtomicBool::new(false));
 
         let mut legs = Vec::new();
-        let kinds = [
-            Some((running.video_tee.clone(), "video")),
-            running.audio_tee.clone().map(|tee| (tee, "audio")),
-        ];
-        for (tee, kind) in kinds.into_iter().flatten() {
-            match Self::leg(running, &webrtcbin, &tee, kind, prefix, &packets, &bytes) {
+        let tees = [Some(running.video_tee.clone()), running.audio_tee.clone()];
+        for tee in tees.into_iter().flatten() {
+            match Self::leg(&webrtcbin, &tee, &gate, &packets, &bytes) {
                 Ok(leg) => legs.push(leg),
                 Err(e) => {
                     take_down(&running.pipeline, legs, &webrtcbin);
@@ -137,18 +143,16 @@ impl Publisher {
                 }
             }
         }
-        webrtcbin.sync_state_with_parent().map_err(media_error)?;
+        if let Err(e) = webrtcbin.sync_state_with_parent() {
+            take_down(&running.pipeline, legs, &webrtcbin);
+            return Err(media_error(e));
+        }
         for leg in &legs {
-            for element in leg.elements.iter().rev() {
-                element.sync_state_with_parent().map_err(media_error)?;
+            if let Err(e) = leg.tee_pad.link(&leg.webrtc_pad) {
+                let error = media_error(format!("cannot link the branch to the tee: {e:?}"));
+                take_down(&running.pipeline, legs, &webrtcbin);
+                return Err(error);
             }
-            leg.tee_pad
-                .link(
-                    &leg.elements[0]
-                        .static_pad("sink")
-                        .ok_or_else(|| media_error("queue has no sink pad"))?,
-                )
-                .map_err(|e| media_error(format!("cannot link the branch to the tee: {e:?}")))?;
         }
         Ok(Arc::new(Self {
             label,
@@ -159,39 +163,24 @@ impl Publisher {
             legs: std::sync::Mutex::new(legs),
             packets,
             bytes,
+            gate,
             closed: AtomicBool::new(false),
             closing: tokio_util::sync::CancellationToken::new(),
         }))
     }
 
-    /// `queue → webrtcbin` for one kind, not yet linked to the tee.
+    /// A webrtcbin sink pad and a tee pad for one kind, not yet linked. The tee pad
+    /// carries the gate and counts what passes it for the stream's stats.
     fn leg(
-        running: &Running,
         webrtcbin: &gst::Element,
         tee: &gst::Element,
-        kind: &str,
-        prefix: &str,
+        gate: &Arc<AtomicBool>,
         packets: &Arc<AtomicU64>,
         bytes: &Arc<AtomicU64>,
     ) -> Result<Leg, BackendError> {
-        let queue = gst::ElementFactory::make("queue")
-            .name(format!("{prefix}{kind}-queue"))
-            .property("max-size-buffers", 0u32)
-            .property("max-size-bytes", 0u32)
-            .property("max-size-time", 300_000_000u64)
-            .property_from_str("leaky", "downstream")
-            .build()
-            .map_err(media_error)?;
-        let elements = vec![queue];
-        running.pipeline.add_many(&elements).map_err(media_error)?;
         let webrtc_pad = webrtcbin
             .request_pad_simple("sink_%u")
             .ok_or_else(|| media_error("webrtcbin refused a sink pad"))?;
-        elements[0]
-            .static_pad("src")
-            .ok_or_else(|| media_error("queue has no src pad"))?
-            .link(&webrtc_pad)
-            .map_err(|e| media_error(format!("cannot link to webrtcbin: {e:?}")))?;
         if let Some(transceiver) =
             webrtc_pad.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
         {
@@ -200,24 +189,56 @@ impl Publisher {
                 gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
             );
         }
-        // Packets and bytes handed to webrtcbin, for the stream's stats.
-        let (p, b) = (packets.clone(), bytes.clone());
-        webrtc_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buffer) = info.buffer() {
-                p.fetch_add(1, Ordering::Relaxed);
-                b.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+        let Some(tee_pad) = tee.request_pad_simple("src_%u") else {
+            webrtcbin.release_request_pad(&webrtc_pad);
+            return Err(media_error("the tee refused a pad"));
+        };
+        // Sticky events (caps, segment) still reach webrtcbin while the gate is shut:
+        // GStreamer sends them before it runs the pad's buffer probes, and the offer
+        // needs the caps.
+        let (gate, p, b) = (gate.clone(), packets.clone(), bytes.clone());
+        let data = gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST;
+        tee_pad.add_probe(data, move |_, info| {
+            if !gate.load(Ordering::Acquire) {
+                return gst::PadProbeReturn::Drop;
             }
+            // Video arrives as one list per frame, audio as single packets.
+            let (count, size) = match &info.data {
+                Some(gst::PadProbeData::Buffer(buffer)) => (1, buffer.size()),
+                Some(gst::PadProbeData::BufferList(list)) => (list.len(), list.calculate_size()),
+                _ => (0, 0),
+            };
+            p.fetch_add(count as u64, Ordering::Relaxed);
+            b.fetch_add(size as u64, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         });
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .ok_or_else(|| media_error("the tee refused a pad"))?;
         Ok(Leg {
             tee: tee.clone(),
             tee_pad,
-            elements,
             webrtc_pad,
         })
+    }
+
+    /// Opens the gate when the peer connection is connected (DTLS up: webrtcbin sends
+    /// at once) and shuts it when it fails or closes. Ends with the publisher.
+    fn open_gate_when_connected(&self) {
+        let mut state = self.negotiator.state();
+        let gate = self.gate.clone();
+        let closing = self.closing.clone();
+        let label = self.label.clone();
+        tokio::spawn(async move {
+            loop {
+                let open = matches!(*state.borrow_and_update(), PeerState::Connected);
+                if gate.swap(open, Ordering::AcqRel) != open {
+                    debug!(stream = %label, open, "media gate");
+                }
+                tokio::select! {
+                    _ = closing.cancelled() => break,
+                    changed = state.changed() => if changed.is_err() { break },
+                }
+            }
+            gate.store(false, Ordering::Release);
+        });
     }
 
     /// Hands the REMB estimates the room sends (RTCP feedback, in webrtcbin's RTP
@@ -303,45 +324,32 @@ fn retire(pipeline: &gst::Pipeline, element: &gst::Element) {
     let _ = pipeline.remove(element);
 }
 
-/// Takes a branch out of the running pipeline: every leg unlinked from its tee, then the
-/// webrtcbin to NULL, then the legs' queues.
-///
-/// The order matters. Until DTLS is up, webrtcbin holds what reaches it (its transport
-/// bin blocks RTP and RTCP), so a queue thread can be waiting inside webrtcbin on a lock
-/// that a blocked thread holds. Stopping such a queue first waits for that thread for
-/// ever (seen when a room was left while its publish was still being negotiated: the
-/// branch's threads and sockets stayed, one set per such logout). webrtcbin going to
-/// NULL releases its blocks; the queue then stops at once.
+/// Takes a branch out of the running pipeline: every leg unlinked from its tee (the
+/// other rooms' pads keep flowing), then the webrtcbin to NULL and out.
 fn take_down(pipeline: &gst::Pipeline, legs: Vec<Leg>, webrtcbin: &gst::Element) {
-    let queues: Vec<gst::Element> = legs.into_iter().flat_map(unlink_leg).collect();
-    retire(pipeline, webrtcbin);
-    for element in &queues {
-        retire(pipeline, element);
+    for leg in legs {
+        unlink_leg(leg);
     }
+    retire(pipeline, webrtcbin);
 }
 
-/// Unlinks a leg from its tee once the tee pad is idle and gives the pad back; returns
-/// the leg's elements, still in the pipeline.
-fn unlink_leg(leg: Leg) -> Vec<gst::Element> {
+/// Unlinks a leg from its tee once the tee pad is idle and gives the pad back.
+fn unlink_leg(leg: Leg) {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let sink = leg.elements.first().and_then(|e| e.static_pad("sink"));
+    let sink = leg.webrtc_pad.clone();
     leg.tee_pad
         .add_probe(gst::PadProbeType::IDLE, move |pad, _| {
-            if let Some(sink) = &sink {
-                let _ = pad.unlink(sink);
-            }
+            let _ = pad.unlink(&sink);
             let _ = done_tx.send(());
             gst::PadProbeReturn::Remove
         });
-    // The probe runs at once when the pad is idle, otherwise after the buffer in flight.
+    // The probe runs at once when the pad is idle, otherwise after the data in flight
+    // (which never waits inside webrtcbin: the gate keeps data out until DTLS is up).
     if done_rx.recv_timeout(Duration::from_secs(1)).is_err() {
         warn!("tee pad did not go idle within 1 s; unlinking anyway");
-        if let Some(sink) = leg.elements.first().and_then(|e| e.static_pad("sink")) {
-            let _ = leg.tee_pad.unlink(&sink);
-        }
+        let _ = leg.tee_pad.unlink(&leg.webrtc_pad);
     }
     leg.tee.release_request_pad(&leg.tee_pad);
-    leg.elements
 }
 
 #[async_trait]
@@ -416,5 +424,53 @@ impl WebRtcPeer for Publisher {
         self.source.forget_bandwidth(&self.prefix);
         self.source.release(self.running.generation);
         debug!(stream = %self.label, "publisher closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::types::Channel;
+    use crate::media::GstMedia;
+
+    fn test_config() -> Config {
+        let text = r#"
+device_id = "box-17"
+state_dir = "/tmp/roomcast-publisher-test"
+[identity]
+user_id = "box-17"
+user_name = "Room 101 camera"
+[sources.main]
+video = "test"
+audio = "test"
+[mqtt]
+url = "mqtt://127.0.0.1:1"
+[janus]
+url = "ws://127.0.0.1:1"
+[player]
+audio_device = "null"
+"#;
+        Config::parse(text, std::path::Path::new("publisher-test.toml")).unwrap()
+    }
+
+    /// Until its peer connection is up, a room gets its caps (the offer needs them) and
+    /// no media: the encoder thread never reaches the webrtcbin that would hold it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unconnected_room_gets_caps_but_no_media() {
+        let media = GstMedia::new(&test_config()).unwrap();
+        let source = media.sources.get(&Channel::Main).unwrap().clone();
+        let publisher = Publisher::attach(source, "publish test/cam".into()).unwrap();
+        let offer = publisher.create_offer().await.unwrap();
+        assert!(offer.contains("H264") && offer.contains("OPUS"), "{offer}");
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let stats = publisher.stats();
+        assert!(stats.frames_encoded.unwrap() >= 20, "{stats:?}");
+        assert_eq!(stats.packets_sent, Some(0), "{stats:?}");
+        assert!(!publisher.gate.load(Ordering::Acquire));
+
+        publisher.close().await;
+        media.shutdown();
     }
 }

@@ -192,16 +192,24 @@ impl Janus {
 
     /// Video packets Janus received from the publisher `feed` in `room`.
     pub async fn video_packets_in(&self, room: &str, feed: &str) -> Option<u64> {
+        self.packets_in(room, feed, Some("video")).await
+    }
+
+    /// Packets Janus received from the publisher `feed` in `room`: of one media type
+    /// (`video`, `audio`), or of all of them.
+    pub async fn packets_in(&self, room: &str, feed: &str, kind: Option<&str>) -> Option<u64> {
         self.handles().await.into_iter().find_map(|(_, _, info)| {
             let plugin = &info["plugin_specific"];
             if plugin["room"] != room || plugin["id"] != feed || plugin["type"] != "publisher" {
                 return None;
             }
-            info["webrtc"]["media"]
+            let counts = info["webrtc"]["media"]
                 .as_object()?
                 .values()
-                .find(|m| m["type"] == "video")
-                .and_then(|m| m["stats"]["in"]["packets"].as_u64())
+                .filter(|m| kind.is_none_or(|k| m["type"] == k))
+                .map(|m| m["stats"]["in"]["packets"].as_u64())
+                .collect::<Option<Vec<u64>>>()?;
+            (!counts.is_empty()).then(|| counts.iter().sum())
         })
     }
 
