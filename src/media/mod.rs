@@ -2,11 +2,15 @@
 //! played stream.
 //!
 //! ```text
-//! camera ─▶ [stamp] ─▶ encoder ─▶ pay ─▶ tee ─┬─▶ queue ─▶ webrtcbin (room A)
-//! mic ──────────────▶ opusenc ─▶ pay ─▶ tee ─┼─▶ queue ─▶ webrtcbin (room B)
-//!                                             └─▶ …     (one encode, one payload, N rooms)
+//! camera ─▶ [stamp] ─▶ encoder ─▶ pay ─▶ frames ─▶ tee ─┬─▶ gate ─▶ webrtcbin (room A)
+//! mic ──────────────▶ opusenc ─▶ pay ─────────────▶ tee ─┼─▶ gate ─▶ webrtcbin (room B)
+//!                                                        └─▶ …  (one encode, one payload, N rooms)
 //! room X ─▶ webrtcbin ─▶ depay ─▶ decoder ─▶ display / speaker mixer / counter
 //! ```
+//!
+//! `frames` gathers each video frame's packets into one buffer list ([`framelist`]);
+//! each `gate` is a probe on the tee pad that passes media once that room's peer
+//! connection is up ([`publisher`]). The tees' threads send into every room themselves.
 
 pub mod bandwidth;
 pub mod devices;
