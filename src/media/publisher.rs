@@ -473,4 +473,41 @@ audio_device = "null"
         publisher.close().await;
         media.shutdown();
     }
+
+    /// An error posted from deep inside one room's webrtcbin (where DTLS, SRTP and ICE
+    /// live) fails that room's peer; the other room and the shared source carry on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_inside_one_rooms_webrtcbin_fails_that_room_only() {
+        let media = GstMedia::new(&test_config()).unwrap();
+        let source = media.sources.get(&Channel::Main).unwrap().clone();
+        let failing = Publisher::attach(source.clone(), "publish a/cam".into()).unwrap();
+        let other = Publisher::attach(source.clone(), "publish b/cam".into()).unwrap();
+        let inner = failing
+            .negotiator
+            .element()
+            .downcast_ref::<gst::Bin>()
+            .unwrap()
+            .iterate_recurse()
+            .into_iter()
+            .find_map(Result::ok)
+            .expect("webrtcbin has elements inside");
+        gst::element_error!(inner, gst::ResourceError::Write, ["test: DTLS failed"]);
+
+        let mut state = failing.state();
+        // (The Ref that wait_for returns holds the watch's lock: not kept.)
+        let failed = tokio::time::timeout(
+            Duration::from_secs(5),
+            state.wait_for(|s| s.failure().is_some()),
+        )
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+        assert!(failed, "the room's peer did not fail");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(other.state().borrow().failure().is_none());
+        assert!(source.is_running() && source.last_error().is_none());
+
+        failing.close().await;
+        other.close().await;
+        media.shutdown();
+    }
 }

@@ -674,16 +674,15 @@ impl Source {
                     }
                     continue;
                 };
-                let origin = message
-                    .src()
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_default();
+                let lineage = lineage(message.src());
+                let origin = lineage.first().cloned().unwrap_or_default();
                 let detail = format!("{} (from {origin})", error.error());
-                // An error inside one room's branch ends that branch only.
+                // An error inside one room's branch (its webrtcbin or any element
+                // within it: DTLS, SRTP, ICE) ends that branch only.
                 let routed = running.branches.lock().ok().and_then(|branches| {
                     branches
                         .iter()
-                        .find(|(prefix, _)| origin.starts_with(prefix.as_str()))
+                        .find(|(prefix, _)| lineage.iter().any(|n| n.starts_with(prefix.as_str())))
                         .map(|(_, on_error)| on_error(detail.clone()))
                 });
                 if routed.is_some() {
@@ -730,6 +729,18 @@ impl Source {
             }
         });
     }
+}
+
+/// The names of `object` and of every bin it is in, innermost first: a message from
+/// deep inside a room's webrtcbin (its DTLS or ICE elements) belongs to that room.
+fn lineage(object: Option<&gst::Object>) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut next = object.cloned();
+    while let Some(current) = next {
+        names.push(current.name().to_string());
+        next = current.parent();
+    }
+    names
 }
 
 /// Puts a [`framelist`] element in front of the video tee, so every room's branch gets
@@ -878,6 +889,31 @@ mod tests {
         );
         assert!(text.contains("tee name=vtee"), "{text}");
         assert!(text.contains("opusenc name=aenc bitrate=32000"), "{text}");
+    }
+
+    #[test]
+    fn an_element_deep_in_a_branch_belongs_to_it() {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::with_name("source-main");
+        let branch = gst::Bin::with_name("pub7-webrtcbin");
+        let transport = gst::Bin::with_name("transportsendbin3");
+        let sink = gst::ElementFactory::make("fakesink")
+            .name("nicesink3")
+            .build()
+            .unwrap();
+        transport.add(&sink).unwrap();
+        branch.add(&transport).unwrap();
+        pipeline.add(&branch).unwrap();
+        assert_eq!(
+            lineage(Some(sink.upcast_ref())),
+            [
+                "nicesink3",
+                "transportsendbin3",
+                "pub7-webrtcbin",
+                "source-main"
+            ]
+        );
+        assert!(lineage(None).is_empty());
     }
 
     #[test]
