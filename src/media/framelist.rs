@@ -279,6 +279,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::media::testing::run_to_eos;
 
     /// A minimal RTP packet: version 2, marker as given, payload of `len` bytes.
     fn packet(timestamp: u32, marker: bool, len: usize) -> gst::Buffer {
@@ -364,19 +365,6 @@ mod tests {
         seen
     }
 
-    fn run_to_eos(pipeline: &gst::Element) {
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = pipeline.bus().unwrap();
-        let message = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(20),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .expect("the pipeline ends within 20 s");
-        assert_eq!(message.type_(), gst::MessageType::Eos, "{message:?}");
-        pipeline.set_state(gst::State::Null).unwrap();
-    }
-
     #[test]
     fn real_h264_frames_become_one_list_each() {
         gst::init().unwrap();
@@ -396,7 +384,7 @@ mod tests {
         let pay = bin.by_name("pay").unwrap().static_pad("src").unwrap();
         let frames = bin.by_name("frames").unwrap().static_pad("src").unwrap();
         let (from_pay, from_frames) = (count_on(&pay), count_on(&frames));
-        run_to_eos(&pipeline);
+        run_to_eos(&pipeline, 20);
 
         let from_pay = from_pay.lock().unwrap();
         let from_frames = from_frames.lock().unwrap();
@@ -435,7 +423,7 @@ mod tests {
             src.push_buffer(packet(3000, false, 500)).unwrap();
         }
         src.end_of_stream().unwrap();
-        run_to_eos(&pipeline);
+        run_to_eos(&pipeline, 20);
         assert_eq!(*seen.lock().unwrap(), vec![(3, false)]);
     }
 }

@@ -239,3 +239,23 @@ impl MediaEngine for GstMedia {
         }
     }
 }
+
+/// Test helpers shared by the media modules' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Plays `pipeline` until end of stream (an error or `within_s` seconds fails the
+    /// test), then takes it to NULL.
+    pub fn run_to_eos(pipeline: &gst::Element, within_s: u64) {
+        use gst::prelude::*;
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let message = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(within_s),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .unwrap_or_else(|| panic!("the pipeline ends within {within_s} s"));
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(message.type_(), gst::MessageType::Eos, "{message:?}");
+    }
+}

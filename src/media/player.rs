@@ -487,19 +487,7 @@ mod tests {
                 c.fetch_add(1, Ordering::Relaxed);
                 gst::PadProbeReturn::Ok
             });
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = pipeline.bus().unwrap();
-        let message = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(30),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .expect("the pipeline ends within 30 s");
-        pipeline.set_state(gst::State::Null).unwrap();
-        assert!(
-            matches!(message.view(), gst::MessageView::Eos(_)),
-            "{message:?}"
-        );
+        crate::media::testing::run_to_eos(pipeline.upcast_ref(), 30);
         Some(counted.load(Ordering::Relaxed))
     }
 
