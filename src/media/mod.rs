@@ -8,9 +8,9 @@
 //! room X ─▶ webrtcbin ─▶ depay ─▶ decoder ─▶ display / speaker mixer / counter
 //! ```
 //!
-//! `frames` gathers each video frame's packets into one buffer list ([`framelist`]);
+//! `frames` gathers each video frame's packets into one buffer list (`framelist.rs`);
 //! each `gate` is a probe on the tee pad that passes media once that room's peer
-//! connection is up ([`publisher`]). The tees' threads send into every room themselves.
+//! connection is up (`publisher.rs`). The tees' threads send into every room themselves.
 
 pub mod bandwidth;
 pub mod devices;
