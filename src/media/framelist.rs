@@ -280,16 +280,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::media::testing::run_to_eos;
-
-    /// A minimal RTP packet: version 2, marker as given, payload of `len` bytes.
-    fn packet(timestamp: u32, marker: bool, len: usize) -> gst::Buffer {
-        let mut bytes = vec![0x80, 96 | if marker { 0x80 } else { 0 }, 0, 1];
-        bytes.extend_from_slice(&timestamp.to_be_bytes());
-        bytes.extend_from_slice(&[0, 0, 0, 7]);
-        bytes.resize(12 + len, 0xab);
-        gst::Buffer::from_mut_slice(bytes)
-    }
+    use crate::media::testing::{rtp_packet as packet, run_to_eos};
 
     fn sizes(lists: &[gst::BufferList]) -> Vec<usize> {
         lists.iter().map(|l| l.len()).collect()

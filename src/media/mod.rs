@@ -15,6 +15,7 @@
 pub mod bandwidth;
 pub mod devices;
 pub mod encoder;
+mod fec_bypass;
 mod framelist;
 mod player;
 mod publisher;
@@ -243,6 +244,16 @@ impl MediaEngine for GstMedia {
 /// Test helpers shared by the media modules' unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
+    /// A minimal RTP packet (version 2, payload type 96, SSRC 7): marker as given,
+    /// payload of `len` bytes.
+    pub fn rtp_packet(timestamp: u32, marker: bool, len: usize) -> gst::Buffer {
+        let mut bytes = vec![0x80, 96 | if marker { 0x80 } else { 0 }, 0, 1];
+        bytes.extend_from_slice(&timestamp.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 7]);
+        bytes.resize(12 + len, 0xab);
+        gst::Buffer::from_mut_slice(bytes)
+    }
+
     /// Plays `pipeline` until end of stream (an error or `within_s` seconds fails the
     /// test), then takes it to NULL.
     pub fn run_to_eos(pipeline: &gst::Element, within_s: u64) {

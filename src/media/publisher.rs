@@ -21,8 +21,8 @@ use gst::prelude::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::bandwidth;
 use super::source::{Running, Source};
+use super::{bandwidth, fec_bypass};
 use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::webrtc::{Negotiator, WebRtcError};
@@ -278,6 +278,21 @@ impl Publisher {
         });
     }
 
+    /// Lets each leg's packets skip webrtcbin's FEC stage while it has nothing to do
+    /// (see `fec_bypass`). Called once the answer is applied: the streams inside
+    /// webrtcbin are connected and their FEC settings negotiated by then.
+    fn bypass_idle_fec(&self) {
+        let Ok(legs) = self.legs.lock() else { return };
+        for leg in legs.iter() {
+            match fec_bypass::install(&leg.webrtc_pad) {
+                Ok(()) => {
+                    debug!(stream = %self.label, pad = %leg.webrtc_pad.name(), "FEC stage bypassed")
+                }
+                Err(e) => debug!(stream = %self.label, "FEC stage kept: {e}"),
+            }
+        }
+    }
+
     /// Waits until every webrtcbin sink pad has caps: an offer made before that has no
     /// fmtp/SSRC and Janus drops every packet ("Unknown SSRC").
     async fn wait_caps(&self) -> Result<(), BackendError> {
@@ -369,6 +384,7 @@ impl WebRtcPeer for Publisher {
             .await
             .map_err(webrtc_error)?;
         self.listen_for_bandwidth();
+        self.bypass_idle_fec();
         Ok(())
     }
 

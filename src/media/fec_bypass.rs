@@ -1,0 +1,429 @@
+//! Takes a frame's packets past webrtcbin's FEC stage as one buffer list while that
+//! stage has nothing to do.
+//!
+//! webrtcbin (1.22, and the versions after it) puts `rtpulpfecenc ! rtpredenc` into
+//! every stream it sends, also when neither ULPFEC nor RED was negotiated; both then
+//! hand every packet on unchanged. Neither element takes buffer lists, so GStreamer
+//! splits each frame's list there into single packets, and everything after them —
+//! rtpfunnel, the RTP session, rtprtxsend, srtpenc, dtlssrtpenc's funnel, nicesink, all
+//! of which take lists — is entered once per packet instead of once per frame: at
+//! 720p30 and 2 Mbit/s ~260 times a second instead of 30, in every room.
+//!
+//! The bypass is a probe on the FEC stage's sink pad that hands each buffer or list
+//! straight to the pad the stage feeds, while both encoders are pass-through. It
+//! watches their properties: should a negotiation turn ULPFEC or RED on, the data goes
+//! through them again. Events and queries keep the normal path, so caps, segments and
+//! EOS reach every element as before. If webrtcbin's graph is not the shape described
+//! here (another GStreamer version), nothing is installed and the stream is sent as
+//! before.
+//!
+//! ```text
+//! sink_N ─▶ clocksync ─▶ [ rtpulpfecenc ─▶ rtpredenc ] ─▶ rtpfunnel ─▶ rtpbin ─▶ …
+//!                        └──────── bypass (probe) ───────▶┘
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gst::prelude::*;
+
+/// rtpulpfecenc's payload type meaning "no ULPFEC": it passes packets on as they are.
+const ULPFEC_UNDEFINED_PT: u32 = 255;
+
+/// Why the bypass was not installed (the stream is sent the normal way).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotInstalled {
+    #[error("webrtcbin's graph is not the expected shape: {0}")]
+    UnexpectedGraph(&'static str),
+    /// rtpfunnel writes transport-wide sequence numbers into single packets only, so
+    /// lists must not reach it while TWCC is on.
+    #[error("the stream uses transport-wide congestion control")]
+    TransportCc,
+}
+
+/// Installs the bypass behind `webrtc_sink`, a sink pad of a webrtcbin whose stream is
+/// connected inside it (after the local description is set). Call once per pad.
+pub fn install(webrtc_sink: &gst::Pad) -> Result<(), NotInstalled> {
+    if uses_transport_cc(webrtc_sink) {
+        return Err(NotInstalled::TransportCc);
+    }
+    let stage = FecStage::find(webrtc_sink)?;
+    let idle = Arc::new(Idle::default());
+    idle.watch_ulpfec(&stage.ulpfecenc);
+    idle.watch_red(&stage.redenc);
+    let next = stage.next;
+    stage.sink.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            if !idle.both() {
+                return gst::PadProbeReturn::Ok;
+            }
+            let flow = match info.data.take() {
+                Some(gst::PadProbeData::BufferList(list)) => next.chain_list(list),
+                Some(gst::PadProbeData::Buffer(buffer)) => next.chain(buffer),
+                other => {
+                    info.data = other;
+                    return gst::PadProbeReturn::Ok;
+                }
+            };
+            info.flow_res = flow;
+            gst::PadProbeReturn::Handled
+        },
+    );
+    Ok(())
+}
+
+/// The FEC stage of one webrtcbin stream: its sink pad, its two encoders, and the pad
+/// its output goes to.
+struct FecStage {
+    sink: gst::Pad,
+    ulpfecenc: gst::Element,
+    redenc: gst::Element,
+    next: gst::Pad,
+}
+
+impl FecStage {
+    fn find(webrtc_sink: &gst::Pad) -> Result<Self, NotInstalled> {
+        use NotInstalled::UnexpectedGraph as Unexpected;
+        let clocksync = webrtc_sink
+            .downcast_ref::<gst::GhostPad>()
+            .and_then(|ghost| ghost.target())
+            .and_then(|target| target.parent_element())
+            .filter(|e| factory_is(e, "clocksync"))
+            .ok_or(Unexpected("the sink pad does not lead to a clocksync"))?;
+        let sink = clocksync
+            .static_pad("src")
+            .and_then(|src| src.peer())
+            .ok_or(Unexpected("nothing after the clocksync"))?;
+        let stage = sink
+            .parent_element()
+            .and_then(|e| e.downcast::<gst::Bin>().ok())
+            .ok_or(Unexpected("no bin after the clocksync"))?;
+        let children = stage.children();
+        let find = |factory: &str| children.iter().find(|e| factory_is(e, factory)).cloned();
+        let (Some(ulpfecenc), Some(redenc), 2) =
+            (find("rtpulpfecenc"), find("rtpredenc"), children.len())
+        else {
+            return Err(Unexpected(
+                "the bin after the clocksync is not ulpfecenc + redenc",
+            ));
+        };
+        let next = stage
+            .static_pad("src")
+            .and_then(|src| src.peer())
+            .ok_or(Unexpected("the FEC stage's output is not linked"))?;
+        Ok(Self {
+            sink,
+            ulpfecenc,
+            redenc,
+            next,
+        })
+    }
+}
+
+/// Whether the stream's caps map a header extension id to TWCC (`extmap-N`).
+fn uses_transport_cc(pad: &gst::Pad) -> bool {
+    pad.current_caps().is_some_and(|caps| {
+        caps.iter().any(|s| {
+            s.iter().any(|(name, value)| {
+                // A URI, or (direction, URI, attributes) in newer GStreamer.
+                name.starts_with("extmap-")
+                    && value
+                        .serialize()
+                        .is_ok_and(|text| text.contains("transport-wide-cc"))
+            })
+        })
+    })
+}
+
+fn factory_is(element: &gst::Element, name: &str) -> bool {
+    element.factory().is_some_and(|f| f.name() == name)
+}
+
+/// Whether each encoder currently passes packets on unchanged.
+#[derive(Default)]
+struct Idle {
+    ulpfec: AtomicBool,
+    red: AtomicBool,
+}
+
+impl Idle {
+    fn both(&self) -> bool {
+        self.ulpfec.load(Ordering::Acquire) && self.red.load(Ordering::Acquire)
+    }
+
+    /// rtpulpfecenc passes packets on unchanged while its `pt` is undefined.
+    fn watch_ulpfec(self: &Arc<Self>, ulpfecenc: &gst::Element) {
+        let update = |idle: &Self, e: &gst::Element| {
+            let pt = e.property::<u32>("pt");
+            idle.ulpfec
+                .store(pt == ULPFEC_UNDEFINED_PT, Ordering::Release);
+        };
+        update(self, ulpfecenc);
+        let idle = Arc::downgrade(self);
+        ulpfecenc.connect_notify(Some("pt"), move |e, _| {
+            if let Some(idle) = idle.upgrade() {
+                update(&idle, e);
+            }
+        });
+    }
+
+    /// rtpredenc passes packets on unchanged with no redundancy (`distance` 0) unless
+    /// told to wrap them in RED anyway (`allow-no-red-blocks`).
+    fn watch_red(self: &Arc<Self>, redenc: &gst::Element) {
+        let update = |idle: &Self, e: &gst::Element| {
+            let passes =
+                e.property::<u32>("distance") == 0 && !e.property::<bool>("allow-no-red-blocks");
+            idle.red.store(passes, Ordering::Release);
+        };
+        update(self, redenc);
+        let idle = Arc::downgrade(self);
+        redenc.connect_notify(None, move |e, _| {
+            if let Some(idle) = idle.upgrade() {
+                update(&idle, e);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::media::testing::rtp_packet;
+    use crate::webrtc::Negotiator;
+
+    /// What reached the pad after the FEC stage: (single buffers, lists, packets).
+    #[derive(Debug, Default, Clone, Copy, PartialEq)]
+    struct Seen {
+        buffers: usize,
+        lists: usize,
+        packets: usize,
+    }
+
+    /// A sending webrtcbin fed by an appsrc, negotiated with a receiving one (its stream
+    /// connected inside) and nothing let past the FEC stage: the test watches what
+    /// arrives there and drops it, so no data ever waits on a DTLS that never comes.
+    struct Sender {
+        pipeline: gst::Pipeline,
+        appsrc: gst::Element,
+        webrtc_sink: gst::Pad,
+        stage: FecStage,
+        seen: Arc<Mutex<Seen>>,
+        _peers: [Negotiator; 2],
+    }
+
+    impl Sender {
+        async fn start() -> Self {
+            gst::init().unwrap();
+            let pipeline = gst::Pipeline::new();
+            let caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("encoding-name", "H264")
+                .field("payload", 96i32)
+                .field("clock-rate", 90_000i32)
+                .field("packetization-mode", "1")
+                .field("profile-level-id", "42e01f")
+                .build();
+            let appsrc = gst::ElementFactory::make("appsrc")
+                .property("caps", &caps)
+                .property("is-live", true)
+                .property("do-timestamp", true)
+                .property_from_str("format", "time")
+                .build()
+                .unwrap();
+            let negotiator = Negotiator::new("fec-bypass-sender").unwrap();
+            let receiver = Negotiator::new("fec-bypass-receiver").unwrap();
+            let webrtcbin = negotiator.element().clone();
+            pipeline
+                .add_many([&appsrc, &webrtcbin, receiver.element()])
+                .unwrap();
+            let webrtc_sink = webrtcbin.request_pad_simple("sink_%u").unwrap();
+            let transceiver = webrtc_sink
+                .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+                .unwrap();
+            transceiver.set_property(
+                "direction",
+                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+            );
+            // Buffers wait here until the test is watching (caps pass: the offer needs them).
+            let open = Arc::new(AtomicBool::new(false));
+            let src_pad = appsrc.static_pad("src").unwrap();
+            let gate = open.clone();
+            src_pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, _| match gate.load(Ordering::Acquire) {
+                    true => gst::PadProbeReturn::Ok,
+                    false => gst::PadProbeReturn::Drop,
+                },
+            );
+            src_pad.link(&webrtc_sink).unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            let flow =
+                appsrc.emit_by_name::<gst::FlowReturn>("push-buffer", &[&rtp_packet(0, true, 100)]);
+            assert_eq!(flow, gst::FlowReturn::Ok);
+            for _ in 0..200 {
+                if webrtc_sink.current_caps().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // webrtcbin connects the stream inside once the answer is applied.
+            let offer = negotiator.create_offer().await.unwrap();
+            let answer = receiver.answer_offer(&offer).await.unwrap();
+            negotiator.apply_answer(&answer).await.unwrap();
+
+            let stage = FecStage::find(&webrtc_sink).unwrap();
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let record = seen.clone();
+            stage.next.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, info| {
+                    let mut seen = record.lock().unwrap();
+                    // Taken and Handled, not Drop: a buffer dropped on a sink pad makes
+                    // GStreamer 1.22 unref the pointer gstreamer-rs already cleared
+                    // (a CRITICAL in the log).
+                    match info.data.take() {
+                        Some(gst::PadProbeData::Buffer(_)) => {
+                            seen.buffers += 1;
+                            seen.packets += 1;
+                        }
+                        Some(gst::PadProbeData::BufferList(list)) => {
+                            seen.lists += 1;
+                            seen.packets += list.len();
+                        }
+                        other => {
+                            info.data = other;
+                            return gst::PadProbeReturn::Ok;
+                        }
+                    }
+                    gst::PadProbeReturn::Handled
+                },
+            );
+            open.store(true, Ordering::Release);
+            Self {
+                pipeline,
+                appsrc,
+                webrtc_sink,
+                stage,
+                seen,
+                _peers: [negotiator, receiver],
+            }
+        }
+
+        /// Pushes one frame of `packets` packets as a list; returns what reached the
+        /// pad after the FEC stage for it.
+        fn send_frame(&self, timestamp: u32, packets: usize) -> Seen {
+            let before = *self.seen.lock().unwrap();
+            let mut list = gst::BufferList::new();
+            for i in 0..packets {
+                let marker = i + 1 == packets;
+                list.get_mut()
+                    .unwrap()
+                    .add(rtp_packet(timestamp, marker, 1000));
+            }
+            let flow = self
+                .appsrc
+                .emit_by_name::<gst::FlowReturn>("push-buffer-list", &[&list]);
+            assert_eq!(flow, gst::FlowReturn::Ok);
+            for _ in 0..200 {
+                let now = *self.seen.lock().unwrap();
+                if now.packets >= before.packets + packets {
+                    return Seen {
+                        buffers: now.buffers - before.buffers,
+                        lists: now.lists - before.lists,
+                        packets: now.packets - before.packets,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("the frame did not reach the pad after the FEC stage");
+        }
+    }
+
+    impl Drop for Sender {
+        fn drop(&mut self) {
+            let _ = self.pipeline.set_state(gst::State::Null);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_passes_an_idle_fec_stage_as_one_list() {
+        let sender = Sender::start().await;
+        let without = sender.send_frame(3000, 5);
+        assert_eq!((without.buffers, without.lists), (5, 0), "{without:?}");
+
+        install(&sender.webrtc_sink).unwrap();
+        let with = sender.send_frame(6000, 5);
+        assert_eq!(
+            (with.buffers, with.lists, with.packets),
+            (0, 1, 5),
+            "{with:?}"
+        );
+    }
+
+    /// Once ULPFEC or RED is on, the encoders see every packet again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn negotiated_fec_or_red_takes_the_packets_through_the_encoders() {
+        let sender = Sender::start().await;
+        install(&sender.webrtc_sink).unwrap();
+
+        sender.stage.ulpfecenc.set_property("pt", 122u32);
+        let protected = sender.send_frame(3000, 4);
+        assert_eq!(protected.lists, 0, "{protected:?}");
+        assert!(protected.buffers >= 4, "{protected:?}");
+
+        sender
+            .stage
+            .ulpfecenc
+            .set_property("pt", ULPFEC_UNDEFINED_PT);
+        sender
+            .stage
+            .redenc
+            .set_property("allow-no-red-blocks", true);
+        let red = sender.send_frame(6000, 4);
+        assert_eq!(red.lists, 0, "{red:?}");
+
+        sender
+            .stage
+            .redenc
+            .set_property("allow-no-red-blocks", false);
+        let idle = sender.send_frame(9000, 4);
+        assert_eq!((idle.buffers, idle.lists), (0, 1), "{idle:?}");
+    }
+
+    #[test]
+    fn a_stream_with_transport_cc_keeps_the_fec_stage() {
+        gst::init().unwrap();
+        let sink = gst::Pad::builder(gst::PadDirection::Sink)
+            .event_function(|_, _, _| true)
+            .build();
+        let src = gst::Pad::builder(gst::PadDirection::Src).build();
+        src.link(&sink).unwrap();
+        sink.set_active(true).unwrap();
+        src.set_active(true).unwrap();
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field(
+                "extmap-3",
+                "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+            )
+            .build();
+        assert!(src.push_event(gst::event::StreamStart::new("test")));
+        assert!(src.push_event(gst::event::Caps::new(&caps)));
+        assert_eq!(install(&sink), Err(NotInstalled::TransportCc));
+    }
+
+    #[test]
+    fn a_pad_that_is_not_webrtcbins_is_left_alone() {
+        gst::init().unwrap();
+        let identity = gst::ElementFactory::make("identity").build().unwrap();
+        let pad = identity.static_pad("sink").unwrap();
+        assert!(matches!(
+            install(&pad),
+            Err(NotInstalled::UnexpectedGraph(_))
+        ));
+    }
+}
