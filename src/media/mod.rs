@@ -19,6 +19,7 @@ mod fec_bypass;
 mod framelist;
 mod player;
 mod publisher;
+mod shared_segment;
 pub mod source;
 mod speaker;
 pub mod stamp;

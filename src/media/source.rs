@@ -22,8 +22,8 @@ use tracing::{debug, info, warn};
 use super::MediaError;
 use super::bandwidth::BitrateFollower;
 use super::encoder::{self, EncoderSpec, Selected};
-use super::framelist;
 use super::stamp;
+use super::{framelist, shared_segment};
 use crate::config::{AudioInput, EncoderConfig, SourceConfig, VideoInput};
 use crate::engine::types::Channel;
 
@@ -597,6 +597,12 @@ impl Source {
             .ok_or_else(|| MediaError::Setup("pipeline has no vtee".into()))?;
         gather_frames_before(&pipeline, &video_tee)?;
         let audio_tee = pipeline.by_name("atee");
+        let tee_sinks: Vec<gst::Pad> = [Some(&video_tee), audio_tee.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|tee| tee.static_pad("sink"))
+            .collect();
+        shared_segment::install(&tee_sinks);
         let frames_encoded = Arc::new(AtomicU64::new(0));
         let keyframes = Arc::new(KeyframeGate::default());
 
