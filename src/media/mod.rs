@@ -11,6 +11,10 @@
 //! `frames` gathers each video frame's packets into one buffer list (`framelist.rs`);
 //! each `gate` is a probe on the tee pad that passes media once that room's peer
 //! connection is up (`publisher.rs`). The tees' threads send into every room themselves.
+//! Two things keep that cheap per room inside webrtcbin: a frame's list passes its
+//! idle FEC stage whole (`fec_bypass.rs`), and both tees carry one shared segment
+//! event, so the bundle's funnel has none to re-send when it switches between audio
+//! and video (`shared_segment.rs`).
 
 pub mod bandwidth;
 pub mod devices;

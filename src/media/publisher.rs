@@ -10,7 +10,8 @@
 //! packets until its peer connection is connected and again once it failed or closed,
 //! so the encoder thread never waits on one room. Removal blocks the tee pads with an
 //! IDLE probe, unlinks, and takes the webrtcbin to NULL before it is dropped: the other
-//! rooms never see a gap.
+//! rooms never see a gap. Once the answer is applied, each leg's packets skip
+//! webrtcbin's FEC stage while nothing was negotiated for it (`fec_bypass`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
