@@ -42,7 +42,8 @@ pub enum NotInstalled {
 }
 
 /// Installs the bypass behind `webrtc_sink`, a sink pad of a webrtcbin whose stream is
-/// connected inside it (after the local description is set). Call once per pad.
+/// connected inside it (webrtcbin does that once offer and answer are both set). Call
+/// once per pad.
 pub fn install(webrtc_sink: &gst::Pad) -> Result<(), NotInstalled> {
     if uses_transport_cc(webrtc_sink) {
         return Err(NotInstalled::TransportCc);
