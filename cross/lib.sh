@@ -142,7 +142,10 @@ export_cross_env() {
   # -Zbuild-std on a stable compiler (Debian's rustc 1.96 with rust-web-src).
   export RUSTC_BOOTSTRAP=1
   export "CARGO_TARGET_${T}_LINKER=$gnu-gcc"
-  export "CARGO_TARGET_${T}_RUSTFLAGS=-C link-arg=--sysroot=$sysroot"
+  # aes_armv8: the `aes` crate's ARMv8 AES (SRTP), as .cargo/config.toml sets it.
+  local cfg=
+  [ "$triple" = aarch64-unknown-linux-gnu ] && cfg=" --cfg aes_armv8"
+  export "CARGO_TARGET_${T}_RUSTFLAGS=-C link-arg=--sysroot=$sysroot$cfg"
   export "CARGO_TARGET_${T}_RUNNER=$qemu -L $sysroot"
   # C code of -sys crates (ring, alsa-sys's time64 probe) against the target's headers.
   export "CC_${t}=$gnu-gcc"

@@ -5,6 +5,7 @@
 //! hold weak references to elements.
 
 mod datachannel;
+pub mod srtp_crypto;
 
 use std::sync::{Mutex, OnceLock};
 
@@ -34,12 +35,38 @@ pub enum WebRtcError {
     Pipeline(String),
 }
 
-/// Initialises GStreamer once per process.
+/// Initialises GStreamer once per process, and gives libsrtp the faster SRTP primitives
+/// of [`srtp_crypto`] (unless `ROOMCAST_SRTP_CRYPTO=libsrtp`).
 pub fn init() -> Result<(), WebRtcError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(WebRtcError::Init)
+    INIT.get_or_init(|| {
+        gst::init().map_err(|e| e.to_string())?;
+        install_srtp_crypto();
+        Ok(())
+    })
+    .clone()
+    .map_err(WebRtcError::Init)
+}
+
+fn install_srtp_crypto() {
+    if std::env::var(srtp_crypto::OPT_OUT_ENV).is_ok_and(|v| v == "libsrtp") {
+        tracing::info!(
+            "SRTP: libsrtp's own AES-ICM and HMAC-SHA1 ({}=libsrtp)",
+            srtp_crypto::OPT_OUT_ENV
+        );
+        return;
+    }
+    match srtp_crypto::install() {
+        Ok(_) => tracing::debug!("SRTP: AES-ICM and HMAC-SHA1 handed to libsrtp"),
+        // Expected on a Pi 4 or a 32-bit board: not a fault.
+        Err(e @ srtp_crypto::SrtpCryptoError::NoAesInstructions { .. }) => {
+            tracing::info!("SRTP: {e}")
+        }
+        Err(e) => tracing::warn!(
+            "SRTP stays on libsrtp's own AES-ICM and HMAC-SHA1, which cost more per packet \
+             and so per room: {e}"
+        ),
+    }
 }
 
 /// Makes an element, with an error that says which package provides it.
