@@ -7,7 +7,9 @@
 //!    live rooms, p50 / p95;
 //! 3. time from login_room + start_publishing to the first frame decoded by a
 //!    subscriber already waiting in that room (cold source, then warm);
-//! 4. peak RSS with 5 rooms publishing and 2 streams playing.
+//! 4. peak RSS with 5 rooms publishing and 2 streams playing;
+//! 5. what roomcast's SRTP primitives save per room against libsrtp's own (NSS), four
+//!    agents at once.
 //!
 //! The agent runs in a child process (this binary re-executed, driven over stdin), so
 //! its CPU and memory are measured apart from the test subscribers and Janus.
@@ -156,8 +158,13 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(janus: &Janus, mode: &str) -> Self {
+        Self::start_with_env(janus, mode, &[])
+    }
+
+    fn start_with_env(janus: &Janus, mode: &str, env: &[(&str, &str)]) -> Self {
         let dir = support::TempDir::new("bench-agent");
         let mut child = Command::new(std::env::current_exe().expect("self"))
+            .envs(env.iter().copied())
             .env(
                 CHILD_ENV,
                 format!("{mode} {} {}", janus.ws_url(), dir.path().display()),
@@ -378,6 +385,65 @@ async fn parent_main() {
             "   1 and 5 rooms at the same time (two agents, 3 runs): ratio {:.2}x median, runs [{}]",
             percentile(&mut together, 0.5),
             listed.join(", ")
+        );
+    }
+
+    // 5. SRTP primitives: libsrtp's own (NSS) against roomcast's, per room.
+    if run("5") {
+        const ROUNDS: usize = 5;
+        let libsrtp = [(roomcast::webrtc::srtp_crypto::OPT_OUT_ENV, "libsrtp")];
+        let mut per_room = [Vec::new(), Vec::new()];
+        let mut ratios = [Vec::new(), Vec::new()];
+        println!(
+            "5. SRTP per room: four agents at once, 1 and 5 rooms with libsrtp's own AES-ICM/HMAC-SHA1 (NSS) and with roomcast's, CPU ms/s over {} s:",
+            WINDOW.as_secs()
+        );
+        for round in 0..ROUNDS {
+            let envs: [&[(&str, &str)]; 2] = [&libsrtp, &[]];
+            let mut agents = Vec::new();
+            for env in envs {
+                for rooms in [1, 5] {
+                    let mut agent = AgentProcess::start_with_env(&janus, "shared", env);
+                    for i in 0..rooms {
+                        let room = format!("srtp{round}-{}-{rooms}-{i}", env.len());
+                        agent.send(&format!("login {room}"));
+                        agent.send(&format!("publish cam-{i} {room}"));
+                    }
+                    agents.push(agent);
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await; // settle
+            let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
+            tokio::time::sleep(WINDOW).await;
+            let used: Vec<f64> = agents
+                .iter()
+                .zip(&start)
+                .map(|(a, s)| (a.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
+                .collect();
+            for agent in agents {
+                agent.stop();
+            }
+            let mut line = format!("   round {}:", round + 1);
+            for (k, name) in ["libsrtp's", "roomcast's"].iter().enumerate() {
+                let (one, five) = (used[2 * k], used[2 * k + 1]);
+                per_room[k].push((five - one) / 4.0);
+                ratios[k].push(five / one);
+                line += &format!(
+                    "  {name}: 1 room {one:.1}, 5 rooms {five:.1}, {:.2} per extra room ({:.2}x)",
+                    (five - one) / 4.0,
+                    five / one
+                );
+            }
+            println!("{line}");
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!(
+            "   mean per extra room: libsrtp's {:.2} ms/s, roomcast's {:.2} ms/s ({:+.0} %); ratio 5/1 rooms {:.2}x -> {:.2}x",
+            mean(&per_room[0]),
+            mean(&per_room[1]),
+            (mean(&per_room[1]) / mean(&per_room[0]) - 1.0) * 100.0,
+            mean(&ratios[0]),
+            mean(&ratios[1])
         );
     }
 
