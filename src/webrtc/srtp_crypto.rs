@@ -515,8 +515,8 @@ unsafe extern "C" fn icm_dealloc(cipher: *mut Cipher) -> Status {
     // SAFETY: made by `icm_alloc` with Box, handed back once by libsrtp.
     let cipher = unsafe { Box::from_raw(cipher) };
     if !cipher.state.is_null() {
-        // SAFETY: as above; zeroed by dropping the key schedule (the aes crate's
-        // `zeroize` is not enabled, so clear what we hold ourselves).
+        // SAFETY: as above. Dropping it zeroes the key schedule (the aes crate's
+        // `zeroize` feature); the salt and counters are cleared here.
         let mut state = unsafe { Box::from_raw(cipher.state.cast::<Icm>()) };
         state.offset = [0; 16];
         state.counter = Counter::start([0; 16]);
