@@ -48,7 +48,7 @@ pub enum SrtpCryptoError {
     Refused { what: &'static str, status: c_int },
 }
 
-/// What [`install`] replaced.
+/// Both primitives were replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Installed;
 
@@ -67,13 +67,14 @@ pub fn aes_in_hardware() -> bool {
     return false;
 }
 
-/// How many times libsrtp has set an IV through these primitives (about one per packet
-/// protected or unprotected, plus key derivation): shows that they are in use.
-pub fn ivs_set() -> u64 {
-    IVS_SET.load(std::sync::atomic::Ordering::Relaxed)
+/// How many AES keys libsrtp has set through these primitives (its self-tests, then per
+/// SRTP session its key derivation and session keys): shows that they are in use.
+/// Counted per key, not per packet, to stay off the packet path.
+pub fn aes_keys_set() -> u64 {
+    AES_KEYS_SET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-static IVS_SET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static AES_KEYS_SET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The environment variable that keeps libsrtp's own primitives when set to `libsrtp`.
 pub const OPT_OUT_ENV: &str = "ROOMCAST_SRTP_CRYPTO";
@@ -444,6 +445,9 @@ pub(crate) struct HmacSha1 {
     inner: Sha1,
     outer: Sha1,
     running: Sha1,
+    /// `running` is still `inner`: libsrtp starts every packet, and `finish` has just
+    /// started the next one, so `start` need not copy the state a second time.
+    fresh: bool,
 }
 
 impl HmacSha1 {
@@ -454,32 +458,33 @@ impl HmacSha1 {
         } else {
             block[..key.len()].copy_from_slice(key);
         }
-        let pad = |byte: u8| {
-            let mut state = Sha1::new();
-            let padded: Vec<u8> = block.iter().map(|b| b ^ byte).collect();
-            state.update(&padded);
-            state
-        };
+        let pad = |byte: u8| Sha1::new_with_prefix(block.map(|b| b ^ byte));
         let inner = pad(0x36);
         let outer = pad(0x5c);
         Self {
             running: inner.clone(),
             inner,
             outer,
+            fresh: true,
         }
     }
 
     pub(crate) fn start(&mut self) {
-        self.running = self.inner.clone();
+        if !self.fresh {
+            self.running = self.inner.clone();
+            self.fresh = true;
+        }
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
         self.running.update(data);
+        self.fresh = false;
     }
 
     /// The tag over everything since [`HmacSha1::start`], and a fresh start.
     pub(crate) fn finish(&mut self) -> [u8; SHA1_LEN] {
         let running = std::mem::replace(&mut self.running, self.inner.clone());
+        self.fresh = true;
         let mut outer = self.outer.clone();
         outer.update(running.finalize());
         outer.finalize().into()
@@ -539,6 +544,7 @@ unsafe extern "C" fn icm_init(state: *mut c_void, key: *const u8) -> Status {
         )
     };
     icm.set_key(key);
+    AES_KEYS_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     STATUS_OK
 }
 
@@ -549,7 +555,6 @@ unsafe extern "C" fn icm_set_iv(state: *mut c_void, iv: *mut u8, _direction: c_i
     // SAFETY: `state` from `icm_alloc`; libsrtp's IVs are 16 bytes (a v128_t).
     let (icm, iv) = unsafe { (&mut *state.cast::<Icm>(), &*iv.cast::<[u8; 16]>()) };
     icm.set_iv(iv);
-    IVS_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     STATUS_OK
 }
 
@@ -769,6 +774,12 @@ mod tests {
             hmac.update(data);
             let again: String = hmac.finish().iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(again, want);
+            // `start` drops whatever was fed since the last tag.
+            hmac.update(b"a packet libsrtp gave up on");
+            hmac.start();
+            hmac.update(data);
+            let restarted: String = hmac.finish().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(restarted, want);
         }
     }
 
