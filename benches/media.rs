@@ -9,7 +9,9 @@
 //!    subscriber already waiting in that room (cold source, then warm);
 //! 4. peak RSS with 5 rooms publishing and 2 streams playing;
 //! 5. what roomcast's SRTP primitives save per room against libsrtp's own (NSS), four
-//!    agents at once.
+//!    agents at once;
+//! 6. what the shortened sending path saves per room against webrtcbin's every pad,
+//!    four agents at once.
 //!
 //! The agent runs in a child process (this binary re-executed, driven over stdin), so
 //! its CPU and memory are measured apart from the test subscribers and Janus.
@@ -323,6 +325,73 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[index]
 }
 
+/// Four agents at once, 1 and 5 rooms each with environment `a` and `b`, over
+/// [`WINDOW`], for `ROUNDS` rounds: what a room costs with each (CPU ms/s per extra
+/// room). Running all four together lets load from elsewhere hit both sides alike.
+async fn per_room_a_b(
+    janus: &Janus,
+    tag: &str,
+    a: (&str, &[(&str, &str)]),
+    b: (&str, &[(&str, &str)]),
+) {
+    const ROUNDS: usize = 5;
+    let mut per_room = [Vec::new(), Vec::new()];
+    let mut ratios = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        let mut agents = Vec::new();
+        for (k, (_, env)) in [a, b].iter().enumerate() {
+            for rooms in [1, 5] {
+                let mut agent = AgentProcess::start_with_env(janus, "shared", env);
+                for i in 0..rooms {
+                    let room = format!("{tag}{round}-{k}-{rooms}-{i}");
+                    agent.send(&format!("login {room}"));
+                    agent.send(&format!("publish cam-{i} {room}"));
+                }
+                agents.push(agent);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await; // settle
+        let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
+        tokio::time::sleep(WINDOW).await;
+        let used: Vec<f64> = agents
+            .iter()
+            .zip(&start)
+            .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
+            .collect();
+        for agent in agents {
+            agent.stop();
+        }
+        let mut line = format!("   round {}:", round + 1);
+        for (k, name) in [a.0, b.0].iter().enumerate() {
+            let (one, five) = (used[2 * k], used[2 * k + 1]);
+            per_room[k].push((five - one) / 4.0);
+            ratios[k].push(five / one);
+            line += &format!(
+                "  {name}: 1 room {one:.1}, 5 rooms {five:.1}, {:.2} per extra room ({:.2}x)",
+                (five - one) / 4.0,
+                five / one
+            );
+        }
+        println!("{line}");
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let lower = per_room[1]
+        .iter()
+        .zip(&per_room[0])
+        .filter(|(b, a)| b < a)
+        .count();
+    println!(
+        "   mean per extra room: {} {:.2} ms/s, {} {:.2} ms/s ({:+.0} %, lower in {lower} of {ROUNDS} rounds); ratio 5/1 rooms {:.2}x -> {:.2}x",
+        a.0,
+        mean(&per_room[0]),
+        b.0,
+        mean(&per_room[1]),
+        (mean(&per_room[1]) / mean(&per_room[0]) - 1.0) * 100.0,
+        mean(&ratios[0]),
+        mean(&ratios[1])
+    );
+}
+
 async fn parent_main() {
     support::require_netns();
     let janus = Janus::start();
@@ -390,61 +459,22 @@ async fn parent_main() {
 
     // 5. SRTP primitives: libsrtp's own (NSS) against roomcast's, per room.
     if run("5") {
-        const ROUNDS: usize = 5;
         let libsrtp = [(roomcast::webrtc::srtp_crypto::OPT_OUT_ENV, "libsrtp")];
-        let mut per_room = [Vec::new(), Vec::new()];
-        let mut ratios = [Vec::new(), Vec::new()];
         println!(
-            "5. SRTP per room: four agents at once, 1 and 5 rooms with libsrtp's own AES-ICM/HMAC-SHA1 (NSS) and with roomcast's, CPU ms/s over {} s:",
+            "5. SRTP per room: libsrtp's own AES-ICM/HMAC-SHA1 (NSS) against roomcast's, four agents at once, CPU ms/s over {} s:",
             WINDOW.as_secs()
         );
-        for round in 0..ROUNDS {
-            let envs: [&[(&str, &str)]; 2] = [&libsrtp, &[]];
-            let mut agents = Vec::new();
-            for env in envs {
-                for rooms in [1, 5] {
-                    let mut agent = AgentProcess::start_with_env(&janus, "shared", env);
-                    for i in 0..rooms {
-                        let room = format!("srtp{round}-{}-{rooms}-{i}", env.len());
-                        agent.send(&format!("login {room}"));
-                        agent.send(&format!("publish cam-{i} {room}"));
-                    }
-                    agents.push(agent);
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(3)).await; // settle
-            let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
-            tokio::time::sleep(WINDOW).await;
-            let used: Vec<f64> = agents
-                .iter()
-                .zip(&start)
-                .map(|(a, s)| (a.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
-                .collect();
-            for agent in agents {
-                agent.stop();
-            }
-            let mut line = format!("   round {}:", round + 1);
-            for (k, name) in ["libsrtp's", "roomcast's"].iter().enumerate() {
-                let (one, five) = (used[2 * k], used[2 * k + 1]);
-                per_room[k].push((five - one) / 4.0);
-                ratios[k].push(five / one);
-                line += &format!(
-                    "  {name}: 1 room {one:.1}, 5 rooms {five:.1}, {:.2} per extra room ({:.2}x)",
-                    (five - one) / 4.0,
-                    five / one
-                );
-            }
-            println!("{line}");
-        }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        per_room_a_b(&janus, "srtp", ("libsrtp's", &libsrtp), ("roomcast's", &[])).await;
+    }
+
+    // 6. The sending path: every pad of webrtcbin's against the shortened one, per room.
+    if run("6") {
+        let long = [(roomcast::media::SENDING_PATH_ENV, "webrtcbin")];
         println!(
-            "   mean per extra room: libsrtp's {:.2} ms/s, roomcast's {:.2} ms/s ({:+.0} %); ratio 5/1 rooms {:.2}x -> {:.2}x",
-            mean(&per_room[0]),
-            mean(&per_room[1]),
-            (mean(&per_room[1]) / mean(&per_room[0]) - 1.0) * 100.0,
-            mean(&ratios[0]),
-            mean(&ratios[1])
+            "\n6. sending path per room: webrtcbin's every pad against roomcast's shortcuts past its ghost pads, clocksync and funnel, four agents at once, CPU ms/s over {} s:",
+            WINDOW.as_secs()
         );
+        per_room_a_b(&janus, "path", ("webrtcbin's", &long), ("shortened", &[])).await;
     }
 
     // 2. Five rooms live, a subscriber in one.

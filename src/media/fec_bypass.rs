@@ -9,23 +9,28 @@
 //! of which take lists — is entered once per packet instead of once per frame: at
 //! 720p30 and 2 Mbit/s ~260 times a second instead of 30, in every room.
 //!
-//! The bypass is a probe on the FEC stage's sink pad that hands each buffer or list
-//! straight to the pad the stage feeds, while both encoders are pass-through. It
-//! watches their properties: should a negotiation turn ULPFEC or RED on, the data goes
-//! through them again. Events and queries keep the normal path, so caps, segments and
-//! EOS reach every element as before. If webrtcbin's graph is not the shape described
-//! here (another GStreamer version), nothing is installed and the stream is sent as
-//! before.
+//! The bypass is a probe on webrtcbin's sink pad (a [`hops::Run`]) that hands each
+//! buffer or list straight to the pad the FEC stage feeds, while both encoders are
+//! pass-through. It skips the clocksync before the stage too: webrtcbin sets its `sync`,
+//! so it takes the clock's lock and makes and frees a clock entry for every push, to
+//! wait for nothing — our sources are live and their buffers are late by the time
+//! they are sent (they are stamped at capture). The probe watches the encoders'
+//! properties: should a negotiation turn ULPFEC or RED on, the data goes through them
+//! again. Events and queries keep the normal path, so caps, segments and EOS reach
+//! every element as before. If webrtcbin's graph is not the shape described here
+//! (another GStreamer version), nothing is installed and the stream is sent as before.
 //!
 //! ```text
 //! sink_N ─▶ clocksync ─▶ [ rtpulpfecenc ─▶ rtpredenc ] ─▶ rtpfunnel ─▶ rtpbin ─▶ …
-//!                        └──────── bypass (probe) ───────▶┘
+//!    └────────────────── bypass (probe) ─────────────────▶┘
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use gst::prelude::*;
+
+use super::hops;
 
 /// rtpulpfecenc's payload type meaning "no ULPFEC": it passes packets on as they are.
 const ULPFEC_UNDEFINED_PT: u32 = 255;
@@ -52,32 +57,40 @@ pub fn install(webrtc_sink: &gst::Pad) -> Result<(), NotInstalled> {
     let idle = Arc::new(Idle::default());
     idle.watch_ulpfec(&stage.ulpfecenc);
     idle.watch_red(&stage.redenc);
-    let next = stage.next;
-    stage.sink.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-        move |_, info| {
-            if !idle.both() {
-                return gst::PadProbeReturn::Ok;
-            }
-            let flow = match info.data.take() {
-                Some(gst::PadProbeData::BufferList(list)) => next.chain_list(list),
-                Some(gst::PadProbeData::Buffer(buffer)) => next.chain(buffer),
-                other => {
-                    info.data = other;
-                    return gst::PadProbeReturn::Ok;
-                }
-            };
-            info.flow_res = flow;
-            gst::PadProbeReturn::Handled
-        },
-    );
+    // From webrtcbin's own sink pad, past its clocksync too; with the sending path
+    // kept as it is, from the FEC stage's sink pad.
+    let run = if hops::enabled() {
+        hops::Run {
+            entry: webrtc_sink.clone(),
+            skipped: stage.skipped,
+            exit: stage.next,
+        }
+    } else {
+        let stage_only = stage.skipped.into_iter().skip(stage.stage_from);
+        hops::Run {
+            entry: stage.sink,
+            skipped: stage_only.collect(),
+            exit: stage.next,
+        }
+    };
+    run.shorten(move || idle.both());
     Ok(())
+}
+
+/// The pad after the clocksync and FEC stage behind `webrtc_sink` (the RTP funnel's, or
+/// the RTP session's without bundling): where the rest of the sending path starts.
+pub fn pad_after(webrtc_sink: &gst::Pad) -> Option<gst::Pad> {
+    FecStage::find(webrtc_sink).ok().map(|stage| stage.next)
 }
 
 /// The FEC stage of one webrtcbin stream: its sink pad, its two encoders, and the pad
 /// its output goes to.
 struct FecStage {
     sink: gst::Pad,
+    /// Every pad between the webrtcbin sink pad and `next`; those of the stage itself
+    /// (after `sink`) from `stage_from` on.
+    skipped: Vec<gst::Pad>,
+    stage_from: usize,
     ulpfecenc: gst::Element,
     redenc: gst::Element,
     next: gst::Pad,
@@ -109,12 +122,29 @@ impl FecStage {
                 "the bin after the clocksync is not ulpfecenc + redenc",
             ));
         };
-        let next = stage
+        let stage_src = stage
             .static_pad("src")
-            .and_then(|src| src.peer())
+            .ok_or(Unexpected("the FEC stage has no output"))?;
+        let next = stage_src
+            .peer()
             .ok_or(Unexpected("the FEC stage's output is not linked"))?;
+        let inner = |pad: &gst::Pad| {
+            pad.downcast_ref::<gst::GhostPad>()
+                .and_then(|g| g.internal())
+                .map(|p| p.upcast::<gst::Pad>())
+        };
+        let mut skipped: Vec<gst::Pad> = inner(webrtc_sink).into_iter().collect();
+        skipped.extend(clocksync.pads());
+        skipped.push(sink.clone());
+        let stage_from = skipped.len();
+        skipped.extend(inner(&sink));
+        skipped.extend(children.iter().flat_map(|e| e.pads()));
+        skipped.extend(inner(&stage_src));
+        skipped.push(stage_src);
         Ok(Self {
             sink,
+            skipped,
+            stage_from,
             ulpfecenc,
             redenc,
             next,

@@ -21,6 +21,7 @@ pub mod devices;
 pub mod encoder;
 mod fec_bypass;
 mod framelist;
+mod hops;
 mod player;
 mod publisher;
 mod shared_segment;
@@ -35,6 +36,7 @@ use async_trait::async_trait;
 use tracing::info;
 
 use self::encoder::Selected;
+pub use self::hops::OPT_OUT_ENV as SENDING_PATH_ENV;
 use self::player::Player;
 use self::publisher::Publisher;
 use self::source::{CameraFormat, EncoderBitrate, Source};

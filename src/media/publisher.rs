@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::source::{Running, Source};
-use super::{bandwidth, fec_bypass};
+use super::{bandwidth, fec_bypass, hops};
 use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::webrtc::{Negotiator, WebRtcError};
@@ -291,6 +291,20 @@ impl Publisher {
                 }
                 Err(e) => debug!(stream = %self.label, "FEC stage kept: {e}"),
             }
+        }
+        // Audio and video meet in the RTP funnel: the path after it is shared.
+        if !hops::enabled() {
+            return;
+        }
+        match legs
+            .first()
+            .and_then(|leg| fec_bypass::pad_after(&leg.webrtc_pad))
+        {
+            Some(start) => {
+                let runs = hops::shorten_sending_path(&start);
+                debug!(stream = %self.label, runs, "ghost pads on the sending path skipped");
+            }
+            None => debug!(stream = %self.label, "sending path left as it is"),
         }
     }
 

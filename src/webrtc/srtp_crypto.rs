@@ -335,7 +335,10 @@ pub(crate) struct Icm {
 }
 
 struct Counter {
-    block: [u8; 16],
+    /// The counter block as a big-endian number: its low 16 bits are the block counter.
+    /// (Whole-word arithmetic: byte-wise updates of a copied block stalled on store
+    /// forwarding, a tenth of the cipher's time.)
+    block: u128,
     /// Blocks of keystream this IV has left: the 16-bit block counter must not come
     /// round to a block already used.
     blocks_left: u32,
@@ -344,7 +347,7 @@ struct Counter {
 impl Counter {
     fn start(block: [u8; 16]) -> Self {
         Self {
-            block,
+            block: u128::from_be_bytes(block),
             blocks_left: BLOCKS_PER_IV,
         }
     }
@@ -353,9 +356,9 @@ impl Counter {
     fn next(&mut self) -> Option<[u8; 16]> {
         self.blocks_left = self.blocks_left.checked_sub(1)?;
         let block = self.block;
-        let low = u16::from_be_bytes([block[14], block[15]]).wrapping_add(1);
-        self.block[14..].copy_from_slice(&low.to_be_bytes());
-        Some(block)
+        let low = (block as u16).wrapping_add(1);
+        self.block = (block & !0xffff) | u128::from(low);
+        Some(block.to_be_bytes())
     }
 }
 
@@ -416,9 +419,13 @@ impl Icm {
             aes.encrypt_blocks(&mut blocks[..n]);
             let (head, rest) = std::mem::take(&mut data).split_at_mut(n * 16);
             for (chunk, block) in head.chunks_exact_mut(16).zip(&blocks) {
-                for (byte, key) in chunk.iter_mut().zip(block.iter()) {
-                    *byte ^= key;
-                }
+                // A block at a time, not byte by byte (the release build optimises for
+                // size and would not vectorise the byte loop).
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(chunk);
+                let keystream: [u8; 16] = (*block).into();
+                let xored = u128::from_ne_bytes(bytes) ^ u128::from_ne_bytes(keystream);
+                chunk.copy_from_slice(&xored.to_ne_bytes());
             }
             data = rest;
         }

@@ -1,0 +1,442 @@
+//! Takes a room's packets straight past the pads inside webrtcbin that only hand them on.
+//!
+//! Between the tee and the ICE sink a room's packet crosses bin after bin: webrtcbin,
+//! rtpbin, rtpbin's retransmission bin, webrtcbin's transport bin, dtlssrtpenc. Every
+//! crossing is a ghost pad, and every ghost pad is a whole extra push (probes, the peer
+//! looked up and referenced, the parent referenced, the object lock taken) that does
+//! nothing but hand the data on: seven of them per packet (per frame, for video) in
+//! every room, and after srtpenc a clocksync that does not sync and a funnel that
+//! merges RTP with RTCP and DTLS for the ICE sink. With five rooms that is work on cold
+//! memory the encode-once design cannot share, and it showed in the per-room profile
+//! (README, Performance). `ROOMCAST_SENDING_PATH=webrtcbin` keeps every pad.
+//!
+//! A [`Run`] is such a stretch: the pad where the data enters it, the pads it would
+//! pass, and the element pad after them. Once the path is set up (the answer applied),
+//! a probe on the entry hands the data straight to that pad. Events and queries keep the
+//! normal path, so caps, segments and EOS reach every element as before. The data takes
+//! the normal path again, packet by packet, whenever a skipped pad would have done
+//! something with it: a blocking probe on it (transportsendbin holds data until DTLS
+//! has its keys), sticky events waiting to be sent with the next data (GStreamer sends
+//! those on a push, which the shortcut would skip), flushing or EOS. If any pad of the
+//! run is unlinked (teardown, or webrtcbin rewiring a stream), the run is taken out of
+//! use for good.
+//!
+//! The probe sits on a sink pad, inside the push from upstream, so an IDLE probe on
+//! the tee pad still means what it says: nothing of that room is in flight.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use gst::glib::translate::ToGlibPtr;
+use gst::prelude::*;
+
+/// The environment variable that keeps webrtcbin's sending path as it is (but for the
+/// FEC stage, which `fec_bypass` skips either way) when set to `webrtcbin`.
+pub const OPT_OUT_ENV: &str = "ROOMCAST_SENDING_PATH";
+
+/// Whether this process shortens sending paths (read once).
+pub(crate) fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let keep = std::env::var(OPT_OUT_ENV).is_ok_and(|v| v == "webrtcbin");
+        if keep {
+            tracing::info!(
+                "{OPT_OUT_ENV}=webrtcbin: packets take every pad of webrtcbin's sending path"
+            );
+        }
+        !keep
+    })
+}
+
+/// A path longer than this is not webrtcbin's sending path (it has about a dozen
+/// elements): the walk stops.
+const MAX_ELEMENTS: usize = 32;
+
+/// The flags of a skipped source pad that make it matter to the data (see the module
+/// docs).
+const BUSY_FLAGS: u32 = gst::ffi::GST_PAD_FLAG_BLOCKED
+    | gst::ffi::GST_PAD_FLAG_FLUSHING
+    | gst::ffi::GST_PAD_FLAG_EOS
+    | gst::ffi::GST_PAD_FLAG_PENDING_EVENTS;
+
+/// A stretch of pads that only hand data on.
+pub(crate) struct Run {
+    /// Where the data arrives (a sink pad; the probe goes here).
+    pub entry: gst::Pad,
+    /// What the data would pass between `entry` and `exit`.
+    pub skipped: Vec<gst::Pad>,
+    /// The pad the data is handed to.
+    pub exit: gst::Pad,
+}
+
+impl Run {
+    /// The ghost pads from `entry` on, up to the first pad of an element that is not a
+    /// bin's ghost pad. `None` if `entry` is no ghost pad (nothing to skip).
+    pub fn through_ghosts(entry: &gst::Pad) -> Option<Self> {
+        let mut skipped = Vec::new();
+        let mut pad = entry.clone();
+        loop {
+            let (passed, next) = match hand_on(&pad) {
+                Some(step) => step,
+                None => break,
+            };
+            if pad != *entry {
+                skipped.push(pad);
+            }
+            skipped.push(passed);
+            pad = next;
+        }
+        (pad != *entry).then(|| Self {
+            entry: entry.clone(),
+            skipped,
+            exit: pad,
+        })
+    }
+
+    /// Installs the probe. While `open()` is false the data takes the normal path.
+    pub fn shorten(self, open: impl Fn() -> bool + Send + Sync + 'static) {
+        let broken = Arc::new(AtomicBool::new(false));
+        for pad in self.skipped.iter().chain([&self.entry, &self.exit]) {
+            let broken = broken.clone();
+            pad.connect_unlinked(move |_, _| broken.store(true, Ordering::Release));
+        }
+        // Only a source pad holds data back (a blocking probe, sticky events waiting for
+        // the next push); the sink pads of the run are each behind one of them.
+        let watched: Vec<gst::Pad> = self
+            .skipped
+            .into_iter()
+            .filter(|pad| pad.direction() == gst::PadDirection::Src)
+            .collect();
+        let exit = self.exit;
+        let kinds = gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST;
+        self.entry.add_probe(kinds, move |_, info| {
+            if broken.load(Ordering::Acquire) || !open() || watched.iter().any(is_busy) {
+                return gst::PadProbeReturn::Ok;
+            }
+            // Taken and Handled, not Drop: see `fec_bypass`'s tests.
+            let flow = match info.data.take() {
+                Some(gst::PadProbeData::BufferList(list)) => exit.chain_list(list),
+                Some(gst::PadProbeData::Buffer(buffer)) => exit.chain(buffer),
+                other => {
+                    info.data = other;
+                    return gst::PadProbeReturn::Ok;
+                }
+            };
+            info.flow_res = flow;
+            gst::PadProbeReturn::Handled
+        });
+    }
+}
+
+/// Shortens the sending path after `from`, a sink pad of an element inside webrtcbin
+/// (the pad after its FEC stage), up to the ICE sink: every run of ghost pads, and
+/// dtlssrtpenc's clocksync and funnel (see [`past_clocksync_and_funnel`]). Returns how
+/// many runs it shortened.
+pub(crate) fn shorten_sending_path(from: &gst::Pad) -> usize {
+    let mut pad = from.clone();
+    let mut shortened = 0;
+    for _ in 0..MAX_ELEMENTS {
+        if let Some((run, syncing)) = past_clocksync_and_funnel(&pad) {
+            pad = run.exit.clone();
+            run.shorten(move || !syncing.load(Ordering::Acquire));
+            shortened += 1;
+            continue;
+        }
+        let Some(first) = output_of(&pad).and_then(|out| out.peer()) else {
+            break;
+        };
+        match Run::through_ghosts(&first) {
+            Some(run) => {
+                pad = run.exit.clone();
+                run.shorten(|| true);
+                shortened += 1;
+            }
+            None => pad = first,
+        }
+    }
+    shortened
+}
+
+/// dtlssrtpenc sends srtpenc's packets through a `clocksync`, which only waits for the
+/// clock when its `sync` is on (dtlssrtpenc's `rtp-sync`, off by default), and a
+/// `funnel` that merges them with RTCP and DTLS for the ICE sink, which serialises
+/// what it is handed anyway (its stream lock). Neither changes a packet: from the
+/// clocksync's sink pad (`sink`) the run goes to the pad after the funnel's ghost pads.
+/// The flag says whether the clocksync syncs (then the data takes the normal path).
+fn past_clocksync_and_funnel(sink: &gst::Pad) -> Option<(Run, Arc<AtomicBool>)> {
+    let clocksync = sink
+        .parent_element()
+        .filter(|e| factory_is(e, "clocksync"))?;
+    let clocksync_src = clocksync.static_pad("src")?;
+    let funnel_sink = clocksync_src.peer()?;
+    let funnel = funnel_sink
+        .parent_element()
+        .filter(|e| factory_is(e, "funnel"))?;
+    let funnel_src = funnel.static_pad("src")?;
+    let after = Run::through_ghosts(&funnel_src.peer()?)?;
+    let syncing = Arc::new(AtomicBool::new(clocksync.property::<bool>("sync")));
+    let watch = Arc::downgrade(&syncing);
+    clocksync.connect_notify(Some("sync"), move |e, _| {
+        if let Some(syncing) = watch.upgrade() {
+            syncing.store(e.property::<bool>("sync"), Ordering::Release);
+        }
+    });
+    let mut skipped = vec![clocksync_src, funnel_sink, funnel_src, after.entry];
+    skipped.extend(after.skipped);
+    let run = Run {
+        entry: sink.clone(),
+        skipped,
+        exit: after.exit,
+    };
+    Some((run, syncing))
+}
+
+fn factory_is(element: &gst::Element, name: &str) -> bool {
+    element.factory().is_some_and(|f| f.name() == name)
+}
+
+/// One step through a ghost pad: the pad passed on the way and the pad after it. `None`
+/// if `pad` is an element's own pad.
+fn hand_on(pad: &gst::Pad) -> Option<(gst::Pad, gst::Pad)> {
+    if pad.direction() != gst::PadDirection::Sink {
+        return None;
+    }
+    if let Some(ghost) = pad.downcast_ref::<gst::GhostPad>() {
+        // Into a bin: the ghost's inner pad pushes to the ghost's target.
+        let inner = ghost.internal()?.upcast::<gst::Pad>();
+        let target = inner.peer()?;
+        return Some((inner, target));
+    }
+    // Out of a bin: the inner pad of a source ghost pad, which pushes on the ghost.
+    let ghost = pad.downcast_ref::<gst::ProxyPad>()?.internal()?;
+    let peer = ghost.peer()?;
+    Some((ghost.upcast(), peer))
+}
+
+/// The source pad by which the element of `sink` passes that pad's data on: the pad named
+/// like it (`send_rtp_sink` → `send_rtp_src`, `rtp_sink_0` → `rtp_src_0`), else `src`.
+fn output_of(sink: &gst::Pad) -> Option<gst::Pad> {
+    let element = sink.parent_element()?;
+    let name = sink.name();
+    element
+        .static_pad(&name.replacen("sink", "src", 1))
+        .filter(|p| p.direction() == gst::PadDirection::Src)
+        .or_else(|| element.static_pad("src"))
+}
+
+/// Whether the normal path would do something with the data at `pad`, a source pad.
+/// (Sink pads carry the pending-events flag too, meaning nothing: they never push.)
+fn is_busy(pad: &gst::Pad) -> bool {
+    let object: *const gst::ffi::GstObject = pad.upcast_ref::<gst::Object>().to_glib_none().0;
+    // SAFETY: `pad` is a live GstObject (we hold a reference). The flags are one aligned
+    // word, read without the object lock as GStreamer's own GST_PAD_IS_* checks do in
+    // places: a flag set a moment later is seen at the next packet.
+    let flags = unsafe { std::ptr::read_volatile(&(*object).flags) };
+    flags & BUSY_FLAGS != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// `our pad → [outer bin → [inner bin → identity] ] → fakesink`: two ghost pads on
+    /// the way in and two on the way out, and counters on the fakesink and on the outer
+    /// bin's source ghost pad (which a shortened run skips).
+    struct Nested {
+        pipeline: gst::Pipeline,
+        src: gst::Pad,
+        identity: gst::Element,
+        outer_src: gst::Pad,
+        at_sink: Arc<AtomicUsize>,
+        at_outer_src: Arc<AtomicUsize>,
+    }
+
+    fn counter(pad: &gst::Pad) -> Arc<AtomicUsize> {
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+        count
+    }
+
+    impl Nested {
+        fn start() -> Self {
+            gst::init().unwrap();
+            let pipeline = gst::Pipeline::new();
+            let identity = gst::ElementFactory::make("identity").build().unwrap();
+            let inner = gst::Bin::new();
+            inner.add(&identity).unwrap();
+            let ghost = |pad: &gst::Pad| gst::GhostPad::with_target(pad).unwrap();
+            let inner_sink = ghost(&identity.static_pad("sink").unwrap());
+            let inner_src = ghost(&identity.static_pad("src").unwrap());
+            inner.add_pad(&inner_sink).unwrap();
+            inner.add_pad(&inner_src).unwrap();
+            let outer = gst::Bin::new();
+            outer.add(&inner).unwrap();
+            let outer_sink = ghost(inner_sink.upcast_ref());
+            let outer_src = ghost(inner_src.upcast_ref());
+            outer.add_pad(&outer_sink).unwrap();
+            outer.add_pad(&outer_src).unwrap();
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("async", false)
+                .property("sync", false)
+                .build()
+                .unwrap();
+            pipeline.add_many([outer.upcast_ref(), &sink]).unwrap();
+            outer.link(&sink).unwrap();
+            let src = gst::Pad::builder(gst::PadDirection::Src).build();
+            src.link(&outer_sink).unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            src.set_active(true).unwrap();
+            assert!(src.push_event(gst::event::StreamStart::new("hops")));
+            assert!(
+                src.push_event(gst::event::Caps::new(&gst::Caps::new_empty_simple(
+                    "application/x-test"
+                )))
+            );
+            let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+            assert!(src.push_event(gst::event::Segment::new(&segment)));
+            let at_sink = counter(&sink.static_pad("sink").unwrap());
+            let at_outer_src = counter(outer_src.upcast_ref());
+            Self {
+                pipeline,
+                src,
+                identity,
+                outer_src: outer_src.upcast(),
+                at_sink,
+                at_outer_src,
+            }
+        }
+
+        /// The run from the identity's source pad to the fakesink.
+        fn run_out(&self) -> Run {
+            let first = self.identity.static_pad("src").unwrap().peer().unwrap();
+            Run::through_ghosts(&first).unwrap()
+        }
+
+        /// Pushes one buffer: (reached the sink, passed the outer ghost).
+        fn push(&self) -> (usize, usize) {
+            let before = self.counts();
+            assert_eq!(
+                self.src.push(gst::Buffer::with_size(100).unwrap()),
+                Ok(gst::FlowSuccess::Ok)
+            );
+            let after = self.counts();
+            (after.0 - before.0, after.1 - before.1)
+        }
+
+        fn counts(&self) -> (usize, usize) {
+            (
+                self.at_sink.load(Ordering::SeqCst),
+                self.at_outer_src.load(Ordering::SeqCst),
+            )
+        }
+    }
+
+    impl Drop for Nested {
+        fn drop(&mut self) {
+            let _ = self.pipeline.set_state(gst::State::Null);
+        }
+    }
+
+    #[test]
+    fn a_run_goes_through_nested_ghost_pads_to_the_element_pad() {
+        let nested = Nested::start();
+        let into = nested.src.peer().unwrap();
+        let run = Run::through_ghosts(&into).unwrap();
+        assert_eq!(run.exit, nested.identity.static_pad("sink").unwrap());
+        // Both ghosts' inner pads, and the inner bin's ghost after the entry.
+        assert_eq!(run.skipped.len(), 3, "{:?}", run.skipped);
+
+        let out = nested.run_out();
+        assert_eq!(
+            out.exit.parent_element().unwrap().factory().unwrap().name(),
+            "fakesink"
+        );
+        assert_eq!(out.skipped.len(), 3, "{:?}", out.skipped);
+        assert!(Run::through_ghosts(&out.exit).is_none());
+    }
+
+    #[test]
+    fn a_shortened_run_hands_the_data_straight_to_its_exit() {
+        let nested = Nested::start();
+        assert_eq!(nested.push(), (1, 1));
+        let run = nested.run_out();
+        run.shorten(|| true);
+        assert_eq!(nested.push(), (1, 0));
+        assert_eq!(nested.push(), (1, 0));
+    }
+
+    #[test]
+    fn a_closed_run_takes_the_normal_path() {
+        let nested = Nested::start();
+        let open = Arc::new(AtomicBool::new(false));
+        let switch = open.clone();
+        nested
+            .run_out()
+            .shorten(move || switch.load(Ordering::SeqCst));
+        assert_eq!(nested.push(), (1, 1));
+        open.store(true, Ordering::SeqCst);
+        assert_eq!(nested.push(), (1, 0));
+    }
+
+    /// A blocking probe on a skipped pad holds the data, as it would without the run.
+    #[test]
+    fn data_takes_the_normal_path_while_a_skipped_pad_is_blocked() {
+        let nested = Nested::start();
+        nested.run_out().shorten(|| true);
+        let held = Arc::new(AtomicUsize::new(0));
+        let seen = held.clone();
+        let block = nested
+            .outer_src
+            .add_probe(
+                gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+                move |_, _| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    // Let it through: the test only needs to see that the data came here.
+                    gst::PadProbeReturn::Pass
+                },
+            )
+            .unwrap();
+        assert!(is_busy(&nested.outer_src));
+        assert_eq!(nested.push(), (1, 1));
+        assert_eq!(held.load(Ordering::SeqCst), 1);
+        nested.outer_src.remove_probe(block);
+        assert!(!is_busy(&nested.outer_src));
+        assert_eq!(nested.push(), (1, 0));
+    }
+
+    /// Unlinking any pad of the run (a rewiring) ends it: the data follows the links.
+    #[test]
+    fn an_unlinked_run_is_not_used_again() {
+        let nested = Nested::start();
+        let run = nested.run_out();
+        let exit = run.exit.clone();
+        run.shorten(|| true);
+        assert_eq!(nested.push(), (1, 0));
+        let peer = exit.peer().unwrap();
+        peer.unlink(&exit).unwrap();
+        peer.link(&exit).unwrap();
+        assert_eq!(nested.push(), (1, 1));
+    }
+
+    #[test]
+    fn a_pad_holding_events_back_is_busy() {
+        let nested = Nested::start();
+        let pad = nested.identity.static_pad("src").unwrap();
+        assert!(!is_busy(&pad));
+        // Not linked, the pad keeps a new sticky event for the next push.
+        let peer = pad.peer().unwrap();
+        pad.unlink(&peer).unwrap();
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        nested.src.push_event(gst::event::Segment::new(&segment));
+        pad.link(&peer).unwrap();
+        assert!(is_busy(&pad), "the new segment waits for the next push");
+        assert_eq!(nested.push(), (1, 1));
+        assert!(!is_busy(&pad));
+    }
+}
