@@ -70,24 +70,32 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    /// The ghost pads from `entry` on, up to the first pad of an element that is not a
-    /// bin's ghost pad. `None` if `entry` is no ghost pad (nothing to skip).
-    pub fn through_ghosts(entry: &gst::Pad) -> Option<Self> {
+    /// The ghost pads after `out`, a source pad, up to the first pad of an element that
+    /// is not a bin's ghost pad. `None` if `out` leads to no ghost pad (nothing to skip).
+    ///
+    /// The probe goes on the ghost pad `out` is linked to, or, where that is the inner
+    /// pad of a source ghost pad (the way out of a bin), on `out` itself: the inner pad
+    /// belongs to the ghost pad, and a probe on it holding the ghost pad would keep both
+    /// alive for ever.
+    pub fn after(out: &gst::Pad) -> Option<Self> {
+        let first = out.peer()?;
         let mut skipped = Vec::new();
-        let mut pad = entry.clone();
-        loop {
-            let (passed, next) = match hand_on(&pad) {
-                Some(step) => step,
-                None => break,
-            };
-            if pad != *entry {
-                skipped.push(pad);
-            }
+        let mut pad = first.clone();
+        while let Some((passed, next)) = hand_on(&pad) {
+            skipped.push(pad);
             skipped.push(passed);
             pad = next;
         }
-        (pad != *entry).then(|| Self {
-            entry: entry.clone(),
+        if pad == first {
+            return None;
+        }
+        let entry = if first.is::<gst::GhostPad>() {
+            skipped.remove(0)
+        } else {
+            out.clone()
+        };
+        Some(Self {
+            entry,
             skipped,
             exit: pad,
         })
@@ -142,16 +150,19 @@ pub(crate) fn shorten_sending_path(from: &gst::Pad) -> usize {
             shortened += 1;
             continue;
         }
-        let Some(first) = output_of(&pad).and_then(|out| out.peer()) else {
+        let Some(out) = output_of(&pad) else {
             break;
         };
-        match Run::through_ghosts(&first) {
+        match Run::after(&out) {
             Some(run) => {
                 pad = run.exit.clone();
                 run.shorten(|| true);
                 shortened += 1;
             }
-            None => pad = first,
+            None => match out.peer() {
+                Some(next) => pad = next,
+                None => break,
+            },
         }
     }
     shortened
@@ -173,7 +184,7 @@ fn past_clocksync_and_funnel(sink: &gst::Pad) -> Option<(Run, Arc<AtomicBool>)> 
         .parent_element()
         .filter(|e| factory_is(e, "funnel"))?;
     let funnel_src = funnel.static_pad("src")?;
-    let after = Run::through_ghosts(&funnel_src.peer()?)?;
+    let after = Run::after(&funnel_src)?;
     let syncing = Arc::new(AtomicBool::new(clocksync.property::<bool>("sync")));
     let watch = Arc::downgrade(&syncing);
     clocksync.connect_notify(Some("sync"), move |e, _| {
@@ -181,7 +192,10 @@ fn past_clocksync_and_funnel(sink: &gst::Pad) -> Option<(Run, Arc<AtomicBool>)> 
             syncing.store(e.property::<bool>("sync"), Ordering::Release);
         }
     });
-    let mut skipped = vec![clocksync_src, funnel_sink, funnel_src, after.entry];
+    let mut skipped = vec![clocksync_src, funnel_sink, funnel_src.clone()];
+    if after.entry != funnel_src {
+        skipped.push(after.entry);
+    }
     skipped.extend(after.skipped);
     let run = Run {
         entry: sink.clone(),
@@ -314,8 +328,7 @@ mod tests {
 
         /// The run from the identity's source pad to the fakesink.
         fn run_out(&self) -> Run {
-            let first = self.identity.static_pad("src").unwrap().peer().unwrap();
-            Run::through_ghosts(&first).unwrap()
+            Run::after(&self.identity.static_pad("src").unwrap()).unwrap()
         }
 
         /// Pushes one buffer: (reached the sink, passed the outer ghost).
@@ -346,19 +359,19 @@ mod tests {
     #[test]
     fn a_run_goes_through_nested_ghost_pads_to_the_element_pad() {
         let nested = Nested::start();
-        let into = nested.src.peer().unwrap();
-        let run = Run::through_ghosts(&into).unwrap();
-        assert_eq!(run.exit, nested.identity.static_pad("sink").unwrap());
+        let into = Run::after(&nested.src).unwrap();
+        assert_eq!(into.entry, nested.src.peer().unwrap());
+        assert_eq!(into.exit, nested.identity.static_pad("sink").unwrap());
         // Both ghosts' inner pads, and the inner bin's ghost after the entry.
-        assert_eq!(run.skipped.len(), 3, "{:?}", run.skipped);
+        assert_eq!(into.skipped.len(), 3, "{:?}", into.skipped);
 
+        // Out of the bins: entered at the element's own pad (see `Run::after`).
         let out = nested.run_out();
-        assert_eq!(
-            out.exit.parent_element().unwrap().factory().unwrap().name(),
-            "fakesink"
-        );
-        assert_eq!(out.skipped.len(), 3, "{:?}", out.skipped);
-        assert!(Run::through_ghosts(&out.exit).is_none());
+        assert_eq!(out.entry, nested.identity.static_pad("src").unwrap());
+        let exit = out.exit.parent_element().unwrap();
+        assert_eq!(exit.factory().unwrap().name(), "fakesink");
+        // Two ghost pads and their inner pads.
+        assert_eq!(out.skipped.len(), 4, "{:?}", out.skipped);
     }
 
     #[test]
@@ -408,6 +421,37 @@ mod tests {
         nested.outer_src.remove_probe(block);
         assert!(!is_busy(&nested.outer_src));
         assert_eq!(nested.push(), (1, 0));
+    }
+
+    /// The probes hold pads of other elements, never their own pad's owner: a pipeline
+    /// with shortened runs is freed whole.
+    #[test]
+    fn shortened_runs_keep_no_pad_alive() {
+        let nested = Nested::start();
+        let ghosts: Vec<gst::glib::WeakRef<gst::Pad>> =
+            [Run::after(&nested.src), Some(nested.run_out())]
+                .into_iter()
+                .flatten()
+                .flat_map(|run| {
+                    let pads: Vec<_> = run
+                        .skipped
+                        .iter()
+                        .chain([&run.entry])
+                        .map(|p| p.downgrade())
+                        .collect();
+                    run.shorten(|| true);
+                    pads
+                })
+                .collect();
+        assert_eq!(nested.push(), (1, 0));
+        drop(nested);
+        for pad in ghosts {
+            assert!(
+                pad.upgrade().is_none(),
+                "{:?} is still alive",
+                pad.upgrade()
+            );
+        }
     }
 
     /// Unlinking any pad of the run (a rewiring) ends it: the data follows the links.
