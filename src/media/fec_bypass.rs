@@ -223,7 +223,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::media::testing::rtp_packet;
+    use crate::media::testing::{rtp_packet, rtp_video_appsrc, sendonly_pad};
     use crate::webrtc::Negotiator;
 
     /// What reached the pad after the FEC stage: (single buffers, lists, packets).
@@ -250,35 +250,14 @@ mod tests {
         async fn start() -> Self {
             gst::init().unwrap();
             let pipeline = gst::Pipeline::new();
-            let caps = gst::Caps::builder("application/x-rtp")
-                .field("media", "video")
-                .field("encoding-name", "H264")
-                .field("payload", 96i32)
-                .field("clock-rate", 90_000i32)
-                .field("packetization-mode", "1")
-                .field("profile-level-id", "42e01f")
-                .build();
-            let appsrc = gst::ElementFactory::make("appsrc")
-                .property("caps", &caps)
-                .property("is-live", true)
-                .property("do-timestamp", true)
-                .property_from_str("format", "time")
-                .build()
-                .unwrap();
+            let appsrc = rtp_video_appsrc();
             let negotiator = Negotiator::new("fec-bypass-sender").unwrap();
             let receiver = Negotiator::new("fec-bypass-receiver").unwrap();
             let webrtcbin = negotiator.element().clone();
             pipeline
                 .add_many([&appsrc, &webrtcbin, receiver.element()])
                 .unwrap();
-            let webrtc_sink = webrtcbin.request_pad_simple("sink_%u").unwrap();
-            let transceiver = webrtc_sink
-                .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
-                .unwrap();
-            transceiver.set_property(
-                "direction",
-                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
-            );
+            let webrtc_sink = sendonly_pad(&webrtcbin);
             // Buffers wait here until the test is watching (caps pass: the offer needs them).
             let open = Arc::new(AtomicBool::new(false));
             let src_pad = appsrc.static_pad("src").unwrap();

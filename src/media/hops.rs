@@ -508,25 +508,12 @@ mod tests {
         use std::time::Duration;
 
         use crate::engine::backend::PeerState;
+        use crate::media::testing::{rtp_video_appsrc, sendonly_pad};
         use crate::webrtc::Negotiator;
 
         crate::webrtc::init().unwrap();
         let pipeline = gst::Pipeline::new();
-        let caps = gst::Caps::builder("application/x-rtp")
-            .field("media", "video")
-            .field("encoding-name", "H264")
-            .field("payload", 96i32)
-            .field("clock-rate", 90_000i32)
-            .field("packetization-mode", "1")
-            .field("profile-level-id", "42e01f")
-            .build();
-        let appsrc = gst::ElementFactory::make("appsrc")
-            .property("caps", &caps)
-            .property("is-live", true)
-            .property("do-timestamp", true)
-            .property_from_str("format", "time")
-            .build()
-            .unwrap();
+        let appsrc = rtp_video_appsrc();
         let sender = Negotiator::new("hops-sender").unwrap();
         let receiver = Negotiator::new("hops-receiver").unwrap();
         pipeline
@@ -547,14 +534,7 @@ mod tests {
             sink.sync_state_with_parent().unwrap();
             pad.link(&sink.static_pad("sink").unwrap()).unwrap();
         });
-        let webrtc_sink = sender.element().request_pad_simple("sink_%u").unwrap();
-        webrtc_sink
-            .property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
-            .unwrap()
-            .set_property(
-                "direction",
-                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
-            );
+        let webrtc_sink = sendonly_pad(sender.element());
         appsrc
             .static_pad("src")
             .unwrap()

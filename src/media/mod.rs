@@ -251,6 +251,40 @@ impl MediaEngine for GstMedia {
 /// Test helpers shared by the media modules' unit tests.
 #[cfg(test)]
 pub(crate) mod testing {
+    use gst::prelude::*;
+
+    /// A live appsrc of H.264 RTP (payload type 96), the caps a webrtcbin sink pad needs
+    /// to offer it.
+    pub fn rtp_video_appsrc() -> gst::Element {
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", "H264")
+            .field("payload", 96i32)
+            .field("clock-rate", 90_000i32)
+            .field("packetization-mode", "1")
+            .field("profile-level-id", "42e01f")
+            .build();
+        gst::ElementFactory::make("appsrc")
+            .property("caps", &caps)
+            .property("is-live", true)
+            .property("do-timestamp", true)
+            .property_from_str("format", "time")
+            .build()
+            .unwrap()
+    }
+
+    /// A new sink pad of `webrtcbin`, its transceiver send-only.
+    pub fn sendonly_pad(webrtcbin: &gst::Element) -> gst::Pad {
+        let pad = webrtcbin.request_pad_simple("sink_%u").unwrap();
+        pad.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+            .unwrap()
+            .set_property(
+                "direction",
+                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+            );
+        pad
+    }
+
     /// A minimal RTP packet (version 2, payload type 96, SSRC 7): marker as given,
     /// payload of `len` bytes.
     pub fn rtp_packet(timestamp: u32, marker: bool, len: usize) -> gst::Buffer {
