@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use gst::prelude::*;
 
-use super::hops;
+use super::hops::{self, factory_is};
 
 /// rtpulpfecenc's payload type meaning "no ULPFEC": it passes packets on as they are.
 const ULPFEC_UNDEFINED_PT: u32 = 255;
@@ -165,10 +165,6 @@ fn uses_transport_cc(pad: &gst::Pad) -> bool {
             })
         })
     })
-}
-
-fn factory_is(element: &gst::Element, name: &str) -> bool {
-    element.factory().is_some_and(|f| f.name() == name)
 }
 
 /// Whether each encoder currently passes packets on unchanged.

@@ -21,8 +21,10 @@
 //! run is unlinked (teardown, or webrtcbin rewiring a stream), the run is taken out of
 //! use for good.
 //!
-//! The probe sits on a sink pad, inside the push from upstream, so an IDLE probe on
-//! the tee pad still means what it says: nothing of that room is in flight.
+//! The probe sits on the ghost pad where a run begins, or, for a run leaving a bin, on
+//! the source pad of the element before it (see [`Run::after`]). Either way it runs
+//! inside the tee's push into that room, so an IDLE probe on the tee pad still means
+//! what it says: nothing of that room is in flight.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -61,7 +63,7 @@ const BUSY_FLAGS: u32 = gst::ffi::GST_PAD_FLAG_BLOCKED
 
 /// A stretch of pads that only hand data on.
 pub(crate) struct Run {
-    /// Where the data arrives (a sink pad; the probe goes here).
+    /// Where the probe goes: the first pad of the run, or the source pad before it.
     pub entry: gst::Pad,
     /// What the data would pass between `entry` and `exit`.
     pub skipped: Vec<gst::Pad>,
@@ -205,7 +207,8 @@ fn past_clocksync_and_funnel(sink: &gst::Pad) -> Option<(Run, Arc<AtomicBool>)> 
     Some((run, syncing))
 }
 
-fn factory_is(element: &gst::Element, name: &str) -> bool {
+/// Whether `element` was made by the factory `name`.
+pub(crate) fn factory_is(element: &gst::Element, name: &str) -> bool {
     element.factory().is_some_and(|f| f.name() == name)
 }
 
