@@ -143,6 +143,22 @@ impl Config {
             ),
         );
         check(
+            (50..=enc.bitrate_kbps.max(50)).contains(&enc.min_bitrate_kbps),
+            "encoder.min_bitrate_kbps",
+            format!(
+                "{} is out of range: allowed 50 kbit/s up to encoder.bitrate_kbps ({})",
+                enc.min_bitrate_kbps, enc.bitrate_kbps
+            ),
+        );
+        check(
+            self.rooms.quality_interval_s <= 3600,
+            "rooms.quality_interval_s",
+            format!(
+                "{} is out of range: allowed 0 (no quality events) to 3600 seconds",
+                self.rooms.quality_interval_s
+            ),
+        );
+        check(
             (6..=510).contains(&enc.audio_bitrate_kbps),
             "encoder.audio_bitrate_kbps",
             format!(
@@ -319,6 +335,8 @@ impl Config {
             mode: self.rooms.mode,
             max_rooms: self.rooms.max_rooms,
             multi_room_enabled: self.rooms.multi_room_enabled,
+            quality_interval: (self.rooms.quality_interval_s > 0)
+                .then(|| std::time::Duration::from_secs(self.rooms.quality_interval_s)),
             reconnect: crate::engine::ReconnectPolicy {
                 window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
                 ..Default::default()

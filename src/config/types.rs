@@ -49,6 +49,10 @@ pub struct RoomsConfig {
     /// with 1002036.
     #[serde(default)]
     pub multi_room_enabled: bool,
+    /// Seconds between `publisher_quality_update` / `player_quality_update` events per
+    /// stream; 0 sends none (the state snapshot still carries the figures).
+    #[serde(default = "default_quality_interval")]
+    pub quality_interval_s: u64,
 }
 
 impl Default for RoomsConfig {
@@ -57,8 +61,13 @@ impl Default for RoomsConfig {
             mode: RoomMode::Single,
             max_rooms: default_max_rooms(),
             multi_room_enabled: false,
+            quality_interval_s: default_quality_interval(),
         }
     }
+}
+
+fn default_quality_interval() -> u64 {
+    3
 }
 
 fn default_max_rooms() -> usize {
@@ -252,6 +261,14 @@ pub struct EncoderConfig {
     /// `bitrate_kbps` being the ceiling.
     #[serde(default = "default_true")]
     pub follow_room_bitrate: bool,
+    /// The lowest video bitrate the encoder is taken down to, in kbit/s.
+    #[serde(default = "default_min_bitrate")]
+    pub min_bitrate_kbps: u32,
+    /// Each room's sender estimates its path with Google Congestion Control
+    /// (transport-wide feedback from Janus), paces its packets to the estimate, and the
+    /// shared encoder follows the narrowest room.
+    #[serde(default = "default_true")]
+    pub congestion_control: bool,
 }
 
 impl Default for EncoderConfig {
@@ -262,8 +279,14 @@ impl Default for EncoderConfig {
             keyframe_interval_s: default_keyframe_interval(),
             audio_bitrate_kbps: default_audio_bitrate(),
             follow_room_bitrate: true,
+            min_bitrate_kbps: default_min_bitrate(),
+            congestion_control: true,
         }
     }
+}
+
+fn default_min_bitrate() -> u32 {
+    crate::media::bandwidth::DEFAULT_FLOOR_KBPS
 }
 
 fn default_bitrate() -> u32 {

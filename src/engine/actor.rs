@@ -12,7 +12,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::backend::{BackendEvent, MediaEngine, PeerHandle, PeerState, RoomBackend};
+use super::backend::{
+    BackendEvent, MediaEngine, PeerHandle, PeerState, RoomBackend, StreamQuality,
+};
 use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
@@ -218,10 +220,21 @@ impl Engine {
     ) {
         info!(mode = %self.settings.mode, max_rooms = self.settings.max_rooms, "room engine started");
         let mut backend_open = true;
+        let mut quality_tick = self.settings.quality_interval.map(|period| {
+            let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(_) = async {
+                    match quality_tick.as_mut() {
+                        Some(tick) => Some(tick.tick().await),
+                        None => None,
+                    }
+                }, if quality_tick.is_some() => self.emit_quality(),
                 Some(done) = self.ops.join_next(), if !self.ops.is_empty() => match done {
                     Ok(outcome) => self.on_outcome(outcome),
                     Err(e) if e.is_panic() => warn!("an engine operation panicked: {e}"),
@@ -1444,6 +1457,31 @@ impl Engine {
         report
     }
 
+    /// One quality event per stream that is up and has figures (`quality_interval`).
+    fn emit_quality(&self) {
+        for ((_, stream), entry) in &self.streams {
+            if entry.phase != Phase::Active {
+                continue;
+            }
+            let Some(quality) = entry.peer.as_ref().and_then(|p| p.quality()) else {
+                continue;
+            };
+            let (stream_id, room_id) = (stream.clone(), entry.room.clone());
+            self.emit(match quality {
+                StreamQuality::Publisher(quality) => Event::PublisherQualityUpdate {
+                    stream_id,
+                    room_id,
+                    quality,
+                },
+                StreamQuality::Player(quality) => Event::PlayerQualityUpdate {
+                    stream_id,
+                    room_id,
+                    quality,
+                },
+            });
+        }
+    }
+
     // ---- state and shutdown ----------------------------------------------------------
 
     fn snapshot(&self) -> EngineSnapshot {
@@ -1451,6 +1489,7 @@ impl Engine {
         let mut playing = Vec::new();
         for ((kind, stream), entry) in &self.streams {
             let stats = entry.peer.as_ref().map(|p| p.stats()).unwrap_or_default();
+            let quality = entry.peer.as_ref().and_then(|p| p.quality());
             match (kind, entry.role) {
                 (Kind::Publish, Role::Publish { channel }) => publishing.push(PublishSnapshot {
                     stream_id: stream.clone(),
@@ -1458,6 +1497,10 @@ impl Engine {
                     channel,
                     state: publisher_state(entry.phase),
                     stats,
+                    quality: match quality {
+                        Some(StreamQuality::Publisher(q)) => Some(q),
+                        _ => None,
+                    },
                 }),
                 (Kind::Play, Role::Play { output }) => playing.push(PlaySnapshot {
                     stream_id: stream.clone(),
@@ -1465,6 +1508,10 @@ impl Engine {
                     output,
                     state: player_state(entry.phase),
                     stats,
+                    quality: match quality {
+                        Some(StreamQuality::Player(q)) => Some(q),
+                        _ => None,
+                    },
                 }),
                 _ => {}
             }

@@ -177,6 +177,52 @@ pub struct PeerStats {
     pub latency_ms: Option<f64>,
 }
 
+/// How a published stream does in its room, over the last sampling period (about 2 s).
+/// The MQTT contract's `publisher_quality_update` (docs/mqtt.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PublisherQuality {
+    /// What the room's branch sent (video and audio RTP payloads), in kbit/s.
+    pub kbps_sent: u32,
+    /// The room's congestion-control estimate of its path (whole transport), in kbit/s;
+    /// absent when congestion control is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_kbps: Option<u32>,
+    /// Packets lost on the way to the SFU, in % (from its receiver reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<f64>,
+    /// Round-trip time to the SFU, in ms (from its receiver reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Video frames per second sent into the room.
+    pub fps: f64,
+}
+
+/// How a played stream does, over the last sampling period (about 2 s). The MQTT
+/// contract's `player_quality_update` (docs/mqtt.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PlayerQuality {
+    /// What arrived, in kbit/s.
+    pub kbps_received: u32,
+    /// Packets lost on the way from the SFU, in %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<f64>,
+    /// Video frames decoded per second.
+    pub fps_decoded: f64,
+    /// Inter-arrival jitter the RTP session measured, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    /// The jitter buffer's delay (`player.latency_ms`), in ms.
+    pub jitter_buffer_ms: u32,
+}
+
+/// One stream's quality figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StreamQuality {
+    Publisher(PublisherQuality),
+    Player(PlayerQuality),
+}
+
 /// One WebRTC peer connection. The media engine creates it; the rooms backend drives the
 /// offer/answer exchange and ICE through it; the engine watches its state and closes it.
 #[async_trait]
@@ -204,6 +250,11 @@ pub trait WebRtcPeer: Send + Sync + 'static {
     fn state(&self) -> watch::Receiver<PeerState>;
 
     fn stats(&self) -> PeerStats;
+
+    /// The latest quality figures, once the peer has sent or received for a while.
+    fn quality(&self) -> Option<StreamQuality> {
+        None
+    }
 
     /// Tears the peer down (its pipeline branch goes to NULL and is removed).
     async fn close(&self);

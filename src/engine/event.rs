@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::{PlayerQuality, PublisherQuality};
 use super::error::ErrorCode;
 use super::types::{PlayerState, PublisherState, RoomId, RoomStateReason, StreamId, UpdateType};
 
@@ -77,6 +78,18 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error_message: Option<String>,
     },
+    /// Every `rooms.quality_interval_s` per published stream that is up.
+    PublisherQualityUpdate {
+        stream_id: StreamId,
+        room_id: RoomId,
+        quality: PublisherQuality,
+    },
+    /// Every `rooms.quality_interval_s` per played stream that is up.
+    PlayerQualityUpdate {
+        stream_id: StreamId,
+        room_id: RoomId,
+        quality: PlayerQuality,
+    },
     /// After a restart, the room is being joined again from the saved desired state,
     /// with these streams. Its `room_state_changed` and stream events follow.
     RoomRestored {
@@ -97,6 +110,8 @@ impl Event {
             | Event::CustomCommand { room_id, .. }
             | Event::PublisherStateUpdate { room_id, .. }
             | Event::PlayerStateUpdate { room_id, .. }
+            | Event::PublisherQualityUpdate { room_id, .. }
+            | Event::PlayerQualityUpdate { room_id, .. }
             | Event::RoomRestored { room_id, .. } => room_id,
         }
     }
@@ -111,6 +126,8 @@ impl Event {
             Event::CustomCommand { .. } => "custom_command",
             Event::PublisherStateUpdate { .. } => "publisher_state_update",
             Event::PlayerStateUpdate { .. } => "player_state_update",
+            Event::PublisherQualityUpdate { .. } => "publisher_quality_update",
+            Event::PlayerQualityUpdate { .. } => "player_quality_update",
             Event::RoomRestored { .. } => "room_restored",
         }
     }

@@ -51,6 +51,8 @@ pub struct EngineSettings {
     pub mode: RoomMode,
     pub max_rooms: usize,
     pub multi_room_enabled: bool,
+    /// How often each active stream's quality figures go out as events; `None`: never.
+    pub quality_interval: Option<Duration>,
     pub reconnect: ReconnectPolicy,
 }
 
@@ -60,6 +62,7 @@ impl Default for EngineSettings {
             mode: RoomMode::Single,
             max_rooms: 5,
             multi_room_enabled: false,
+            quality_interval: None,
             reconnect: ReconnectPolicy::default(),
         }
     }

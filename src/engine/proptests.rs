@@ -170,6 +170,7 @@ fn settings() -> impl Strategy<Value = EngineSettings> {
             },
             max_rooms,
             multi_room_enabled,
+            quality_interval: None,
             reconnect: ReconnectPolicy {
                 window: Duration::from_secs(5),
                 initial_backoff: Duration::from_millis(100),

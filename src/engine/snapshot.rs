@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::backend::{MediaSnapshot, PeerStats};
+use super::backend::{MediaSnapshot, PeerStats, PlayerQuality, PublisherQuality};
 use super::event::{StreamInfo, UserInfo};
 use super::types::{
     Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, StreamId, User,
@@ -39,6 +39,9 @@ pub struct PublishSnapshot {
     pub channel: Channel,
     pub state: PublisherState,
     pub stats: PeerStats,
+    /// The latest quality figures (as in `publisher_quality_update`), once sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<PublisherQuality>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,4 +51,7 @@ pub struct PlaySnapshot {
     pub output: PlayOutput,
     pub state: PlayerState,
     pub stats: PeerStats,
+    /// The latest quality figures (as in `player_quality_update`), once sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<PlayerQuality>,
 }

@@ -13,6 +13,7 @@ fn settings(mode: RoomMode) -> EngineSettings {
         mode,
         max_rooms: 5,
         multi_room_enabled: true,
+        quality_interval: None,
         reconnect: ReconnectPolicy {
             window: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(100),

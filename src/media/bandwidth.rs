@@ -1,25 +1,30 @@
-//! The shared encoder's bitrate follows the lowest room.
+//! The shared encoder's bitrate follows the narrowest room.
 //!
 //! One encode feeds every room, so it can only be as rich as the narrowest room allows.
-//! Janus tells each publisher what it may send with REMB (RTCP payload-specific
-//! feedback, "application layer", `REMB` — draft-alvestrand-rmcat-remb): the room's
-//! `bitrate` cap, or the cap a moderator set for this publisher. webrtcbin in
-//! GStreamer 1.22 has no sender-side estimator of its own, so REMB is the estimate there
-//! is. Each publisher branch reports the REMB its room sends; the encoder runs at the
-//! lowest of them, never above the configured `bitrate_kbps` and never below
-//! [`FLOOR_KBPS`].
+//! Each room tells the box what it may send in two ways:
+//! - **measured**: the room's Google Congestion Control estimate (`congestion.rs`), from
+//!   the SFU's transport-wide feedback on the packets the room actually sent. It moves
+//!   with the path: a narrow or shared uplink pulls it down within seconds.
+//! - **REMB** (RTCP payload-specific feedback, "application layer", draft-alvestrand-
+//!   rmcat-remb): the room's configured `bitrate` cap, or the cap a moderator set for
+//!   this publisher. Janus sends it every few seconds; it is a ceiling, not a measure.
 //!
-//! Janus starts every publisher with a ramp (a quarter, a third, half, then all of the
-//! cap, a second apart, then the cap every few seconds), so a branch's estimates count
-//! only from [`SETTLE`] after its first one: a room joining does not pull the picture of
-//! every other room down for a few seconds. Changes under [`HYSTERESIS`] are not applied.
+//! The encoder runs at the lowest of all rooms' values, never above the configured
+//! `bitrate_kbps` and never below the configured floor (`encoder.min_bitrate_kbps`).
+//! Rooms on one uplink each see its congestion, so together they settle under it.
+//!
+//! Janus starts every publisher's REMB with a ramp (a quarter, a third, half, then all
+//! of the cap, a second apart), so a branch's REMB counts only from [`SETTLE`] after its
+//! first one: a room joining does not pull the picture of every other room down for a
+//! few seconds. Measured estimates start at what the room needs and count at once.
+//! Changes under [`HYSTERESIS`] are not applied.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Never below this, whatever a room asks.
-pub const FLOOR_KBPS: u32 = 100;
-/// A branch's estimates count from this long after its first one.
+/// The default floor (`encoder.min_bitrate_kbps`): under this a 720p picture is mush.
+pub const DEFAULT_FLOOR_KBPS: u32 = 150;
+/// A branch's REMB estimates count from this long after its first one.
 pub const SETTLE: Duration = Duration::from_secs(4);
 /// Relative change under which the encoder is left alone.
 pub const HYSTERESIS: f64 = 0.10;
@@ -36,6 +41,15 @@ pub fn parse_remb(fci: &[u8]) -> Option<u64> {
     u64::try_from(u128::from(mantissa) << exponent).ok()
 }
 
+/// Where a room's estimate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The SFU's REMB: a cap, with a ramp at the start.
+    Remb,
+    /// The room's own congestion controller: counts at once.
+    Measured,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
     first: Instant,
@@ -47,15 +61,18 @@ struct Estimate {
 #[derive(Debug)]
 pub struct BitrateFollower {
     target_kbps: u32,
+    floor_kbps: u32,
     applied_kbps: u32,
-    estimates: HashMap<String, Estimate>,
+    estimates: HashMap<(String, Origin), Estimate>,
 }
 
 impl BitrateFollower {
-    /// Starts at the configured bitrate, which is also the ceiling.
-    pub fn new(target_kbps: u32) -> Self {
+    /// Starts at the configured bitrate, which is also the ceiling; never goes under
+    /// `floor_kbps` (nor over the ceiling, whichever is lower).
+    pub fn new(target_kbps: u32, floor_kbps: u32) -> Self {
         Self {
             target_kbps,
+            floor_kbps: floor_kbps.min(target_kbps),
             applied_kbps: target_kbps,
             estimates: HashMap::new(),
         }
@@ -71,15 +88,29 @@ impl BitrateFollower {
         self.applied_kbps = self.target_kbps;
     }
 
-    /// Branch `branch` received an estimate of `bps`; returns the bitrate to set the
-    /// encoder to when it should change.
+    /// Branch `branch` received a REMB estimate of `bps` (video bit/s); returns the
+    /// bitrate to set the encoder to when it should change.
     pub fn estimate(&mut self, branch: &str, bps: u64, now: Instant) -> Option<u32> {
+        self.estimate_from(branch, Origin::Remb, bps, now)
+    }
+
+    /// Branch `branch` received an estimate of `bps` (video bit/s) from `origin`.
+    pub fn estimate_from(
+        &mut self,
+        branch: &str,
+        origin: Origin,
+        bps: u64,
+        now: Instant,
+    ) -> Option<u32> {
         let kbps = u32::try_from(bps / 1000).unwrap_or(u32::MAX);
-        let estimate = self.estimates.entry(branch.to_owned()).or_insert(Estimate {
-            first: now,
-            kbps: None,
-        });
-        if now.saturating_duration_since(estimate.first) < SETTLE {
+        let estimate = self
+            .estimates
+            .entry((branch.to_owned(), origin))
+            .or_insert(Estimate {
+                first: now,
+                kbps: None,
+            });
+        if origin == Origin::Remb && now.saturating_duration_since(estimate.first) < SETTLE {
             return None;
         }
         estimate.kbps = Some(kbps);
@@ -88,7 +119,11 @@ impl BitrateFollower {
 
     /// Branch `branch` is gone (its room was left): the others may allow more.
     pub fn remove(&mut self, branch: &str) -> Option<u32> {
-        self.estimates.remove(branch)?;
+        let before = self.estimates.len();
+        self.estimates.retain(|(b, _), _| b != branch);
+        if self.estimates.len() == before {
+            return None;
+        }
         self.decide()
     }
 
@@ -99,7 +134,7 @@ impl BitrateFollower {
             .filter_map(|e| e.kbps)
             .min()
             .unwrap_or(self.target_kbps);
-        let wanted = lowest.clamp(FLOOR_KBPS, self.target_kbps.max(FLOOR_KBPS));
+        let wanted = lowest.clamp(self.floor_kbps, self.target_kbps);
         let change = (f64::from(wanted) - f64::from(self.applied_kbps)).abs()
             / f64::from(self.applied_kbps.max(1));
         // Back to the ceiling is always applied: a small cap gone must not leave the
@@ -161,7 +196,7 @@ mod tests {
     #[test]
     fn follows_the_lowest_room_after_it_settles() {
         let t0 = Instant::now();
-        let mut follower = BitrateFollower::new(2000);
+        let mut follower = BitrateFollower::new(2000, DEFAULT_FLOOR_KBPS);
         // Two rooms with a 4 Mbit/s cap: nothing to do, above the configured bitrate.
         assert_eq!(follower.estimate("a", 1_000_000, t0), None);
         assert_eq!(follower.estimate("b", 1_000_000, t0), None);
@@ -186,9 +221,12 @@ mod tests {
     #[test]
     fn stays_between_the_floor_and_the_ceiling() {
         let t0 = Instant::now();
-        let mut follower = BitrateFollower::new(2000);
+        let mut follower = BitrateFollower::new(2000, DEFAULT_FLOOR_KBPS);
         follower.estimate("a", 0, t0);
-        assert_eq!(follower.estimate("a", 0, t0 + SETTLE), Some(FLOOR_KBPS));
+        assert_eq!(
+            follower.estimate("a", 0, t0 + SETTLE),
+            Some(DEFAULT_FLOOR_KBPS)
+        );
         assert_eq!(follower.estimate("a", 50_000_000, t0 + SETTLE), Some(2000));
         // Small moves are not worth reconfiguring the encoder, except back to the top.
         assert_eq!(follower.estimate("a", 1_900_000, t0 + SETTLE), None);
@@ -198,5 +236,33 @@ mod tests {
         assert_eq!(follower.estimate("a", 2_500_000, t0 + SETTLE), Some(2000));
         follower.restarted();
         assert_eq!(follower.applied_kbps(), 2000);
+    }
+
+    #[test]
+    fn measured_estimates_count_at_once_and_the_lowest_of_both_wins() {
+        let t0 = Instant::now();
+        let mut follower = BitrateFollower::new(2000, 300);
+        // A congested room's measure counts at once (no ramp to wait out)...
+        assert_eq!(
+            follower.estimate_from("a", Origin::Measured, 700_000, t0),
+            Some(700)
+        );
+        // ...and a REMB cap above it changes nothing once settled.
+        assert_eq!(follower.estimate("a", 4_000_000, t0), None);
+        assert_eq!(follower.estimate("a", 4_000_000, t0 + SETTLE), None);
+        // Another room measures less: everyone follows it, down to the floor at most.
+        assert_eq!(
+            follower.estimate_from("b", Origin::Measured, 100_000, t0),
+            Some(300)
+        );
+        // That room left: back to the first room's measure; the path clears: the top.
+        assert_eq!(follower.remove("b"), Some(700));
+        assert_eq!(
+            follower.estimate_from("a", Origin::Measured, 2_500_000, t0),
+            Some(2000)
+        );
+        // Leaving forgets both of a room's estimates.
+        assert_eq!(follower.remove("a"), None);
+        assert!(follower.estimates.is_empty());
     }
 }

@@ -17,6 +17,7 @@
 //! and video (`shared_segment.rs`).
 
 pub mod bandwidth;
+pub mod congestion;
 pub mod devices;
 pub mod encoder;
 mod fec_bypass;
@@ -24,6 +25,7 @@ mod framelist;
 mod hops;
 mod player;
 mod publisher;
+mod quality;
 mod shared_segment;
 pub mod source;
 mod speaker;

@@ -14,9 +14,12 @@ use gst_video::prelude::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::quality::{self, Growth, Latest};
 use super::speaker::{Speaker, SpeakerInput};
 use super::stamp;
-use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
+use crate::engine::backend::{
+    IceCandidate, PeerState, PeerStats, PlayerQuality, StreamQuality, WebRtcPeer,
+};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::types::PlayOutput;
 use crate::webrtc::{Negotiator, WebRtcError};
@@ -57,9 +60,61 @@ pub struct Player {
     speaker: Arc<Speaker>,
     closed: AtomicBool,
     stop: tokio_util::sync::CancellationToken,
+    /// The jitter buffer's latency, ms (reported with the quality figures).
+    latency_ms: u32,
+    quality: Latest<PlayerQuality>,
 }
 
 impl Player {
+    /// Samples the stream's quality every [`quality::PERIOD`] until it closes: what
+    /// arrived and was decoded, and what the RTP session counted lost.
+    fn sample_quality(&self) {
+        let counters = self.counters.clone();
+        let webrtcbin = self.negotiator.element().downgrade();
+        let jitter_buffer_ms = self.latency_ms;
+        let (mut arrived, mut decoded) = (Growth::default(), Growth::default());
+        // Packets lost and received: read after the stats' await, so shared with it.
+        let window = Arc::new(Mutex::new((Growth::default(), Growth::default())));
+        arrived.since_last(counters.bytes_received.load(Ordering::Relaxed));
+        decoded.since_last(counters.frames_decoded.load(Ordering::Relaxed));
+        quality::spawn_sampler(self.stop.clone(), self.quality.clone(), move |elapsed| {
+            let kbps_received = quality::kbps(
+                arrived.since_last(counters.bytes_received.load(Ordering::Relaxed)),
+                elapsed,
+            );
+            let fps_decoded = quality::per_second(
+                decoded.since_last(counters.frames_decoded.load(Ordering::Relaxed)),
+                elapsed,
+            );
+            let webrtcbin = webrtcbin.upgrade();
+            let window = window.clone();
+            let counts = move |(l, r, jitter): (u64, u64, Option<f64>)| {
+                let Ok(mut window) = window.lock() else {
+                    return (None, jitter);
+                };
+                let (lost, received) = (window.0.since_last(l), window.1.since_last(r));
+                (quality::loss_percent(lost, received), jitter)
+            };
+            async move {
+                let stats = match webrtcbin {
+                    Some(webrtcbin) => crate::webrtc::stats_of(&webrtcbin).await,
+                    None => None,
+                };
+                let (loss_percent, jitter_ms) = stats
+                    .as_ref()
+                    .map(|s| counts(quality::receiver_counts(s)))
+                    .unwrap_or((None, None));
+                Some(PlayerQuality {
+                    kbps_received,
+                    loss_percent,
+                    fps_decoded,
+                    jitter_ms,
+                    jitter_buffer_ms,
+                })
+            }
+        });
+    }
+
     pub fn open(
         label: String,
         output: PlayOutput,
@@ -103,6 +158,8 @@ impl Player {
             speaker,
             closed: AtomicBool::new(false),
             stop: tokio_util::sync::CancellationToken::new(),
+            latency_ms,
+            quality: Latest::default(),
         });
         player.watch_bus();
         info!(stream = %player.label, %output, "player opened");
@@ -396,10 +453,13 @@ impl WebRtcPeer for Player {
     }
 
     async fn answer_offer(&self, sdp: &str) -> Result<String, BackendError> {
-        self.negotiator
+        let answer = self
+            .negotiator
             .answer_offer(sdp)
             .await
-            .map_err(webrtc_error)
+            .map_err(webrtc_error)?;
+        self.sample_quality();
+        Ok(answer)
     }
 
     fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>> {
@@ -413,6 +473,11 @@ impl WebRtcPeer for Player {
 
     fn state(&self) -> watch::Receiver<PeerState> {
         self.negotiator.state()
+    }
+
+    fn quality(&self) -> Option<StreamQuality> {
+        let latest = self.quality.lock().ok()?.clone()?;
+        Some(StreamQuality::Player(latest))
     }
 
     fn stats(&self) -> PeerStats {

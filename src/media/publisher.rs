@@ -22,9 +22,12 @@ use gst::prelude::*;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::quality::{self, Growth, Latest};
 use super::source::{Running, Source};
-use super::{bandwidth, fec_bypass, hops};
-use crate::engine::backend::{IceCandidate, PeerState, PeerStats, WebRtcPeer};
+use super::{bandwidth, congestion, fec_bypass, hops};
+use crate::engine::backend::{
+    IceCandidate, PeerState, PeerStats, PublisherQuality, StreamQuality, WebRtcPeer,
+};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::webrtc::{Negotiator, WebRtcError};
 
@@ -57,6 +60,11 @@ pub struct Publisher {
     legs: std::sync::Mutex<Vec<Leg>>,
     packets: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
+    /// Video frames that passed the gate (one buffer list each).
+    frames: Arc<AtomicU64>,
+    /// The room's congestion controller, once webrtcbin made its transport.
+    estimator: Arc<std::sync::Mutex<Option<gst::glib::WeakRef<gst::Element>>>>,
+    quality: Latest<PublisherQuality>,
     /// Open while the peer connection is connected: media passes the tee pads.
     gate: Arc<AtomicBool>,
     closed: AtomicBool,
@@ -128,15 +136,45 @@ impl Publisher {
     ) -> Result<Arc<Self>, BackendError> {
         let negotiator = Negotiator::new(&format!("{prefix}webrtcbin")).map_err(webrtc_error)?;
         let webrtcbin = negotiator.element().clone();
+        let estimator = Arc::new(std::sync::Mutex::new(None));
+        if let Some(bounds) = source.congestion_bounds() {
+            let created = estimator.clone();
+            let weak_source = Arc::downgrade(source);
+            let branch = prefix.to_owned();
+            congestion::install(
+                &webrtcbin,
+                bounds,
+                move |element| {
+                    if let Ok(mut slot) = created.lock() {
+                        *slot = Some(element.downgrade());
+                    }
+                },
+                move |bps| {
+                    if let Some(source) = weak_source.upgrade() {
+                        source.report_measured(&branch, bps);
+                    }
+                },
+            )
+            .map_err(media_error)?;
+        }
         running.pipeline.add(&webrtcbin).map_err(media_error)?;
         let packets = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
+        let frames = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(AtomicBool::new(false));
 
         let mut legs = Vec::new();
-        let tees = [Some(running.video_tee.clone()), running.audio_tee.clone()];
-        for tee in tees.into_iter().flatten() {
-            match Self::leg(&webrtcbin, &tee, &gate, &packets, &bytes) {
+        let tees = [
+            Some((running.video_tee.clone(), Some(&frames))),
+            running.audio_tee.clone().map(|tee| (tee, None)),
+        ];
+        for (tee, frames) in tees.into_iter().flatten() {
+            let counters = Counters {
+                packets: &packets,
+                bytes: &bytes,
+                frames,
+            };
+            match Self::leg(&webrtcbin, &tee, &gate, counters) {
                 Ok(leg) => legs.push(leg),
                 Err(e) => {
                     take_down(&running.pipeline, legs, &webrtcbin);
@@ -164,6 +202,9 @@ impl Publisher {
             legs: std::sync::Mutex::new(legs),
             packets,
             bytes,
+            frames,
+            estimator,
+            quality: Latest::default(),
             gate,
             closed: AtomicBool::new(false),
             closing: tokio_util::sync::CancellationToken::new(),
@@ -176,8 +217,7 @@ impl Publisher {
         webrtcbin: &gst::Element,
         tee: &gst::Element,
         gate: &Arc<AtomicBool>,
-        packets: &Arc<AtomicU64>,
-        bytes: &Arc<AtomicU64>,
+        counters: Counters<'_>,
     ) -> Result<Leg, BackendError> {
         let webrtc_pad = webrtcbin
             .request_pad_simple("sink_%u")
@@ -197,7 +237,12 @@ impl Publisher {
         // Sticky events (caps, segment) still reach webrtcbin while the gate is shut:
         // GStreamer sends them before it runs the pad's buffer probes, and the offer
         // needs the caps.
-        let (gate, p, b) = (gate.clone(), packets.clone(), bytes.clone());
+        let (gate, p, b) = (
+            gate.clone(),
+            counters.packets.clone(),
+            counters.bytes.clone(),
+        );
+        let f = counters.frames.cloned();
         let data = gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST;
         tee_pad.add_probe(data, move |_, info| {
             if !gate.load(Ordering::Acquire) {
@@ -209,6 +254,9 @@ impl Publisher {
                 Some(gst::PadProbeData::BufferList(list)) => (list.len(), list.calculate_size()),
                 _ => (0, 0),
             };
+            if let Some(frames) = &f {
+                frames.fetch_add(1, Ordering::Relaxed);
+            }
             p.fetch_add(count as u64, Ordering::Relaxed);
             b.fetch_add(size as u64, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
@@ -279,6 +327,45 @@ impl Publisher {
         });
     }
 
+    /// Samples the stream's quality every [`quality::PERIOD`] until it closes: what
+    /// passed the gate, the room's estimate, and the SFU's receiver reports.
+    fn sample_quality(&self) {
+        let (bytes, frames) = (self.bytes.clone(), self.frames.clone());
+        let estimator = self.estimator.clone();
+        let webrtcbin = self.negotiator.element().downgrade();
+        let (mut sent, mut shown) = (Growth::default(), Growth::default());
+        sent.since_last(bytes.load(Ordering::Relaxed));
+        shown.since_last(frames.load(Ordering::Relaxed));
+        quality::spawn_sampler(self.closing.clone(), self.quality.clone(), move |elapsed| {
+            let kbps_sent = quality::kbps(sent.since_last(bytes.load(Ordering::Relaxed)), elapsed);
+            let fps =
+                quality::per_second(shown.since_last(frames.load(Ordering::Relaxed)), elapsed);
+            let estimate_kbps = estimator
+                .lock()
+                .ok()
+                .and_then(|slot| slot.as_ref().and_then(|weak| weak.upgrade()))
+                .map(|element| element.property::<u32>("estimated-bitrate") / 1000);
+            let webrtcbin = webrtcbin.upgrade();
+            async move {
+                let stats = match webrtcbin {
+                    Some(webrtcbin) => crate::webrtc::stats_of(&webrtcbin).await,
+                    None => None,
+                };
+                let (loss_percent, rtt_ms) = stats
+                    .as_ref()
+                    .map(|s| quality::sender_reports(s))
+                    .unwrap_or((None, None));
+                Some(PublisherQuality {
+                    kbps_sent,
+                    estimate_kbps,
+                    loss_percent,
+                    rtt_ms,
+                    fps,
+                })
+            }
+        });
+    }
+
     /// Lets each leg's packets skip webrtcbin's FEC stage while it has nothing to do
     /// (see `fec_bypass`). Called once the answer is applied: the streams inside
     /// webrtcbin are connected and their FEC settings negotiated by then.
@@ -344,6 +431,14 @@ impl Publisher {
     }
 }
 
+/// The counters a leg's gate adds to: every leg counts packets and bytes, the video
+/// leg also frames.
+struct Counters<'a> {
+    packets: &'a Arc<AtomicU64>,
+    bytes: &'a Arc<AtomicU64>,
+    frames: Option<&'a Arc<AtomicU64>>,
+}
+
 /// Takes `element` out of `pipeline` in NULL. Locked first: the pipeline may be changing
 /// state at the same moment (the source failed and is being stopped), and a bin going
 /// down to READY would otherwise bring an element already in NULL back up to READY —
@@ -400,6 +495,7 @@ impl WebRtcPeer for Publisher {
             .map_err(webrtc_error)?;
         self.listen_for_bandwidth();
         self.bypass_idle_fec();
+        self.sample_quality();
         Ok(())
     }
 
@@ -430,6 +526,11 @@ impl WebRtcPeer for Publisher {
             frames_encoded: Some(self.running.frames_encoded.load(Ordering::Relaxed)),
             ..PeerStats::default()
         }
+    }
+
+    fn quality(&self) -> Option<StreamQuality> {
+        let latest = self.quality.lock().ok()?.clone()?;
+        Some(StreamQuality::Publisher(latest))
     }
 
     async fn close(&self) {

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::MediaError;
-use super::bandwidth::BitrateFollower;
+use super::bandwidth::{BitrateFollower, Origin};
+use super::congestion::{self, EstimatorBounds};
 use super::encoder::{self, EncoderSpec, Selected};
 use super::stamp;
 use super::{framelist, shared_segment};
@@ -309,6 +310,9 @@ pub struct EncoderBitrate {
     /// turned off for good if the encoder cannot change its bitrate while running).
     follow: AtomicBool,
     follower: Mutex<BitrateFollower>,
+    /// Per-room congestion control (`congestion.rs`): `None` when turned off.
+    pub congestion: Option<EstimatorBounds>,
+    audio_kbps: u32,
 }
 
 impl EncoderBitrate {
@@ -317,7 +321,18 @@ impl EncoderBitrate {
             spec,
             gop: gop(settings, framerate),
             follow: AtomicBool::new(settings.follow_room_bitrate),
-            follower: Mutex::new(BitrateFollower::new(settings.bitrate_kbps)),
+            follower: Mutex::new(BitrateFollower::new(
+                settings.bitrate_kbps,
+                settings.min_bitrate_kbps,
+            )),
+            congestion: settings.congestion_control.then(|| {
+                EstimatorBounds::for_encoder(
+                    settings.bitrate_kbps,
+                    settings.audio_bitrate_kbps,
+                    settings.min_bitrate_kbps,
+                )
+            }),
+            audio_kbps: settings.audio_bitrate_kbps,
         }
     }
 }
@@ -381,16 +396,38 @@ impl Source {
 
     /// Publisher branch `branch` heard its room's estimate (REMB) of `bps`.
     pub fn report_bandwidth(&self, branch: &str, bps: u64) {
+        self.report(branch, Origin::Remb, bps, "the lowest room's cap (REMB)");
+    }
+
+    /// Publisher branch `branch`'s congestion controller estimates its path carries
+    /// `transport_bps` (everything the room sends); the video gets what the audio and
+    /// the overhead leave of it.
+    pub fn report_measured(&self, branch: &str, transport_bps: u64) {
+        let video_kbps = congestion::video_kbps_for(transport_bps, self.bitrate.audio_kbps);
+        self.report(
+            branch,
+            Origin::Measured,
+            u64::from(video_kbps) * 1000,
+            "the narrowest room's measured estimate",
+        );
+    }
+
+    fn report(&self, branch: &str, origin: Origin, bps: u64, why: &str) {
         if !self.bitrate.follow.load(Ordering::Relaxed) {
             return;
         }
         let change = match self.bitrate.follower.lock() {
-            Ok(mut follower) => follower.estimate(branch, bps, Instant::now()),
+            Ok(mut follower) => follower.estimate_from(branch, origin, bps, Instant::now()),
             Err(_) => None,
         };
         if let Some(kbps) = change {
-            self.apply_bitrate(kbps, "the lowest room's estimate (REMB)");
+            self.apply_bitrate(kbps, why);
         }
+    }
+
+    /// The congestion controller's bounds for a new room, when it is on.
+    pub fn congestion_bounds(&self) -> Option<EstimatorBounds> {
+        self.bitrate.congestion
     }
 
     /// Publisher branch `branch` is gone: its room no longer limits the encoder.
@@ -592,6 +629,15 @@ impl Source {
             .downcast::<gst::Pipeline>()
             .map_err(|_| MediaError::Setup("the description did not make a pipeline".into()))?;
         pipeline.set_property("name", format!("source-{}", self.channel));
+        if self.bitrate.congestion.is_some() {
+            // Every room's RTP session numbers its own copy of each packet.
+            for name in ["vpay", "apay"] {
+                if let Some(payloader) = pipeline.by_name(name) {
+                    congestion::add_twcc_extension(&payloader)
+                        .map_err(|e| MediaError::Setup(e.to_string()))?;
+                }
+            }
+        }
         let video_tee = pipeline
             .by_name("vtee")
             .ok_or_else(|| MediaError::Setup("pipeline has no vtee".into()))?;

@@ -104,6 +104,7 @@ mod tests {
             channel,
             state,
             stats: PeerStats::default(),
+            quality: None,
         }
     }
 
@@ -139,6 +140,7 @@ mod tests {
             output: PlayOutput::Display,
             state: PlayerState::Playing,
             stats: PeerStats::default(),
+            quality: None,
         }];
         assert_eq!(
             status_line(&state),

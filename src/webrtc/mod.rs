@@ -267,6 +267,17 @@ impl Negotiator {
     }
 }
 
+/// `webrtcbin`'s statistics (W3C webrtc-stats, one field per stats object), or `None`
+/// when it does not answer within a second.
+pub async fn stats_of(webrtcbin: &gst::Element) -> Option<gst::Structure> {
+    let (promise, reply) = promise("get-stats");
+    webrtcbin.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+    tokio::time::timeout(std::time::Duration::from_secs(1), reply)
+        .await
+        .ok()?
+        .ok()?
+}
+
 /// A promise for a webrtcbin signal and the future of its reply.
 fn promise(
     what: &'static str,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{TempDir, free_port, wait_listening};
+use super::{TempDir, free_port};
 
 pub struct Janus {
     dir: TempDir,
@@ -13,6 +13,9 @@ pub struct Janus {
     pub admin_port: u16,
     pub admin_secret: String,
     extra_general: String,
+    /// Where the WebSocket API listens: loopback, or an address a box in another
+    /// namespace reaches (`uplink::BoxNet`).
+    ws_ip: String,
     child: Option<Child>,
     starts: u32,
 }
@@ -36,8 +39,14 @@ impl Janus {
 
     /// Starts Janus with extra lines in the `general` section (e.g. an api_secret).
     pub fn start_with(extra_general: &str) -> Self {
+        Self::start_at("127.0.0.1", extra_general)
+    }
+
+    /// Starts Janus with its WebSocket API on `ws_ip` (an address of this namespace).
+    pub fn start_at(ws_ip: &str, extra_general: &str) -> Self {
         super::require_netns();
         let mut janus = Self {
+            ws_ip: ws_ip.to_owned(),
             dir: TempDir::new("janus"),
             ws_port: free_port(),
             admin_port: free_port(),
@@ -67,7 +76,7 @@ impl Janus {
                 .replace("@RTP_RANGE@", &format!("{rtp_base}-{}", rtp_base + 999))
                 .replace("@ADMIN_PORT@", &self.admin_port.to_string())
                 .replace("@WS_PORT@", &self.ws_port.to_string())
-                .replace("@WS_IP@", "127.0.0.1")
+                .replace("@WS_IP@", &self.ws_ip)
                 .replace("@EXTRA_GENERAL@", &self.extra_general);
             std::fs::write(self.dir.path().join(path.file_name().expect("name")), text)
                 .expect("write config");
@@ -89,7 +98,7 @@ impl Janus {
             .spawn()
             .expect("start janus");
         self.child = Some(child);
-        if !wait_listening(self.ws_port, Duration::from_secs(10)) {
+        if !super::wait_listening_at(&self.ws_ip, self.ws_port, Duration::from_secs(10)) {
             panic!(
                 "Janus did not listen on {} within 10 s; its log:\n{}",
                 self.ws_port,
@@ -107,7 +116,7 @@ impl Janus {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.ws_port)
+        format!("ws://{}:{}", self.ws_ip, self.ws_port)
     }
 
     pub fn pid(&self) -> Option<u32> {

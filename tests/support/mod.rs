@@ -13,6 +13,7 @@ pub mod peers;
 pub mod process;
 pub mod proxy;
 pub mod textroom;
+pub mod uplink;
 pub mod web;
 
 use std::net::TcpListener;
@@ -86,9 +87,14 @@ impl Drop for TempDir {
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_listening(port: u16, within: Duration) -> bool {
+    wait_listening_at("127.0.0.1", port, within)
+}
+
+/// Whether something listens on `ip`:`port` within `within`.
+pub fn wait_listening_at(ip: &str, port: u16, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect((ip, port)).is_ok() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -105,6 +105,19 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// An anonymous broker listening on loopback and on `ip` too (an address of this
+    /// namespace that a box in another one reaches: `uplink::BoxNet`).
+    pub fn start_also_on(ip: &str) -> Self {
+        Self::start_with(&format!(
+            "listener @PORT@ 127.0.0.1\nlistener @PORT@ {ip}\nallow_anonymous true\n"
+        ))
+    }
+
+    /// Its URL at `ip` (see [`Mosquitto::start_also_on`]).
+    pub fn url_at(&self, ip: &str) -> String {
+        format!("mqtt://{ip}:{}", self.port)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

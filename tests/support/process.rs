@@ -61,6 +61,9 @@ pub struct Options {
     pub faults: bool,
     pub rust_log: Option<String>,
     pub args: Vec<String>,
+    /// Run the agent in this network namespace (`uplink::BoxNet`): the PID of a
+    /// process in it, for `nsenter`.
+    pub netns_pid: Option<u32>,
 }
 
 /// One notify datagram and when it arrived.
@@ -147,7 +150,20 @@ impl AgentProcess {
         self.runs += 1;
         self.log_path = self.dir.path().join(format!("agent-{}.log", self.runs));
         let log = std::fs::File::create(&self.log_path).expect("create the agent log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        let mut command = match self.options.netns_pid {
+            // nsenter execs the agent: the child's PID is the agent's.
+            Some(pid) => {
+                let mut command = Command::new("nsenter");
+                command
+                    .arg("-t")
+                    .arg(pid.to_string())
+                    .arg("-n")
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_roomcast"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_roomcast")),
+        };
         command
             .arg("run")
             .arg("--config")

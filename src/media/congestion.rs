@@ -1,0 +1,188 @@
+//! Congestion control per room: transport-wide sequence numbers on what the box sends,
+//! the SFU's transport-cc feedback, and Google Congestion Control (`rtpgccbwe`, from
+//! gst-plugins-rs's RTP plugin) estimating what each room's path can carry.
+//!
+//! ```text
+//! pay (+TWCC ext) ─▶ tee ─▶ gate ─▶ webrtcbin: rtpbin (session numbers TWCC) ─▶ rtpgccbwe ─▶ DTLS/ICE
+//! ```
+//!
+//! The payloaders before the tee add the header extension once (its number is a
+//! placeholder): each room's RTP session writes its own transport-wide sequence number
+//! into its own copy of the packet (GStreamer's `rtpsession` makes the packet writable
+//! and numbers it when its caps carry the TWCC `extmap`), so every room numbers exactly
+//! the packets it sends, whatever the other rooms and the gate do. The estimator sits
+//! where webrtcbin asks for an "aux sender" (between the RTP session and the
+//! transport): it sees every packet of its room, paces them at its estimate, and hears
+//! the SFU's feedback as an upstream event from the session. Its estimate (bit/s, for
+//! the whole transport: video, audio, headers, retransmissions) goes to the source,
+//! whose shared encoder follows the narrowest room (`bandwidth.rs`).
+
+use std::sync::OnceLock;
+
+use gst::prelude::*;
+use gst_rtp::prelude::*;
+
+/// The transport-wide congestion control header extension (draft-holmer-rmcat-
+/// transport-wide-cc-extensions-01), as browsers and Janus name it.
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// The extension id the box offers for it: the same in every m-line of a bundle.
+pub const TWCC_ID: u32 = 1;
+
+/// Why congestion control could not be set up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CongestionError {
+    #[error("the Google Congestion Control element could not be registered: {0}")]
+    Register(String),
+    #[error(
+        "GStreamer has no RTP header extension for transport-wide congestion control \
+         (install gstreamer1.0-plugins-good, whose rtpmanager provides it)"
+    )]
+    NoTwccExtension,
+}
+
+/// Registers `rtpgccbwe` in this process (once).
+pub fn register() -> Result<(), CongestionError> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| gstrsrtp::plugin_register_static().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(CongestionError::Register)
+}
+
+/// Whether `rtpgccbwe` can be made here.
+pub fn available() -> bool {
+    register().is_ok() && gst::ElementFactory::find("rtpgccbwe").is_some()
+}
+
+/// Makes `payloader` write the TWCC header extension (id [`TWCC_ID`]) into every packet
+/// and announce it in its caps (`extmap-1`), which webrtcbin puts into the offer.
+pub fn add_twcc_extension(payloader: &gst::Element) -> Result<(), CongestionError> {
+    let extension = gst_rtp::RTPHeaderExtension::create_from_uri(TWCC_URI)
+        .ok_or(CongestionError::NoTwccExtension)?;
+    extension.set_id(TWCC_ID);
+    payloader.emit_by_name::<()>("add-extension", &[&extension]);
+    Ok(())
+}
+
+/// The estimator's bounds, in bit/s of the whole transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EstimatorBounds {
+    pub start_bps: u32,
+    pub min_bps: u32,
+    pub max_bps: u32,
+}
+
+impl EstimatorBounds {
+    /// From the encoder's settings: it starts at what the room needs at the configured
+    /// bitrate (video, audio and [`OVERHEAD`] for headers and retransmissions), may
+    /// go up to half again that (room to probe above it), and never below the floor.
+    pub fn for_encoder(video_kbps: u32, audio_kbps: u32, floor_kbps: u32) -> Self {
+        let needed = transport_kbps(video_kbps, audio_kbps);
+        let start = needed.saturating_mul(1000);
+        Self {
+            start_bps: start,
+            min_bps: transport_kbps(floor_kbps, audio_kbps).saturating_mul(1000),
+            max_bps: start.saturating_add(start / 2),
+        }
+    }
+}
+
+/// What headers (RTP, SRTP, UDP, IP), RTCP and retransmissions add to the media
+/// bitrate on the wire, as a fraction of it.
+pub const OVERHEAD: f64 = 0.10;
+
+/// The transport bitrate a room needs to carry `video_kbps` of video and `audio_kbps`
+/// of audio.
+pub fn transport_kbps(video_kbps: u32, audio_kbps: u32) -> u32 {
+    let media = f64::from(video_kbps) + f64::from(audio_kbps);
+    (media * (1.0 + OVERHEAD)).round() as u32
+}
+
+/// The video bitrate that fits a transport estimate of `estimate_bps` next to the audio.
+pub fn video_kbps_for(estimate_bps: u64, audio_kbps: u32) -> u32 {
+    let transport_kbps = estimate_bps as f64 / 1000.0;
+    let media = transport_kbps / (1.0 + OVERHEAD) - f64::from(audio_kbps);
+    media.round().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// Puts a new `rtpgccbwe` on every transport `webrtcbin` makes (one with max-bundle)
+/// and calls `on_estimate` with each new estimate in bit/s (on a GStreamer thread).
+/// `on_created` gets the element (for its `estimated-bitrate` in the stream's quality).
+pub fn install(
+    webrtcbin: &gst::Element,
+    bounds: EstimatorBounds,
+    on_created: impl Fn(&gst::Element) + Send + Sync + 'static,
+    on_estimate: impl Fn(u64) + Send + Sync + Clone + 'static,
+) -> Result<(), CongestionError> {
+    register()?;
+    webrtcbin.connect("request-aux-sender", false, move |_| {
+        let estimator = gst::ElementFactory::make("rtpgccbwe").build().ok()?;
+        estimator.set_property("min-bitrate", bounds.min_bps);
+        estimator.set_property("max-bitrate", bounds.max_bps);
+        estimator.set_property("estimated-bitrate", bounds.start_bps);
+        let report = on_estimate.clone();
+        estimator.connect_notify(Some("estimated-bitrate"), move |element, _| {
+            report(u64::from(element.property::<u32>("estimated-bitrate")));
+        });
+        on_created(&estimator);
+        Some(estimator.to_value())
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_follow_the_encoder_settings() {
+        let bounds = EstimatorBounds::for_encoder(2000, 32, 150);
+        assert_eq!(bounds.start_bps, 2_235_000);
+        assert_eq!(bounds.max_bps, 3_352_500);
+        assert_eq!(bounds.min_bps, 200_000);
+    }
+
+    #[test]
+    fn video_gets_what_the_transport_leaves_after_audio_and_overhead() {
+        assert_eq!(video_kbps_for(2_235_000, 32), 2000);
+        assert_eq!(video_kbps_for(880_000, 32), 768);
+        // Less than the audio needs leaves nothing for video (the floor applies later).
+        assert_eq!(video_kbps_for(10_000, 32), 0);
+    }
+
+    #[test]
+    fn the_estimator_exists_and_payloaded_packets_carry_the_twcc_extension() {
+        gst::init().unwrap();
+        assert!(available(), "rtpgccbwe registers");
+        let pipeline = gst::parse::launch(
+            "audiotestsrc num-buffers=3 ! opusenc ! rtpopuspay name=pay ! appsink name=out",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        add_twcc_extension(&pipeline.by_name("pay").unwrap()).unwrap();
+        let out = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let sample = out
+            .try_pull_sample(gst::ClockTime::from_seconds(5))
+            .expect("a packet");
+        pipeline.set_state(gst::State::Null).unwrap();
+        // Announced in the caps (webrtcbin offers it from there)...
+        let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+        assert_eq!(caps.get::<String>("extmap-1").unwrap(), TWCC_URI, "{caps}");
+        // ...and written into the packet, for each room's session to number.
+        let buffer = sample.buffer().unwrap();
+        let rtp = gst_rtp::RTPBuffer::from_buffer_readable(buffer).unwrap();
+        let (data, _) = rtp
+            .extension_onebyte_header(TWCC_ID as u8, 0)
+            .map(|d| (d.to_vec(), ()))
+            .expect("the TWCC extension in the packet");
+        assert_eq!(data.len(), 2);
+    }
+}

@@ -1,0 +1,194 @@
+//! A box behind a narrow school uplink (`support::uplink`): real Janus, real mosquitto,
+//! the real agent process in its own network namespace with `tc tbf` on its egress.
+//! Behaviour only; the figures (fps, latency, settling times) are the uplink benchmark's
+//! (`benches/uplink.rs`, docs/performance.md).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::dashboard::{dashboard, ok, topics, wait_online};
+use support::janus::Janus;
+use support::mosquitto::Mosquitto;
+use support::mqtt::Observer;
+use support::peers::Subscriber;
+use support::process::{AgentProcess, Options, config_text};
+use support::uplink::BoxNet;
+
+/// Encoder settings the uplink cases use: a picture big enough to fill its bitrate.
+const PICTURE: &str = "width = 640\nheight = 360\nframerate = 30";
+
+fn box_config(broker: &Mosquitto, janus: &Janus, net: &BoxNet, extra: &str) -> String {
+    config_text(
+        &broker.url_at(&net.host_addr),
+        &janus.ws_url(),
+        Path::new("@STATE@"),
+        extra,
+    )
+    .replace("width = 320\nheight = 240\nframerate = 15", PICTURE)
+    .replace("max_rooms = 5", "max_rooms = 5\nquality_interval_s = 1")
+}
+
+async fn encoder_kbps(dash: &roomcast::control::client::CommandClient) -> Option<u64> {
+    let reply = dash.request("get_state", json!({})).await.ok()?;
+    reply["result"]["sources"][0]["bitrate_kbps"].as_u64()
+}
+
+/// Five rooms over a 4 Mbit/s uplink: each room's congestion controller sees the
+/// congestion, the shared encoder comes down until the five copies fit, every room
+/// keeps decoding, and each room reports its quality separately.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_rooms_over_a_4_mbit_uplink_settle_under_it() {
+    let net = BoxNet::create();
+    let janus = Janus::start_at(&net.host_addr, "");
+    let broker = Mosquitto::start_also_on(&net.host_addr);
+    net.limit_uplink(4000);
+    let agent = AgentProcess::start(
+        &box_config(&broker, &janus, &net, ""),
+        Options {
+            netns_pid: Some(net.pid()),
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let mut events = Observer::connect(broker.port, "uplink-events").await;
+    events.subscribe(&topics().events).await;
+    let dash = dashboard(&broker.url()).await;
+    let rooms = ["r1", "r2", "r3", "r4", "r5"];
+    for room in rooms {
+        ok(&dash, "login_room", json!({"room_id": room})).await;
+        ok(
+            &dash,
+            "start_publishing",
+            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
+        )
+        .await;
+    }
+    let mut subscribers = Vec::new();
+    for room in rooms {
+        subscribers.push(
+            Subscriber::wait_for(
+                &janus.ws_url(),
+                room,
+                &format!("cam-{room}"),
+                Duration::from_secs(20),
+            )
+            .await,
+        );
+    }
+
+    // The encoder comes down from 2000 kbit/s until five copies fit 4 Mbit/s.
+    let started = Instant::now();
+    let mut lowest = u64::MAX;
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(kbps) = encoder_kbps(&dash).await {
+            lowest = lowest.min(kbps);
+            if kbps <= 800 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        lowest <= 800,
+        "the encoder stayed at {lowest} kbit/s over a 4 Mbit/s uplink with 5 rooms; agent log:\n{}",
+        agent.log()
+    );
+
+    // Every room decodes, and each reports its own quality with its estimate.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before: Vec<u64> = subscribers.iter().map(|s| s.seen.frames()).collect();
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (i, subscriber) in subscribers.iter().enumerate() {
+        let decoded = subscriber.seen.frames() - before[i];
+        assert!(
+            decoded >= 50,
+            "room {} decoded {decoded} frames in 5 s behind the uplink (tbf drops so far: {})",
+            rooms[i],
+            net.uplink_drops()
+        );
+        assert!(subscriber.seen.max_gap_after(window) < Duration::from_secs(1));
+    }
+    let mut estimates = std::collections::BTreeMap::new();
+    for message in events.drain() {
+        let event: Value = message.json();
+        if event["event"] == "publisher_quality_update"
+            && let Some(estimate) = event["quality"]["estimate_kbps"].as_u64()
+        {
+            assert!(event["quality"]["kbps_sent"].is_u64(), "{event}");
+            assert!(event["quality"]["fps"].is_number(), "{event}");
+            estimates.insert(event["room_id"].as_str().unwrap_or("").to_owned(), estimate);
+        }
+    }
+    assert_eq!(estimates.len(), 5, "quality events per room: {estimates:?}");
+    assert!(
+        estimates.values().all(|e| *e < 4000),
+        "each room's estimate is under the uplink: {estimates:?}"
+    );
+    dash.close().await;
+    drop(agent);
+}
+
+/// The estimator sits on the room's sending path and sees every packet: on an
+/// unshaped link its estimate stays up and the encoder at its configured bitrate,
+/// and what the box put on the wire matches what the rooms' branches sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unconstrained_uplink_keeps_the_configured_bitrate() {
+    let net = BoxNet::create();
+    let janus = Janus::start_at(&net.host_addr, "");
+    let broker = Mosquitto::start_also_on(&net.host_addr);
+    let agent = AgentProcess::start(
+        &box_config(&broker, &janus, &net, ""),
+        Options {
+            netns_pid: Some(net.pid()),
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    for room in ["r1", "r2"] {
+        ok(&dash, "login_room", json!({"room_id": room})).await;
+        ok(
+            &dash,
+            "start_publishing",
+            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
+        )
+        .await;
+    }
+    let subscriber =
+        Subscriber::wait_for(&janus.ws_url(), "r1", "cam-r1", Duration::from_secs(20)).await;
+    assert!(subscriber.wait_frames(30, Duration::from_secs(10)).await >= 30);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(encoder_kbps(&dash).await, Some(2000), "{}", agent.log());
+    let reply = dash.request("get_state", json!({})).await.expect("state");
+    let publishing = reply["result"]["publishing"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(publishing.len(), 2);
+    for stream in &publishing {
+        let quality = &stream["quality"];
+        assert!(
+            quality["estimate_kbps"].as_u64().is_some_and(|e| e >= 1500),
+            "{stream}"
+        );
+        assert!(
+            quality["kbps_sent"].as_u64().is_some_and(|k| k >= 300),
+            "{stream}"
+        );
+    }
+    let sent: u64 = publishing
+        .iter()
+        .filter_map(|s| s["stats"]["bytes_sent"].as_u64())
+        .sum();
+    let wire = net.egress_bytes();
+    assert!(
+        wire >= sent && wire < sent * 13 / 10,
+        "the box sent {wire} bytes for {sent} bytes of RTP payloads"
+    );
+    dash.close().await;
+    drop(agent);
+}
