@@ -1,0 +1,247 @@
+//! The uplink benchmark (issue 17). Run with `./scripts/bench.sh uplink` (it builds, then
+//! runs this inside the private network namespace). The release agent runs in a network
+//! namespace of its own behind `tc tbf` on its egress (`tests/support/uplink.rs`); Janus,
+//! mosquitto and one independent subscriber per room (reading the BLK1 stamps) run in
+//! the bench's namespace. Source: 1280x720 30 fps test pattern, encoder at 2000 kbit/s.
+//! Prints, in one run:
+//!
+//! 1. 5 rooms, device fan-out, 4 Mbit/s uplink: per room over 20 s starting 15 s after
+//!    start_publishing: decoded fps, capture→decoded p50/p95, longest gap between
+//!    decoded frames; the box's egress, the tbf drops and the encoder's bitrate.
+//! 2. 3 rooms, uplink 8 → 2 → 8 Mbit/s: seconds until every room decodes ≥ 20 fps again
+//!    after the drop, and until the encoder is back at its configured bitrate after the
+//!    rise.
+//!
+//! `ROOMCAST_BENCH_ONLY=N` runs section N alone.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use roomcast::control::client::CommandClient;
+use serde_json::json;
+use support::dashboard::{dashboard, ok, wait_online};
+use support::janus::Janus;
+use support::mosquitto::Mosquitto;
+use support::peers::Subscriber;
+use support::process::{AgentProcess, Options, config_text};
+use support::uplink::BoxNet;
+
+const WINDOW: Duration = Duration::from_secs(20);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let only = std::env::var("ROOMCAST_BENCH_ONLY").ok();
+    let run = |n: &str| only.as_deref().is_none_or(|o| o == n);
+    runtime.block_on(async {
+        if run("1") {
+            section_1().await;
+        }
+        if run("2") {
+            section_2().await;
+        }
+    });
+}
+
+/// The box, its services and its rooms.
+struct Setup {
+    net: BoxNet,
+    janus: Janus,
+    _broker: Mosquitto,
+    agent: AgentProcess,
+    dash: CommandClient,
+    subscribers: Vec<(String, Subscriber)>,
+}
+
+async fn setup(rooms: usize, uplink_kbit: u32) -> (Setup, Instant) {
+    let net = BoxNet::create();
+    let janus = Janus::start_at(&net.host_addr, "");
+    let broker = Mosquitto::start_also_on(&net.host_addr);
+    net.limit_uplink(uplink_kbit);
+    let text = config_text(
+        &broker.url_at(&net.host_addr),
+        &janus.ws_url(),
+        Path::new("@STATE@"),
+        "",
+    )
+    .replace(
+        "width = 320\nheight = 240\nframerate = 15",
+        "width = 1280\nheight = 720\nframerate = 30",
+    );
+    let agent = AgentProcess::start(
+        &text,
+        Options {
+            netns_pid: Some(net.pid()),
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    let names: Vec<String> = (1..=rooms).map(|i| format!("room{i}")).collect();
+    let started = Instant::now();
+    for room in &names {
+        ok(&dash, "login_room", json!({"room_id": room})).await;
+        ok(
+            &dash,
+            "start_publishing",
+            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
+        )
+        .await;
+    }
+    let mut subscribers = Vec::new();
+    for room in &names {
+        let subscriber = Subscriber::wait_for(
+            &janus.ws_url(),
+            room,
+            &format!("cam-{room}"),
+            Duration::from_secs(20),
+        )
+        .await;
+        subscribers.push((room.clone(), subscriber));
+    }
+    (
+        Setup {
+            net,
+            janus,
+            _broker: broker,
+            agent,
+            dash,
+            subscribers,
+        },
+        started,
+    )
+}
+
+async fn encoder_kbps(dash: &CommandClient) -> Option<u64> {
+    let reply = dash.request("get_state", json!({})).await.ok()?;
+    reply["result"]["sources"][0]["bitrate_kbps"].as_u64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn section_1() {
+    println!("== 1. 5 rooms, device fan-out, 4 Mbit/s uplink, 720p30 at 2000 kbit/s ==");
+    let (setup, started) = setup(5, 4000).await;
+    let window_start = started + Duration::from_secs(15);
+    tokio::time::sleep_until(window_start.into()).await;
+    let frames0: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+    let lat0: Vec<usize> = setup
+        .subscribers
+        .iter()
+        .map(|(_, s)| s.seen.latencies_ms.lock().unwrap().len())
+        .collect();
+    let (egress0, drops0) = (setup.net.egress_bytes(), setup.net.uplink_drops());
+    let mut encoder = Vec::new();
+    let until = Instant::now() + WINDOW;
+    while Instant::now() < until {
+        if let Some(kbps) = encoder_kbps(&setup.dash).await {
+            encoder.push(kbps);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let seconds = WINDOW.as_secs_f64();
+    println!(
+        "{:<8} {:>8} {:>9} {:>9} {:>12}",
+        "room", "fps", "p50 ms", "p95 ms", "max gap ms"
+    );
+    for (i, (room, subscriber)) in setup.subscribers.iter().enumerate() {
+        let fps = (subscriber.seen.frames() - frames0[i]) as f64 / seconds;
+        let mut latencies: Vec<f64> = subscriber.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
+        latencies.sort_by(f64::total_cmp);
+        let gap = subscriber.seen.max_gap_after(window_start);
+        println!(
+            "{room:<8} {fps:>8.1} {:>9.0} {:>9.0} {:>12}",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.95),
+            gap.as_millis()
+        );
+    }
+    let egress_kbit = (setup.net.egress_bytes() - egress0) as f64 * 8.0 / 1000.0 / seconds;
+    encoder.sort_unstable();
+    println!(
+        "box egress {egress_kbit:.0} kbit/s (uplink 4000), tbf drops {} packets in the window, encoder kbit/s min {} median {} max {}",
+        setup.net.uplink_drops() - drops0,
+        encoder.first().copied().unwrap_or(0),
+        encoder.get(encoder.len() / 2).copied().unwrap_or(0),
+        encoder.last().copied().unwrap_or(0),
+    );
+    drop(setup.agent);
+    drop(setup.janus);
+}
+
+async fn section_2() {
+    println!("== 2. 3 rooms, uplink 8 -> 2 -> 8 Mbit/s, 720p30 at 2000 kbit/s ==");
+    let (setup, _) = setup(3, 8000).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    println!(
+        "before the drop: encoder {} kbit/s",
+        encoder_kbps(&setup.dash).await.unwrap_or(0)
+    );
+    setup.net.limit_uplink(2000);
+    let dropped = Instant::now();
+    // Per second: every room's decoded frames in that second.
+    let mut last: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+    let mut recovered = None;
+    let mut fell = false;
+    while dropped.elapsed() < Duration::from_secs(40) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+        let fps: Vec<u64> = now.iter().zip(&last).map(|(n, l)| n - l).collect();
+        last = now;
+        println!(
+            "  +{:>2.0} s after the drop: fps per room {fps:?}, encoder {} kbit/s",
+            dropped.elapsed().as_secs_f64(),
+            encoder_kbps(&setup.dash).await.unwrap_or(0)
+        );
+        if fps.iter().any(|f| *f < 20) {
+            fell = true;
+            recovered = None;
+        } else if recovered.is_none() {
+            recovered = Some(dropped.elapsed());
+        }
+        if recovered.is_some_and(|r| dropped.elapsed() > r + Duration::from_secs(10)) {
+            break;
+        }
+    }
+    match recovered {
+        Some(at) if fell => println!(
+            "every room >= 20 fps again {:.1} s after the drop to 2 Mbit/s (and stayed so)",
+            at.as_secs_f64() - 1.0
+        ),
+        Some(_) => println!("no room fell under 20 fps after the drop to 2 Mbit/s"),
+        None => println!("rooms still under 20 fps 40 s after the drop"),
+    }
+    setup.net.limit_uplink(8000);
+    let rose = Instant::now();
+    let mut back = None;
+    while rose.elapsed() < Duration::from_secs(90) {
+        if encoder_kbps(&setup.dash).await == Some(2000) {
+            back = Some(rose.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    match back {
+        Some(at) => println!(
+            "encoder back at 2000 kbit/s {:.1} s after the rise to 8 Mbit/s",
+            at.as_secs_f64()
+        ),
+        None => println!(
+            "encoder not back at 2000 kbit/s 90 s after the rise (at {} kbit/s)",
+            encoder_kbps(&setup.dash).await.unwrap_or(0)
+        ),
+    }
+    drop(setup.agent);
+    drop(setup.janus);
+}
