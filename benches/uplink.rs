@@ -135,7 +135,11 @@ async fn section_1() {
     let (setup, started) = setup(5, 4000).await;
     let window_start = started + Duration::from_secs(15);
     tokio::time::sleep_until(window_start.into()).await;
-    let frames0: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+    let frames0: Vec<u64> = setup
+        .subscribers
+        .iter()
+        .map(|(_, s)| s.seen.frames())
+        .collect();
     let lat0: Vec<usize> = setup
         .subscribers
         .iter()
@@ -157,7 +161,8 @@ async fn section_1() {
     );
     for (i, (room, subscriber)) in setup.subscribers.iter().enumerate() {
         let fps = (subscriber.seen.frames() - frames0[i]) as f64 / seconds;
-        let mut latencies: Vec<f64> = subscriber.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
+        let mut latencies: Vec<f64> =
+            subscriber.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
         latencies.sort_by(f64::total_cmp);
         let gap = subscriber.seen.max_gap_after(window_start);
         println!(
@@ -191,12 +196,20 @@ async fn section_2() {
     setup.net.limit_uplink(2000);
     let dropped = Instant::now();
     // Per second: every room's decoded frames in that second.
-    let mut last: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+    let mut last: Vec<u64> = setup
+        .subscribers
+        .iter()
+        .map(|(_, s)| s.seen.frames())
+        .collect();
     let mut recovered = None;
     let mut fell = false;
     while dropped.elapsed() < Duration::from_secs(40) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+        let now: Vec<u64> = setup
+            .subscribers
+            .iter()
+            .map(|(_, s)| s.seen.frames())
+            .collect();
         let fps: Vec<u64> = now.iter().zip(&last).map(|(n, l)| n - l).collect();
         last = now;
         println!(

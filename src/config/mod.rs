@@ -4,6 +4,7 @@
 
 mod error;
 mod locate;
+pub mod network;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -122,6 +123,17 @@ impl Config {
                     "{} is out of range: allowed 1 to 60 frames per second",
                     source.framerate
                 ),
+            );
+        }
+
+        if let Err((key, message)) = self.network.ice_servers() {
+            check(false, &key, message);
+        }
+        if let Some(path) = &self.network.turn_ca_file {
+            check(
+                path.is_absolute(),
+                "network.turn_ca_file",
+                format!("{} must be an absolute path", path.display()),
             );
         }
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub player: PlayerSettings,
     pub mqtt: MqttConfig,
     pub janus: JanusConfig,
+    #[serde(default)]
+    pub network: super::network::NetworkConfig,
 }
 
 fn default_state_dir() -> PathBuf {

@@ -175,6 +175,10 @@ pub struct PeerStats {
     /// Capture → decoded latency of the last stamped frame (BLK1), in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// The path the media takes: `udp` or `tcp` (direct to the SFU), `relay-udp`,
+    /// `relay-tcp` or `relay-tls` (through a TURN relay); absent until ICE chose one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// How a published stream does in its room, over the last sampling period (about 2 s).

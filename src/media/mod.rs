@@ -116,6 +116,15 @@ impl GstMedia {
     /// start when something is first published.
     pub fn new(config: &Config) -> Result<Self, MediaError> {
         crate::webrtc::init().map_err(|e| MediaError::Setup(e.to_string()))?;
+        let ice = config
+            .network
+            .ice_servers()
+            .map_err(|(key, message)| MediaError::Setup(format!("{key}: {message}")))?;
+        if !ice.turn.is_empty() || ice.stun.is_some() {
+            let relays: Vec<String> = ice.turn.iter().map(ToString::to_string).collect();
+            info!(stun = ?ice.stun, turn = ?relays, policy = ice.policy.nick(), "ICE servers");
+        }
+        crate::webrtc::configure_ice(ice);
         for (element, package) in REQUIRED {
             if !encoder::element_exists(element) {
                 return Err(MediaError::Setup(format!(

@@ -63,6 +63,8 @@ pub struct Player {
     /// The jitter buffer's latency, ms (reported with the quality figures).
     latency_ms: u32,
     quality: Latest<PlayerQuality>,
+    /// The path ICE chose (`crate::webrtc::selected_path`), sampled with the quality.
+    path: Latest<String>,
 }
 
 impl Player {
@@ -72,6 +74,7 @@ impl Player {
         let counters = self.counters.clone();
         let webrtcbin = self.negotiator.element().downgrade();
         let jitter_buffer_ms = self.latency_ms;
+        let path = self.path.clone();
         let (mut arrived, mut decoded) = (Growth::default(), Growth::default());
         // Packets lost and received: read after the stats' await, so shared with it.
         let window = Arc::new(Mutex::new((Growth::default(), Growth::default())));
@@ -87,6 +90,12 @@ impl Player {
                 elapsed,
             );
             let webrtcbin = webrtcbin.upgrade();
+            if let (Some(chosen), Ok(mut slot)) = (
+                webrtcbin.as_ref().and_then(crate::webrtc::selected_path),
+                path.lock(),
+            ) {
+                *slot = Some(chosen);
+            }
             let window = window.clone();
             let counts = move |(l, r, jitter): (u64, u64, Option<f64>)| {
                 let Ok(mut window) = window.lock() else {
@@ -160,6 +169,7 @@ impl Player {
             stop: tokio_util::sync::CancellationToken::new(),
             latency_ms,
             quality: Latest::default(),
+            path: Latest::default(),
         });
         player.watch_bus();
         info!(stream = %player.label, %output, "player opened");
@@ -489,6 +499,7 @@ impl WebRtcPeer for Player {
             frames_decoded: Some(c.frames_decoded.load(Ordering::Relaxed)),
             last_frame_unix_ms: (last > 0).then_some(last),
             latency_ms: (latency > 0).then_some(latency as f64 / 1000.0),
+            transport: self.path.lock().ok().and_then(|p| p.clone()),
             ..PeerStats::default()
         }
     }

@@ -65,6 +65,8 @@ pub struct Publisher {
     /// The room's congestion controller, once webrtcbin made its transport.
     estimator: Arc<std::sync::Mutex<Option<gst::glib::WeakRef<gst::Element>>>>,
     quality: Latest<PublisherQuality>,
+    /// The path ICE chose (`crate::webrtc::selected_path`), sampled with the quality.
+    path: Latest<String>,
     /// Open while the peer connection is connected: media passes the tee pads.
     gate: Arc<AtomicBool>,
     closed: AtomicBool,
@@ -205,6 +207,7 @@ impl Publisher {
             frames,
             estimator,
             quality: Latest::default(),
+            path: Latest::default(),
             gate,
             closed: AtomicBool::new(false),
             closing: tokio_util::sync::CancellationToken::new(),
@@ -333,6 +336,7 @@ impl Publisher {
         let (bytes, frames) = (self.bytes.clone(), self.frames.clone());
         let estimator = self.estimator.clone();
         let webrtcbin = self.negotiator.element().downgrade();
+        let path = self.path.clone();
         let (mut sent, mut shown) = (Growth::default(), Growth::default());
         sent.since_last(bytes.load(Ordering::Relaxed));
         shown.since_last(frames.load(Ordering::Relaxed));
@@ -346,6 +350,12 @@ impl Publisher {
                 .and_then(|slot| slot.as_ref().and_then(|weak| weak.upgrade()))
                 .map(|element| element.property::<u32>("estimated-bitrate") / 1000);
             let webrtcbin = webrtcbin.upgrade();
+            if let (Some(chosen), Ok(mut slot)) = (
+                webrtcbin.as_ref().and_then(crate::webrtc::selected_path),
+                path.lock(),
+            ) {
+                *slot = Some(chosen);
+            }
             async move {
                 let stats = match webrtcbin {
                     Some(webrtcbin) => crate::webrtc::stats_of(&webrtcbin).await,
@@ -524,6 +534,7 @@ impl WebRtcPeer for Publisher {
             bytes_sent: Some(self.bytes.load(Ordering::Relaxed)),
             packets_sent: Some(self.packets.load(Ordering::Relaxed)),
             frames_encoded: Some(self.running.frames_encoded.load(Ordering::Relaxed)),
+            transport: self.path.lock().ok().and_then(|p| p.clone()),
             ..PeerStats::default()
         }
     }

@@ -7,7 +7,7 @@
 mod datachannel;
 pub mod srtp_crypto;
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use gst::glib;
 use gst::prelude::*;
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use datachannel::DataChannelPeer;
 
+use crate::config::network::IceServers;
 use crate::engine::backend::{IceCandidate, PeerState};
 
 /// Why a WebRTC operation failed.
@@ -69,6 +70,37 @@ fn install_srtp_crypto() {
     }
 }
 
+/// The STUN and TURN servers and the ICE policy every new peer gets (`[network]`).
+fn ice_servers() -> &'static RwLock<Arc<IceServers>> {
+    static SERVERS: OnceLock<RwLock<Arc<IceServers>>> = OnceLock::new();
+    SERVERS.get_or_init(|| RwLock::new(Arc::new(IceServers::default())))
+}
+
+/// Sets the STUN/TURN servers and the ICE policy of every peer made from now on:
+/// publishers, players and the TextRoom data channels alike. The agent calls it when
+/// it (re)builds its media from the configuration; peers already up keep theirs.
+pub fn configure_ice(servers: IceServers) {
+    if let Ok(mut current) = ice_servers().write() {
+        *current = Arc::new(servers);
+    }
+}
+
+fn apply_ice_servers(webrtcbin: &gst::Element) {
+    let servers = match ice_servers().read() {
+        Ok(servers) => servers.clone(),
+        Err(_) => return,
+    };
+    if let Some(stun) = &servers.stun {
+        webrtcbin.set_property("stun-server", stun);
+    }
+    for turn in &servers.turn {
+        if !webrtcbin.emit_by_name::<bool>("add-turn-server", &[&turn.expose_url()]) {
+            tracing::warn!(relay = %turn, "webrtcbin refused the TURN server");
+        }
+    }
+    webrtcbin.set_property_from_str("ice-transport-policy", servers.policy.nick());
+}
+
 /// Makes an element, with an error that says which package provides it.
 pub fn make_element(
     factory: &'static str,
@@ -101,6 +133,18 @@ impl Negotiator {
                 package: "gstreamer1.0-plugins-bad and gstreamer1.0-nice",
             })?;
         disable_upnp(&webrtcbin);
+        apply_ice_servers(&webrtcbin);
+        // Retransmissions on every stream: NACKs from the SFU answered (senders), lost
+        // packets asked for again (receivers). A classroom's Wi-Fi loses packets.
+        webrtcbin.connect("on-new-transceiver", false, |values| {
+            if let Some(transceiver) = values
+                .get(1)
+                .and_then(|v| v.get::<gst_webrtc::WebRTCRTPTransceiver>().ok())
+            {
+                transceiver.set_property("do-nack", true);
+            }
+            None
+        });
         let (state, _) = watch::channel(PeerState::New);
         let (candidates_tx, candidates_rx) = mpsc::unbounded_channel();
         let candidates_tx = std::sync::Arc::new(Mutex::new(Some(candidates_tx)));
@@ -276,6 +320,62 @@ pub async fn stats_of(webrtcbin: &gst::Element) -> Option<gst::Structure> {
         .await
         .ok()?
         .ok()?
+}
+
+/// Which path `webrtcbin`'s media takes, from ICE's selected candidate pair: `udp` or
+/// `tcp` (direct), `relay-udp`, `relay-tcp` or `relay-tls` (through a TURN relay), or
+/// `None` before a pair is selected.
+pub fn selected_path(webrtcbin: &gst::Element) -> Option<String> {
+    use gst_webrtc::prelude::*;
+    let transceiver = webrtcbin
+        .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])?;
+    let dtls = transceiver
+        .sender()
+        .and_then(|s| s.transport())
+        .or_else(|| transceiver.receiver().and_then(|r| r.transport()))?;
+    let ice_transport = dtls.transport()?;
+    let stream = object_property(ice_transport.upcast_ref(), "stream")?
+        .downcast::<gst_webrtc::WebRTCICEStream>()
+        .ok()?;
+    let ice = webrtcbin.property::<gst_webrtc::WebRTCICE>("ice-agent");
+    let (local, _) = ice.selected_pair(&stream)?;
+    Some(path_label(
+        local.type_()?,
+        local.proto().unwrap_or("udp"),
+        local.relay_proto(),
+        local.url(),
+    ))
+}
+
+/// The label of a local candidate: its type, its protocol, and for a relayed one how
+/// the box reaches the relay (from libnice's relay protocol, or the relay's URL).
+fn path_label(kind: &str, proto: &str, relay_proto: Option<&str>, url: Option<&str>) -> String {
+    if kind != "relay" {
+        return proto.to_owned();
+    }
+    let reached = match (relay_proto, url) {
+        (Some(p @ ("udp" | "tcp" | "tls")), _) => p,
+        (_, Some(url)) if url.starts_with("turns:") => "tls",
+        (_, Some(url)) if url.contains("transport=tcp") => "tcp",
+        (_, Some(url)) if url.starts_with("turn:") => "udp",
+        // libnice 0.1.21 reports neither: the configured relays say, when they agree.
+        _ => match configured_relay_transport() {
+            Some(transport) => return transport.label().to_owned(),
+            None => "unknown",
+        },
+    };
+    format!("relay-{reached}")
+}
+
+/// The one way the configured TURN relays are reached, when all are reached one way.
+fn configured_relay_transport() -> Option<crate::config::network::RelayTransport> {
+    let servers = ice_servers().read().ok()?.clone();
+    let first = servers.turn.first()?.transport;
+    servers
+        .turn
+        .iter()
+        .all(|t| t.transport == first)
+        .then_some(first)
 }
 
 /// A promise for a webrtcbin signal and the future of its reply.

@@ -13,6 +13,7 @@ pub mod peers;
 pub mod process;
 pub mod proxy;
 pub mod textroom;
+pub mod turn;
 pub mod uplink;
 pub mod web;
 

@@ -155,6 +155,53 @@ impl BoxNet {
         );
     }
 
+    /// A school firewall: every UDP packet the box sends is dropped (nftables on its
+    /// output; TCP, and so the WebSocket, MQTT and TURN over TCP, still pass).
+    pub fn block_udp(&self) {
+        self.in_box("nft", &["add", "table", "inet", "school"]);
+        self.in_box(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "school",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        );
+        self.in_box(
+            "nft",
+            &[
+                "add", "rule", "inet", "school", "out", "meta", "l4proto", "udp", "drop",
+            ],
+        );
+    }
+
+    /// Wi-Fi that loses `percent` % of what the box sends, at random (nftables).
+    pub fn lose_randomly(&self, percent: u32) {
+        self.in_box("nft", &["add", "table", "inet", "wifi"]);
+        self.in_box(
+            "nft",
+            &[
+                "add",
+                "chain",
+                "inet",
+                "wifi",
+                "out",
+                "{ type filter hook output priority 0; }",
+            ],
+        );
+        let below = percent.to_string();
+        self.in_box(
+            "nft",
+            &[
+                "add", "rule", "inet", "wifi", "out", "meta", "l4proto", "udp", "numgen", "random",
+                "mod", "100", "<", &below, "drop",
+            ],
+        );
+    }
+
     /// Bytes the box has sent over its link.
     pub fn egress_bytes(&self) -> u64 {
         let text = self.in_box("ip", &["-j", "-s", "link", "show", "dev", &self.box_if]);
