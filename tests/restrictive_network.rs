@@ -160,3 +160,27 @@ async fn an_open_network_goes_direct() {
     let publishing = publish_and_watch(&school, &agent, &["bigclass"]).await;
     assert_eq!(transports(&publishing), ["udp"], "{}", agent.log());
 }
+
+/// Wrong TURN credentials behind a firewall that drops UDP: logging in says the relay
+/// refused (1002907, naming the key to fix) instead of hanging or timing out vaguely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_refusing_the_credentials_is_a_coded_error() {
+    let school = School::new();
+    school.net.block_udp();
+    let wrong = school
+        .turn
+        .url("tcp")
+        .replace(&school.turn.password, "not-the-password");
+    let agent = school.agent(&format!("turn_servers = [\"{wrong}\"]"));
+    wait_online(school.broker.port).await;
+    let dash = dashboard(&school.broker.url()).await;
+    let started = std::time::Instant::now();
+    let reply = support::dashboard::call(&dash, "login_room", json!({"room_id": "bigclass"})).await;
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"]["code"], 1002907, "{reply}\n{}", agent.log());
+    let message = reply["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("network.turn_servers"), "{message}");
+    println!("refused after {:?}", started.elapsed());
+    assert!(!agent.log().contains("not-the-password"));
+    dash.close().await;
+}

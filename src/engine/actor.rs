@@ -136,6 +136,14 @@ impl StreamEntry {
     }
 }
 
+/// What made a peer fail.
+#[derive(Debug, Clone, Copy)]
+enum FailureCause {
+    Connection,
+    Media,
+    Relay,
+}
+
 /// The outcome of work the engine started; handled back on the engine task.
 enum Outcome {
     Login {
@@ -165,8 +173,8 @@ enum Outcome {
         key: StreamKey,
         generation: u64,
         reason: String,
-        /// The media behind the peer failed (source, encoder), not the connection.
-        media: bool,
+        /// What failed: the connection, the media behind it, or the TURN relay.
+        cause: FailureCause,
     },
     RetryStream {
         key: StreamKey,
@@ -727,7 +735,7 @@ impl Engine {
                             key,
                             generation,
                             reason,
-                            media: false,
+                            cause: FailureCause::Connection,
                         };
                     }
                     PeerState::MediaFailed(reason) => {
@@ -735,7 +743,15 @@ impl Engine {
                             key,
                             generation,
                             reason,
-                            media: true,
+                            cause: FailureCause::Media,
+                        };
+                    }
+                    PeerState::RelayFailed(reason) => {
+                        return Outcome::PeerFailed {
+                            key,
+                            generation,
+                            reason,
+                            cause: FailureCause::Relay,
                         };
                     }
                     PeerState::Closed => return Outcome::Done,
@@ -950,12 +966,16 @@ impl Engine {
                 key,
                 generation,
                 reason,
-                media,
+                cause,
             } => {
                 if self.current(&key, generation) {
-                    let code = match (key.0, media) {
-                        (Kind::Publish, true) => ErrorCode::PUBLISH_MEDIA_FAILED,
-                        (Kind::Publish, false) => ErrorCode::PUBLISH_WEBRTC_FAILED,
+                    let code = match (key.0, cause) {
+                        (Kind::Publish, FailureCause::Media) => ErrorCode::PUBLISH_MEDIA_FAILED,
+                        (Kind::Publish, FailureCause::Relay) => ErrorCode::PUBLISH_RELAY_FAILED,
+                        (Kind::Publish, FailureCause::Connection) => {
+                            ErrorCode::PUBLISH_WEBRTC_FAILED
+                        }
+                        (Kind::Play, FailureCause::Relay) => ErrorCode::PLAY_RELAY_FAILED,
                         (Kind::Play, _) => ErrorCode::PLAY_WEBRTC_FAILED,
                     };
                     self.stream_failed(&key, BackendError::new(code, reason));

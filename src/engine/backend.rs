@@ -135,6 +135,9 @@ pub enum PeerState {
     Failed(String),
     /// The media behind the peer failed (its source or encoder); the peer is useless now.
     MediaFailed(String),
+    /// Connectivity failed and no TURN relay of `network.turn_servers` gave the box an
+    /// address (wrong credentials, or the relay cannot be reached).
+    RelayFailed(String),
     Closed,
 }
 
@@ -142,7 +145,9 @@ impl PeerState {
     /// Why the peer failed, if it did.
     pub fn failure(&self) -> Option<&str> {
         match self {
-            PeerState::Failed(reason) | PeerState::MediaFailed(reason) => Some(reason),
+            PeerState::Failed(reason)
+            | PeerState::MediaFailed(reason)
+            | PeerState::RelayFailed(reason) => Some(reason),
             _ => None,
         }
     }
@@ -151,7 +156,10 @@ impl PeerState {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            PeerState::Failed(_) | PeerState::MediaFailed(_) | PeerState::Closed
+            PeerState::Failed(_)
+                | PeerState::MediaFailed(_)
+                | PeerState::RelayFailed(_)
+                | PeerState::Closed
         )
     }
 }

@@ -58,14 +58,22 @@ impl ErrorCode {
     pub const SFU_REFUSED: ErrorCode = ErrorCode(1002904);
     /// Reconnecting to the SFU did not succeed within `janus.reconnect_window_s`.
     pub const SFU_RECONNECT_FAILED: ErrorCode = ErrorCode(1002905);
+    /// No TURN relay of `network.turn_servers` gave the room's message channel a path
+    /// (the relay refused the credentials or cannot be reached) and no direct path worked.
+    pub const ROOM_RELAY_FAILED: ErrorCode = ErrorCode(1002907);
     /// The media source or encoder for the channel failed or is not configured.
     pub const PUBLISH_MEDIA_FAILED: ErrorCode = ErrorCode(1003901);
     /// WebRTC negotiation or connectivity for a published stream failed.
     pub const PUBLISH_WEBRTC_FAILED: ErrorCode = ErrorCode(1003902);
+    /// No TURN relay of `network.turn_servers` gave a published stream a path (the relay
+    /// refused the credentials or cannot be reached) and no direct path worked.
+    pub const PUBLISH_RELAY_FAILED: ErrorCode = ErrorCode(1003904);
     /// The stream to play is not published in that room.
     pub const PLAY_STREAM_NOT_FOUND: ErrorCode = ErrorCode(1004901);
     /// WebRTC negotiation, connectivity or decoding for a played stream failed.
     pub const PLAY_WEBRTC_FAILED: ErrorCode = ErrorCode(1004902);
+    /// As [`ErrorCode::PUBLISH_RELAY_FAILED`], for a played stream.
+    pub const PLAY_RELAY_FAILED: ErrorCode = ErrorCode(1004904);
 
     pub fn as_u32(self) -> u32 {
         self.0

@@ -148,11 +148,15 @@ impl DataChannelPeer {
                 if *open.borrow_and_update() {
                     return Ok(());
                 }
-                if let PeerState::Failed(reason) = &*state.borrow_and_update() {
-                    return Err(WebRtcError::Negotiation {
-                        what: "data channel",
-                        detail: reason.clone(),
-                    });
+                match &*state.borrow_and_update() {
+                    PeerState::RelayFailed(_) => return Err(WebRtcError::RelayFailed),
+                    PeerState::Failed(reason) => {
+                        return Err(WebRtcError::Negotiation {
+                            what: "data channel",
+                            detail: reason.clone(),
+                        });
+                    }
+                    _ => {}
                 }
                 tokio::select! {
                     changed = open.changed() => if changed.is_err() { break },
@@ -167,6 +171,9 @@ impl DataChannelPeer {
         tokio::time::timeout(timeout, wait)
             .await
             .unwrap_or_else(|_| {
+                if self.negotiator.relay_missing() {
+                    return Err(WebRtcError::RelayFailed);
+                }
                 Err(WebRtcError::Negotiation {
                     what: "data channel",
                     detail: format!("not open after {timeout:?} (ICE or SCTP did not connect)"),

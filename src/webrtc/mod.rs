@@ -34,6 +34,8 @@ pub enum WebRtcError {
     BadSdp(String),
     #[error("{0}")]
     Pipeline(String),
+    #[error("{RELAY_FAILED}")]
+    RelayFailed,
 }
 
 /// Initialises GStreamer once per process, and gives libsrtp the faster SRTP primitives
@@ -69,6 +71,10 @@ fn install_srtp_crypto() {
         ),
     }
 }
+
+/// Why a peer that needed a relay has no path.
+const RELAY_FAILED: &str = "no TURN relay gave this stream an address: the relay refused \
+     the credentials or could not be reached; check network.turn_servers";
 
 /// The STUN and TURN servers and the ICE policy every new peer gets (`[network]`).
 fn ice_servers() -> &'static RwLock<Arc<IceServers>> {
@@ -117,6 +123,8 @@ pub fn make_element(
 /// A `webrtcbin` with its signals turned into channels.
 pub struct Negotiator {
     webrtcbin: gst::Element,
+    /// TURN relays are configured and gathering ended without a relayed candidate.
+    relay_missing: Arc<std::sync::atomic::AtomicBool>,
     state: watch::Sender<PeerState>,
     candidates: Mutex<Option<mpsc::UnboundedReceiver<IceCandidate>>>,
 }
@@ -149,10 +157,26 @@ impl Negotiator {
         let (candidates_tx, candidates_rx) = mpsc::unbounded_channel();
         let candidates_tx = std::sync::Arc::new(Mutex::new(Some(candidates_tx)));
 
+        // With TURN relays configured: how many relayed candidates the box got. None
+        // means every relay refused or could not be reached.
+        let relays = ice_servers().read().map(|s| s.clone()).ok();
+        let relays_wanted = relays.as_ref().is_some_and(|s| !s.turn.is_empty());
+        let relay_only = relays
+            .as_ref()
+            .is_some_and(|s| s.policy == crate::config::network::IcePolicy::Relay);
+        let relayed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
         let sender = candidates_tx.clone();
+        let counted = relayed.clone();
         webrtcbin.connect("on-ice-candidate", false, move |values| {
             let index = values.get(1).and_then(|v| v.get::<u32>().ok());
             let candidate = values.get(2).and_then(|v| v.get::<String>().ok());
+            if candidate
+                .as_deref()
+                .is_some_and(|c| c.contains(" typ relay"))
+            {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let (Some(sdp_m_line_index), Some(candidate)) = (index, candidate)
                 && let Ok(guard) = sender.lock()
                 && let Some(tx) = guard.as_ref()
@@ -165,15 +189,33 @@ impl Negotiator {
             None
         });
 
+        let relay_missing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (state_tx, counted, missing) = (state.clone(), relayed.clone(), relay_missing.clone());
         let sender = candidates_tx;
         webrtcbin.connect_notify(Some("ice-gathering-state"), move |bin, _| {
             let gathering =
                 bin.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-            if gathering == gst_webrtc::WebRTCICEGatheringState::Complete
-                && let Ok(mut guard) = sender.lock()
-            {
+            if gathering != gst_webrtc::WebRTCICEGatheringState::Complete {
+                return;
+            }
+            if let Ok(mut guard) = sender.lock() {
                 // Closing the channel tells the signalling side to send end-of-candidates.
                 guard.take();
+            }
+            if relays_wanted && counted.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                missing.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(peer = %bin.name(), "{RELAY_FAILED}");
+                if relay_only {
+                    // Nothing else may be used: no point waiting for ICE to time out.
+                    let failed = PeerState::RelayFailed(RELAY_FAILED.into());
+                    state_tx.send_if_modified(|current| {
+                        if current.is_final() {
+                            return false;
+                        }
+                        *current = failed.clone();
+                        true
+                    });
+                }
             }
         });
 
@@ -186,6 +228,11 @@ impl Negotiator {
                 S::Connected => PeerState::Connected,
                 // ICE may recover from Disconnected; Failed is final.
                 S::Disconnected => return,
+                S::Failed
+                    if relays_wanted && relayed.load(std::sync::atomic::Ordering::Relaxed) == 0 =>
+                {
+                    PeerState::RelayFailed(RELAY_FAILED.into())
+                }
                 S::Failed => PeerState::Failed("ICE/DTLS connectivity failed".into()),
                 S::Closed => PeerState::Closed,
                 _ => return,
@@ -200,10 +247,17 @@ impl Negotiator {
         });
 
         Ok(Self {
+            relay_missing,
             webrtcbin,
             state,
             candidates: Mutex::new(Some(candidates_rx)),
         })
+    }
+
+    /// Whether the configured TURN relays all failed to give this peer an address.
+    pub fn relay_missing(&self) -> bool {
+        self.relay_missing
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn element(&self) -> &gst::Element {

@@ -423,7 +423,10 @@ impl RoomActor {
             channel
                 .wait_open(negotiation_timeout(timeout))
                 .await
-                .map_err(|e| BackendError::new(ErrorCode::SFU_TIMEOUT, format!("TextRoom data channel: {e}")))?;
+                .map_err(|e| match e {
+                    crate::webrtc::WebRtcError::RelayFailed => BackendError::new(ErrorCode::ROOM_RELAY_FAILED, e.to_string()),
+                    e => BackendError::new(ErrorCode::SFU_TIMEOUT, format!("TextRoom data channel: {e}")),
+                })?;
             let incoming = channel
                 .take_incoming()
                 .ok_or_else(|| BackendError::new(ErrorCode::SFU_REFUSED, "TextRoom data channel has no receiver"))?;
