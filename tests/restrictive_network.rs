@@ -16,20 +16,29 @@ use support::process::{AgentProcess, Options, config_text};
 use support::turn::Coturn;
 use support::uplink::BoxNet;
 
+/// One school at a time: Janus gathers its candidates on every interface of the test
+/// namespace, and another test's box link coming and going under a relayed path made
+/// the relay test fail; the machine has two cores anyway.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct School {
     net: BoxNet,
     janus: Janus,
     broker: Mosquitto,
     turn: Coturn,
+    /// Dropped last: the next test starts once everything of this one is gone.
+    _turn_of_this_test: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl School {
-    fn new() -> Self {
+    async fn new() -> Self {
+        let turn_of_this_test = ONE_AT_A_TIME.lock().await;
         let net = BoxNet::create();
         let janus = Janus::start_at(&net.host_addr, "");
         let broker = Mosquitto::start_also_on(&net.host_addr);
         let turn = Coturn::start(&net.host_addr);
         Self {
+            _turn_of_this_test: turn_of_this_test,
             net,
             janus,
             broker,
@@ -48,6 +57,7 @@ impl School {
             &text,
             Options {
                 netns_pid: Some(self.net.pid()),
+                rust_log: std::env::var("AGENT_LOG").ok(),
                 ..Options::default()
             },
         )
@@ -62,12 +72,19 @@ async fn publish_and_watch(school: &School, agent: &AgentProcess, rooms: &[&str]
     let dash = dashboard(&school.broker.url()).await;
     for room in rooms {
         ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
+        let reply = support::dashboard::call(
             &dash,
             "start_publishing",
             json!({"stream_id": format!("cam-{room}"), "room_id": room}),
         )
         .await;
+        assert_eq!(
+            reply["ok"],
+            true,
+            "{reply}\nagent log:\n{}\ncoturn log:\n{}",
+            agent.log(),
+            school.turn.log()
+        );
     }
     for room in rooms {
         let subscriber = Subscriber::wait_for(
@@ -124,7 +141,7 @@ fn transports(publishing: &[Value]) -> Vec<String> {
 /// through the TURN relay over TCP, and the state says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn udp_blocked_media_goes_through_turn_over_tcp() {
-    let school = School::new();
+    let school = School::new().await;
     school.net.block_udp();
     let agent = school.agent(&format!("turn_servers = [\"{}\"]", school.turn.url("tcp")));
     let publishing = publish_and_watch(&school, &agent, &["bigclass", "group-3"]).await;
@@ -143,7 +160,7 @@ async fn udp_blocked_media_goes_through_turn_over_tcp() {
 /// `ice_transport_policy = "relay"` with UDP open: still through the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relay_policy_relays_even_when_direct_would_work() {
-    let school = School::new();
+    let school = School::new().await;
     let agent = school.agent(&format!(
         "turn_servers = [\"{}\"]\nice_transport_policy = \"relay\"",
         school.turn.url("udp")
@@ -155,7 +172,7 @@ async fn relay_policy_relays_even_when_direct_would_work() {
 /// Without a relay the same box publishes directly, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_network_goes_direct() {
-    let school = School::new();
+    let school = School::new().await;
     let agent = school.agent("");
     let publishing = publish_and_watch(&school, &agent, &["bigclass"]).await;
     assert_eq!(transports(&publishing), ["udp"], "{}", agent.log());
@@ -165,7 +182,7 @@ async fn an_open_network_goes_direct() {
 /// refused (1002907, naming the key to fix) instead of hanging or timing out vaguely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_refusing_the_credentials_is_a_coded_error() {
-    let school = School::new();
+    let school = School::new().await;
     school.net.block_udp();
     let wrong = school
         .turn
@@ -183,4 +200,69 @@ async fn a_relay_refusing_the_credentials_is_a_coded_error() {
     println!("refused after {:?}", started.elapsed());
     assert!(!agent.log().contains("not-the-password"));
     dash.close().await;
+}
+
+/// The box's address changes mid-stream (a new DHCP lease): the rooms stay, every
+/// stream comes back on its own, and the operator is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_address_change_brings_every_stream_back() {
+    let mut school = School::new().await;
+    let agent = school.agent("");
+    let rooms = ["bigclass", "group-3"];
+    publish_and_watch(&school, &agent, &rooms).await;
+    let mut events = support::mqtt::Observer::connect(school.broker.port, "addr-events").await;
+    events.subscribe(&support::dashboard::topics().events).await;
+
+    school.net.change_address();
+    let changed = std::time::Instant::now();
+    let mut back = Vec::new();
+    for room in rooms {
+        // The stream is published again: a new viewer decodes it.
+        let deadline = changed + Duration::from_secs(15);
+        let frames_at = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "room {room}: no frames 15 s after the address changed; agent log:\n{}",
+                agent.log()
+            );
+            let viewer =
+                Subscriber::start(&school.janus.ws_url(), room, &format!("cam-{room}")).await;
+            let until = std::time::Instant::now() + Duration::from_secs(2);
+            while viewer.seen.frames() == 0 && std::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Some(first) = viewer.seen.first_frame() {
+                break first;
+            }
+        };
+        back.push((room, frames_at.saturating_duration_since(changed)));
+    }
+    println!("frames again after the address change: {back:?}");
+    // The operator is told: each stream goes Publishing again (the box's MQTT
+    // connection was on the old address too, so the events may come a little later).
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < rooms.len() {
+        let Some(event) = events
+            .next_where(Duration::from_secs(20), |m| {
+                let e = m.json();
+                e["event"] == "publisher_state_update" && e["state"] == "Publishing"
+            })
+            .await
+        else {
+            break;
+        };
+        seen.insert(event.json()["room_id"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(
+        seen.len(),
+        rooms.len(),
+        "Publishing again in each room: {seen:?}"
+    );
+    println!("operator told after {:?}", changed.elapsed());
+    for (room, after) in back {
+        assert!(
+            after < Duration::from_secs(5),
+            "{room}: frames again after {after:?}"
+        );
+    }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Connection {
     pub accepting: CancellationToken,
     pub finish: CancellationToken,
     pub state: Arc<StateSignal>,
+    /// Bumped when the box loses a network address (`base::netwatch`).
+    pub addresses: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Connection {
@@ -61,6 +63,14 @@ impl Connection {
                 _ = self.finish.cancelled() => break,
                 _ = self.accepting.cancelled(), if self.commands.is_some() => {
                     self.commands = None;
+                    continue;
+                }
+                Ok(()) = self.addresses.changed() => {
+                    // The connection may be on the lost address, dead without an error
+                    // until the keepalive runs out: connect again now (what was not
+                    // acknowledged is sent again).
+                    info!("MQTT: the box's network address changed; connecting again to {}", self.url);
+                    self.eventloop.clean();
                     continue;
                 }
                 polled = self.eventloop.poll() => polled,

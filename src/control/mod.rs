@@ -244,6 +244,7 @@ impl Control {
                 accepting: accepting.clone(),
                 finish: finish.clone(),
                 state,
+                addresses: crate::base::netwatch::watch_addresses(),
             }
             .run(),
         );

@@ -228,6 +228,7 @@ impl Engine {
     ) {
         info!(mode = %self.settings.mode, max_rooms = self.settings.max_rooms, "room engine started");
         let mut backend_open = true;
+        let mut addresses = self.media.address_changes();
         let mut quality_tick = self.settings.quality_interval.map(|period| {
             let mut tick = tokio::time::interval_at(Instant::now() + period, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,6 +244,12 @@ impl Engine {
                         None => None,
                     }
                 }, if quality_tick.is_some() => self.emit_quality(),
+                Some(()) = async {
+                    match addresses.as_mut() {
+                        Some(changes) => changes.changed().await.ok(),
+                        None => None,
+                    }
+                }, if addresses.is_some() => self.on_address_lost(),
                 Some(done) = self.ops.join_next(), if !self.ops.is_empty() => match done {
                     Ok(outcome) => self.on_outcome(outcome),
                     Err(e) if e.is_panic() => warn!("an engine operation panicked: {e}"),
@@ -1475,6 +1482,24 @@ impl Engine {
             }
         }
         report
+    }
+
+    /// The box lost a network address: the SFU connection and every peer connection
+    /// may be built on it, dead without an error yet (TCP would notice in minutes, ICE
+    /// in tens of seconds). The backend connects again at once; each room then comes
+    /// back as after any lost connection (`Reconnecting` → `Reconnected`, never left),
+    /// and its streams start again on new peer connections, gathering candidates on the
+    /// new address: the recovery path every lost room already takes, rather than an
+    /// ICE restart of each peer, which would leave the signalling socket dead.
+    fn on_address_lost(&mut self) {
+        if self.rooms.is_empty() {
+            return;
+        }
+        info!(
+            rooms = self.rooms.len(),
+            "network address lost: reconnecting to the SFU and restarting the streams"
+        );
+        self.backend.network_changed();
     }
 
     /// One quality event per stream that is up and has figures (`quality_interval`).

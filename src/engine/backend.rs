@@ -54,6 +54,11 @@ pub trait RoomBackend: Send + Sync + 'static {
 
     /// Sends a custom command to `to` (everyone in the room when empty).
     fn send_custom_command(&self, room: &RoomId, to: &[UserId], text: &str) -> OpFuture<()>;
+
+    /// The box lost a network address: connections built on it are dead, even if no
+    /// error says so yet. The backend drops them and connects again at once (its rooms
+    /// come back as after any lost connection).
+    fn network_changed(&self) {}
 }
 
 /// What a rooms backend reports on its own, through the channel it was built with.
@@ -116,6 +121,12 @@ pub trait MediaEngine: Send + Sync + 'static {
 
     /// Sources, encoder and health, for the state snapshot.
     fn snapshot(&self) -> MediaSnapshot;
+
+    /// Goes up by one each time the box loses a network address: every WebRTC path
+    /// built on it is dead. `None`: not watched (test doubles).
+    fn address_changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// An ICE candidate in SDP form (`candidate:…`), with its m-line index.

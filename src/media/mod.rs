@@ -240,6 +240,10 @@ impl MediaEngine for GstMedia {
         Ok(player)
     }
 
+    fn address_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(crate::base::netwatch::watch_addresses())
+    }
+
     fn snapshot(&self) -> MediaSnapshot {
         MediaSnapshot {
             sources: self

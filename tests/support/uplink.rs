@@ -202,6 +202,32 @@ impl BoxNet {
         );
     }
 
+    /// The box's address changes as after a new DHCP lease: the old one goes, another
+    /// one of the same link comes, the default route with it.
+    pub fn change_address(&mut self) {
+        let old = format!("{}/24", self.box_addr);
+        let new_addr = match self.box_addr.rsplit_once('.') {
+            Some((net, last)) => format!("{net}.{}", last.parse::<u8>().unwrap_or(2) + 1),
+            None => panic!("not an IPv4 address: {}", self.box_addr),
+        };
+        self.in_box("ip", &["addr", "del", &old, "dev", &self.box_if]);
+        self.in_box(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{new_addr}/24"),
+                "dev",
+                &self.box_if,
+            ],
+        );
+        self.in_box(
+            "ip",
+            &["route", "replace", "default", "via", &self.host_addr],
+        );
+        self.box_addr = new_addr;
+    }
+
     /// Bytes the box has sent over its link.
     pub fn egress_bytes(&self) -> u64 {
         let text = self.in_box("ip", &["-j", "-s", "link", "show", "dev", &self.box_if]);

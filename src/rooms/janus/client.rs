@@ -155,6 +155,8 @@ enum Command {
         handle_id: u64,
         reply: oneshot::Sender<Result<(), JanusError>>,
     },
+    /// Drop the connection and connect again now (its socket may be dead unnoticed).
+    Reconnect { why: String },
 }
 
 /// A cloneable handle to the connection task.
@@ -199,6 +201,14 @@ impl JanusClient {
             status,
             config,
         }
+    }
+
+    /// Drops the connection and connects again now, with a new session: the socket may
+    /// be dead without any error yet (the box's address changed).
+    pub fn reconnect(&self, why: &str) {
+        let _ = self.commands.send(Command::Reconnect {
+            why: why.to_owned(),
+        });
     }
 
     pub fn url(&self) -> &str {
@@ -372,6 +382,9 @@ impl Connection {
     async fn run(mut self) {
         let mut attempt: u32 = 0;
         let mut was_connected = false;
+        // A session whose connection was lost: Janus may still hold it (and its rooms'
+        // participants, whose ids a rejoin needs) if only our side noticed.
+        let mut stale_session: Option<u64> = None;
         loop {
             let _ = self.status.send(Status::Connecting);
             let transaction = self.transaction();
@@ -380,13 +393,17 @@ impl Connection {
                 result = Self::open(&self.config, &transaction) => result,
             };
             match connected {
-                Ok((socket, session_id)) => {
+                Ok((mut socket, session_id)) => {
                     attempt = 0;
                     info!(url = %self.config.url, session_id, "connected to Janus");
+                    if let Some(old) = stale_session.take() {
+                        self.retire(&mut socket, old).await;
+                    }
                     was_connected = true;
                     let _ = self.status.send(Status::Connected { session_id });
                     let ended = self.serve(socket, session_id).await;
                     self.drop_session();
+                    stale_session = Some(session_id);
                     match ended {
                         Ended::Shutdown => break,
                         Ended::Lost(why) => {
@@ -414,7 +431,11 @@ impl Connection {
                         return;
                     }
                     _ = tokio::time::sleep_until(wake) => break,
-                    Some(command) = self.commands.recv() => self.refuse(command),
+                    Some(command) = self.commands.recv() => match command {
+                        // The network changed: the next attempt may work at once.
+                        Command::Reconnect { .. } => break,
+                        command => self.refuse(command),
+                    },
                 }
             }
         }
@@ -436,6 +457,54 @@ impl Connection {
             Command::Trickle { reply, .. } | Command::Detach { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
+            Command::Reconnect { .. } => {}
+        }
+    }
+
+    /// Claims the session `old` from the connection it was left on and destroys it, so
+    /// that its participants leave their rooms now rather than at Janus's session
+    /// timeout (a rejoin with the same ids is refused until then). Best effort: a Janus
+    /// that restarted does not know it any more.
+    async fn retire(&self, socket: &mut Socket, old: u64) {
+        let auth = self.config.auth.clone();
+        let claim = Request::Claim {
+            transaction: self.transaction(),
+            session_id: old,
+            auth: auth.clone(),
+        };
+        let destroy = Request::Destroy {
+            transaction: self.transaction(),
+            session_id: old,
+            auth,
+        };
+        let exchange = async {
+            for request in [claim, destroy] {
+                send(socket, &request).await.ok()?;
+                loop {
+                    let Message::Text(text) = socket.next().await?.ok()? else {
+                        continue;
+                    };
+                    match serde_json::from_str::<Incoming>(&text) {
+                        Ok(Incoming::Success {
+                            transaction: Some(t),
+                            ..
+                        }) if t == request.transaction() => break,
+                        Ok(Incoming::Error {
+                            transaction: Some(t),
+                            ..
+                        }) if t == request.transaction() => return None,
+                        _ => continue,
+                    }
+                }
+            }
+            Some(())
+        };
+        match tokio::time::timeout(Duration::from_secs(1), exchange).await {
+            Ok(Some(())) => info!(
+                session_id = old,
+                "destroyed the Janus session left on the lost connection"
+            ),
+            _ => debug!(session_id = old, "the lost Janus session is already gone"),
         }
     }
 
@@ -527,6 +596,10 @@ impl Connection {
                     return Ended::Shutdown;
                 }
                 Some(command) = self.commands.recv() => {
+                    if let Command::Reconnect { why } = command {
+                        let _ = tokio::time::timeout(Duration::from_millis(200), socket.close(None)).await;
+                        return Ended::Lost(why);
+                    }
                     if let Some(request) = self.register(command, session_id)
                         && let Err(e) = send(&mut socket, &request).await
                     {
@@ -656,6 +729,8 @@ impl Connection {
                     "detach".to_owned(),
                 )
             }
+            // Handled by `serve` before it registers anything.
+            Command::Reconnect { .. } => return None,
         };
         self.pending
             .insert(transaction, (pending, Instant::now(), what));

@@ -230,4 +230,9 @@ impl RoomBackend for JanusRooms {
         let (to, text) = (to.to_vec(), text.to_owned());
         self.submit(room, |reply| RoomOp::Custom { to, text, reply })
     }
+
+    fn network_changed(&self) {
+        self.client
+            .reconnect("the box's network address changed; connecting again from the new one");
+    }
 }

@@ -100,6 +100,14 @@ pub enum Request {
         #[serde(flatten)]
         auth: Auth,
     },
+    /// Moves a session to this connection (Janus keeps a session whose socket went
+    /// silent until `session_timeout`): the way to destroy one left on a dead socket.
+    Claim {
+        transaction: String,
+        session_id: u64,
+        #[serde(flatten)]
+        auth: Auth,
+    },
 }
 
 impl Request {
@@ -111,7 +119,8 @@ impl Request {
             | Request::Trickle { transaction, .. }
             | Request::Detach { transaction, .. }
             | Request::Keepalive { transaction, .. }
-            | Request::Destroy { transaction, .. } => transaction,
+            | Request::Destroy { transaction, .. }
+            | Request::Claim { transaction, .. } => transaction,
         }
     }
 }
