@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::base::secret::Secret;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
     /// `stun://host:port`: the box's public address, for peers behind NAT.
@@ -25,6 +25,25 @@ pub struct NetworkConfig {
     /// system's roots).
     #[serde(default)]
     pub turn_ca_file: Option<PathBuf>,
+    /// Lost packets are asked for again (NACK) and sent again (RTX) on every stream.
+    #[serde(default = "default_true")]
+    pub retransmissions: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            stun_server: None,
+            turn_servers: Vec::new(),
+            ice_transport_policy: IcePolicy::All,
+            turn_ca_file: None,
+            retransmissions: true,
+        }
+    }
 }
 
 /// Which candidate pairs ICE may use.
@@ -106,11 +125,24 @@ impl fmt::Display for TurnServer {
 }
 
 /// What the box's WebRTC peers are given, parsed and checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceServers {
     pub stun: Option<String>,
     pub turn: Vec<TurnServer>,
     pub policy: IcePolicy,
+    /// NACK and RTX on every stream (`network.retransmissions`).
+    pub retransmissions: bool,
+}
+
+impl Default for IceServers {
+    fn default() -> Self {
+        Self {
+            stun: None,
+            turn: Vec::new(),
+            policy: IcePolicy::All,
+            retransmissions: true,
+        }
+    }
 }
 
 impl NetworkConfig {
@@ -136,6 +168,7 @@ impl NetworkConfig {
             stun,
             turn,
             policy: self.ice_transport_policy,
+            retransmissions: self.retransmissions,
         })
     }
 }
@@ -231,6 +264,7 @@ mod tests {
             turn_servers: turn.iter().map(|t| Secret::new(*t)).collect(),
             ice_transport_policy: policy,
             turn_ca_file: None,
+            retransmissions: true,
         }
     }
 

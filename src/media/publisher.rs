@@ -606,6 +606,13 @@ audio_device = "null"
         let publisher = Publisher::attach(source, "publish test/cam".into()).unwrap();
         let offer = publisher.create_offer().await.unwrap();
         assert!(offer.contains("H264") && offer.contains("OPUS"), "{offer}");
+        // Every room answers NACKs with retransmissions, and numbers its packets for
+        // congestion control.
+        assert!(offer.contains("nack") && offer.contains("rtx"), "{offer}");
+        assert!(
+            offer.contains(crate::media::congestion::TWCC_URI),
+            "{offer}"
+        );
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let stats = publisher.stats();

@@ -91,10 +91,12 @@ pub fn configure_ice(servers: IceServers) {
     }
 }
 
-fn apply_ice_servers(webrtcbin: &gst::Element) {
+/// Gives `webrtcbin` the configured servers and policy; returns whether its streams
+/// retransmit.
+fn apply_ice_servers(webrtcbin: &gst::Element) -> bool {
     let servers = match ice_servers().read() {
         Ok(servers) => servers.clone(),
-        Err(_) => return,
+        Err(_) => return true,
     };
     if let Some(stun) = &servers.stun {
         webrtcbin.set_property("stun-server", stun);
@@ -105,6 +107,7 @@ fn apply_ice_servers(webrtcbin: &gst::Element) {
         }
     }
     webrtcbin.set_property_from_str("ice-transport-policy", servers.policy.nick());
+    servers.retransmissions
 }
 
 /// Makes an element, with an error that says which package provides it.
@@ -141,15 +144,15 @@ impl Negotiator {
                 package: "gstreamer1.0-plugins-bad and gstreamer1.0-nice",
             })?;
         disable_upnp(&webrtcbin);
-        apply_ice_servers(&webrtcbin);
+        let retransmissions = apply_ice_servers(&webrtcbin);
         // Retransmissions on every stream: NACKs from the SFU answered (senders), lost
         // packets asked for again (receivers). A classroom's Wi-Fi loses packets.
-        webrtcbin.connect("on-new-transceiver", false, |values| {
+        webrtcbin.connect("on-new-transceiver", false, move |values| {
             if let Some(transceiver) = values
                 .get(1)
                 .and_then(|v| v.get::<gst_webrtc::WebRTCRTPTransceiver>().ok())
             {
-                transceiver.set_property("do-nack", true);
+                transceiver.set_property("do-nack", retransmissions);
             }
             None
         });
