@@ -774,3 +774,69 @@ async fn wait_for_file(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Issue 18, the data-loss bug: 300 `start_playing` for streams nobody publishes, then a
+/// power cut. The box used to accept all 300, its state file could hold 256, and the
+/// restart set the whole file aside: no room at all. Now the 257th is refused with
+/// 1000903 when it arrives, and after kill -9 the box is back in bigclass with all 256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_box_accepts_a_restart_restores() {
+    support::require_netns();
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text = config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
+    let mut agent = AgentProcess::start(&text, Options::default());
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    ok(&dash, "login_room", json!({"room_id": "bigclass"})).await;
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for n in 0..300 {
+        let reply = support::dashboard::call(
+            &dash,
+            "start_playing",
+            json!({"stream_id": format!("nobody-{n}"), "room_id": "bigclass"}),
+        )
+        .await;
+        if reply["ok"] == true {
+            assert_eq!(reply["result"]["state"], "PlayRequesting", "{reply}");
+            accepted += 1;
+        } else {
+            refused.push(reply["error"].clone());
+        }
+    }
+    assert_eq!(accepted, 256);
+    assert_eq!(refused.len(), 44);
+    assert!(refused.iter().all(|e| e["code"] == 1000903), "{refused:?}");
+    println!(
+        "300 start_playing: 256 accepted, 44 refused: {}",
+        refused[0]
+    );
+    let saved = wait_for_file(&agent, |s| s.playing.len() == 256).await;
+    assert_eq!(saved.rooms.len(), 1);
+
+    agent.kill9();
+    agent.spawn();
+    let (state, took) = wait_state(
+        &dash,
+        "bigclass back with 256 plays",
+        Duration::from_secs(30),
+        |s| {
+            rooms_of(s) == [("bigclass".to_owned(), "Logined".to_owned())]
+                && s["playing"].as_array().is_some_and(|p| p.len() == 256)
+        },
+    )
+    .await;
+    println!(
+        "after kill -9: bigclass and its 256 played streams back within {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        state["playing"][0]["state"], "PlayRequesting",
+        "{}",
+        state["playing"][0]
+    );
+    let log = agent.log();
+    assert!(!log.contains("set aside"), "{log}");
+    dash.close().await;
+}

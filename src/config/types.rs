@@ -10,7 +10,7 @@ use crate::base::secret::Secret;
 use crate::engine::{RoomMode, User};
 
 /// The most rooms `rooms.max_rooms` may allow.
-pub const MAX_ROOMS_LIMIT: usize = 32;
+pub const MAX_ROOMS_LIMIT: usize = crate::engine::limits::MAX_ROOMS;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,6 +16,7 @@ use super::backend::{BackendEvent, MediaEngine, PeerHandle, PeerState, RoomBacke
 use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
+use super::limits::{MAX_ROOMS, MAX_STREAMS};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
     Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, RoomStateReason,
@@ -196,6 +197,9 @@ impl Engine {
         events: broadcast::Sender<Event>,
         desired: watch::Sender<DesiredState>,
     ) -> Self {
+        let mut settings = settings;
+        // The config cannot ask for more (`rooms.max_rooms`); a library caller might.
+        settings.max_rooms = settings.max_rooms.min(MAX_ROOMS);
         Self {
             settings,
             backend,
@@ -528,6 +532,7 @@ impl Engine {
                 room: entry.room.clone(),
             });
         }
+        self.check_stream_count()?;
         let busy = self.streams.iter().find(|((kind, _), entry)| {
             *kind == Kind::Publish
                 && entry.room == room
@@ -551,7 +556,16 @@ impl Engine {
                 room: entry.room.clone(),
             });
         }
+        self.check_stream_count()?;
         Ok(room)
+    }
+
+    /// One stream more must still fit in the state file (`limits.rs`).
+    fn check_stream_count(&self) -> Result<(), EngineError> {
+        if self.streams.len() >= MAX_STREAMS {
+            return Err(EngineError::TooManyStreams { max: MAX_STREAMS });
+        }
+        Ok(())
     }
 
     fn add_stream(&mut self, key: StreamKey, room: RoomId, role: Role, waiter: Waiter) {

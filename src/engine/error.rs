@@ -66,6 +66,9 @@ impl ErrorCode {
     pub const PLAY_STREAM_NOT_FOUND: ErrorCode = ErrorCode(1004901);
     /// WebRTC negotiation, connectivity or decoding for a played stream failed.
     pub const PLAY_WEBRTC_FAILED: ErrorCode = ErrorCode(1004902);
+    /// The box already holds the most streams it keeps
+    /// ([`super::limits::MAX_STREAMS`], published and played together).
+    pub const TOO_MANY_STREAMS: ErrorCode = ErrorCode(1000903);
 
     pub fn as_u32(self) -> u32 {
         self.0
@@ -194,6 +197,11 @@ pub enum EngineError {
     #[error("stream `{stream}` is already playing (from room `{room}`); stop_playing it first")]
     AlreadyPlaying { stream: StreamId, room: RoomId },
 
+    #[error(
+        "already {max} streams published and played, the most the box keeps; stop_playing or stop_publishing one first"
+    )]
+    TooManyStreams { max: usize },
+
     #[error("no stream `{0}` is publishing")]
     NotPublishing(StreamId),
 
@@ -266,6 +274,7 @@ impl EngineError {
             EngineError::PlayRoomRequired(_) => C::PLAY_ROOM_REQUIRED,
             EngineError::ChannelBusy { .. } => C::PUBLISH_CHANNEL_BUSY,
             EngineError::StreamIdInUse { .. } => C::PUBLISH_STREAM_ID_IN_USE,
+            EngineError::TooManyStreams { .. } => C::TOO_MANY_STREAMS,
             EngineError::MessageEmpty => C::MESSAGE_EMPTY,
             EngineError::MessageTooLong { .. } => C::MESSAGE_TOO_LONG,
             EngineError::Backend(e) => e.code,

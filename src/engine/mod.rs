@@ -11,6 +11,7 @@ pub mod backend;
 pub mod desired;
 pub mod error;
 pub mod event;
+pub mod limits;
 pub mod snapshot;
 pub mod types;
 

@@ -297,6 +297,49 @@ async fn stream_id_in_use_1003028() {
     );
 }
 
+/// Issue 18: the engine accepted 300 played streams the state file could not hold, and
+/// a restart lost every room. The limit is now enforced when the command arrives.
+#[tokio::test]
+async fn one_stream_past_the_limit_is_refused_1000903_and_changes_nothing() {
+    use super::limits::MAX_STREAMS;
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("cam", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    for n in 1..MAX_STREAMS {
+        h.engine
+            .start_playing(&format!("s{n}"), play_in("bigclass"))
+            .await
+            .unwrap();
+    }
+    let before = h.engine.state().await.unwrap();
+    assert_eq!(before.publishing.len() + before.playing.len(), MAX_STREAMS);
+    let refused = h
+        .engine
+        .start_playing("one-more", play_in("bigclass"))
+        .await
+        .expect_err("past the limit");
+    assert_eq!(refused.code().as_u32(), 1000903);
+    assert!(refused.to_string().contains("256 streams"), "{refused}");
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("cam-aux", in_room("bigclass"), Channel::Aux)
+                .await
+        ),
+        1000903
+    );
+    assert_eq!(h.engine.state().await.unwrap(), before);
+    // One stopped, one fits again.
+    h.engine.stop_playing("s1").await.unwrap();
+    h.engine
+        .start_playing("one-more", play_in("bigclass"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn identifiers_are_checked_with_their_codes() {
     let h = Harness::start(settings(RoomMode::Multi));
