@@ -279,6 +279,64 @@ async fn logout_of_one_room_leaves_the_other_in_janus() {
     agent.stop().await;
 }
 
+/// Issue 18: login/logout loops must not fill a shared Janus. A room the box created is
+/// destroyed when the box leaves it last; a room someone else is still in is kept (and
+/// destroyed when the box that created it is the last to leave a later login); a room
+/// made by someone else is never destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_the_box_created_are_destroyed_when_it_leaves_them_last() {
+    let janus = Janus::start();
+    let agent = start_agent(&janus, true);
+    for n in 0..5 {
+        let room = format!("loop-{n}");
+        agent.engine.login_room(&room, user(), None).await.unwrap();
+        assert_eq!(janus.rooms_exist(&room).await, (true, true), "{room}");
+        agent.engine.logout_room(Some(&room)).await.unwrap();
+        assert_eq!(
+            janus.rooms_exist(&room).await,
+            (false, false),
+            "{room} destroyed"
+        );
+    }
+
+    // Someone else is still in it: kept.
+    agent
+        .engine
+        .login_room("shared", user(), None)
+        .await
+        .unwrap();
+    let other = start_agent(&janus, true);
+    let someone = User::parse("box-18", "Room 102").unwrap();
+    other
+        .engine
+        .login_room("shared", someone, None)
+        .await
+        .unwrap();
+    agent.engine.logout_room(Some("shared")).await.unwrap();
+    assert_eq!(janus.rooms_exist("shared").await, (true, true), "kept");
+    // The other box did not create it: leaving last, it does not destroy it.
+    other.engine.logout_room(Some("shared")).await.unwrap();
+    assert_eq!(
+        janus.rooms_exist("shared").await,
+        (true, true),
+        "not its room"
+    );
+    // Its creator comes back and leaves last: destroyed.
+    agent
+        .engine
+        .login_room("shared", user(), None)
+        .await
+        .unwrap();
+    agent.engine.logout_room(Some("shared")).await.unwrap();
+    assert_eq!(
+        janus.rooms_exist("shared").await,
+        (false, false),
+        "destroyed"
+    );
+    other.stop().await;
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_room_without_create_rooms_fails_with_a_code() {
     let janus = Janus::start();

@@ -208,6 +208,41 @@ async fn room_ops_succeed_and_fail_with_their_codes() {
     agent.stop().await;
 }
 
+/// Issue 18: with `rooms.allowed`, whoever can publish to `cmd` cannot send the camera
+/// into a room they made up (1002906, nothing reaches Janus); allowed rooms work, and a
+/// room the box created is destroyed on Janus when it leaves it last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_off_the_allow_list_are_refused_and_created_rooms_cleaned_up() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text = config_text(&broker.url(), &janus, "").replace(
+        "multi_room_enabled = true",
+        "multi_room_enabled = true\nallowed = [\"bigclass\", \"group-*\"]",
+    );
+    let agent = Agent::start(Config::parse(&text, Path::new("test.toml")).expect("config"));
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    let message = fails(
+        &dash,
+        "login_room",
+        json!({"room_id": "attacker-room"}),
+        1002906,
+    )
+    .await;
+    assert!(message.contains("rooms.allowed"), "{message}");
+    assert_eq!(janus.rooms_exist("attacker-room").await, (false, false));
+    ok(&dash, "login_room", json!({"room_id": "group-7"})).await;
+    assert_eq!(janus.rooms_exist("group-7").await, (true, true));
+    ok(&dash, "logout_room", json!({"room_id": "group-7"})).await;
+    assert_eq!(
+        janus.rooms_exist("group-7").await,
+        (false, false),
+        "the room the box created is gone"
+    );
+    dash.close().await;
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_and_custom_commands_reach_the_room() {
     let janus = Janus::start();

@@ -87,6 +87,17 @@ impl Config {
                 self.rooms.max_rooms
             ),
         );
+        for (i, pattern) in self.rooms.allowed.iter().enumerate() {
+            check(
+                !pattern.is_empty()
+                    && pattern.len() < crate::engine::types::ROOM_ID_LIMIT
+                    && pattern.chars().all(|c| c.is_ascii_graphic()),
+                &format!("rooms.allowed[{i}]"),
+                format!(
+                    "{pattern:?} is not a room pattern: 1 to 127 characters of a room id, with * (any run) and ? (one character)"
+                ),
+            );
+        }
 
         for (name, source) in self.sources.iter() {
             let field = |f: &str| format!("sources.{name}.{f}");
@@ -319,6 +330,7 @@ impl Config {
             mode: self.rooms.mode,
             max_rooms: self.rooms.max_rooms,
             multi_room_enabled: self.rooms.multi_room_enabled,
+            allowed_rooms: crate::engine::RoomAllowList::new(self.rooms.allowed.clone()),
             reconnect: crate::engine::ReconnectPolicy {
                 window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
                 ..Default::default()

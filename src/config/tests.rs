@@ -34,6 +34,7 @@ fn the_example_is_valid_and_complete() {
     assert_eq!(config.rooms.mode, RoomMode::Multi);
     assert_eq!(config.rooms.max_rooms, 5);
     assert!(config.rooms.multi_room_enabled);
+    assert_eq!(config.rooms.allowed, ["bigclass", "group-*"]);
     assert_eq!(config.sources.main.video, VideoInput::Test);
     assert_eq!(config.sources.main.audio, AudioInput::Test);
     assert_eq!(config.mqtt.url.port, 1883);
@@ -51,6 +52,8 @@ fn defaults_are_sensible() {
     assert_eq!(config.rooms.mode, RoomMode::Single);
     assert_eq!(config.rooms.max_rooms, 5);
     assert!(!config.rooms.multi_room_enabled);
+    assert!(config.rooms.allowed.is_empty(), "every room by default");
+    assert!(config.engine_settings().allowed_rooms.is_any());
     assert_eq!(config.state_dir, Path::new("/var/lib/roomcast"));
     assert_eq!(
         (config.sources.main.width, config.sources.main.height),
@@ -130,6 +133,18 @@ fn cross_field_rules_name_field_and_line() {
         message.contains("`mqtt.url`") && message.contains("never falls back"),
         "{message}"
     );
+}
+
+#[test]
+fn room_patterns_are_checked() {
+    let text = MINIMAL.replace(
+        "[sources.main]",
+        "[rooms]\nallowed = [\"bigclass\", \"\", \"a b\"]\n[sources.main]",
+    );
+    let error = error_text(&text);
+    assert!(error.contains("rooms.allowed[1]"), "{error}");
+    assert!(error.contains("rooms.allowed[2]"), "{error}");
+    assert!(!error.contains("rooms.allowed[0]"), "{error}");
 }
 
 #[test]

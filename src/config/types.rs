@@ -49,6 +49,10 @@ pub struct RoomsConfig {
     /// with 1002036.
     #[serde(default)]
     pub multi_room_enabled: bool,
+    /// The rooms this box may be sent into, as globs (`*`, `?`): `login_room` to another
+    /// fails with 1002906. Empty (the default): every room.
+    #[serde(default)]
+    pub allowed: Vec<String>,
 }
 
 impl Default for RoomsConfig {
@@ -57,6 +61,7 @@ impl Default for RoomsConfig {
             mode: RoomMode::Single,
             max_rooms: default_max_rooms(),
             multi_room_enabled: false,
+            allowed: Vec::new(),
         }
     }
 }

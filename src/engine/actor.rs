@@ -406,6 +406,12 @@ impl Engine {
 
     /// The login rules, in the order the reference SDK applies them.
     fn check_login(&self, room: &RoomId, user: &User) -> Result<(), EngineError> {
+        if !self.settings.allowed_rooms.allows(room) {
+            return Err(EngineError::RoomNotAllowed {
+                room: room.clone(),
+                allowed: self.settings.allowed_rooms.to_string(),
+            });
+        }
         let multi = self.settings.mode == RoomMode::Multi;
         if multi && !self.settings.multi_room_enabled {
             return Err(EngineError::MultiRoomNotEnabled);

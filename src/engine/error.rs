@@ -58,6 +58,8 @@ impl ErrorCode {
     pub const SFU_REFUSED: ErrorCode = ErrorCode(1002904);
     /// Reconnecting to the SFU did not succeed within `janus.reconnect_window_s`.
     pub const SFU_RECONNECT_FAILED: ErrorCode = ErrorCode(1002905);
+    /// The room is not on the box's allow-list (`rooms.allowed`).
+    pub const ROOM_NOT_ALLOWED: ErrorCode = ErrorCode(1002906);
     /// The media source or encoder for the channel failed or is not configured.
     pub const PUBLISH_MEDIA_FAILED: ErrorCode = ErrorCode(1003901);
     /// WebRTC negotiation or connectivity for a published stream failed.
@@ -148,6 +150,11 @@ pub enum EngineError {
         "single-room mode allows one room at a time and `{current}` is logged in; log out of it first, or set `rooms.mode = \"multi\"`"
     )]
     SingleRoomOccupied { current: RoomId },
+
+    #[error(
+        "room `{room}` is not on this box's allow-list (rooms.allowed = {allowed}); use an allowed room, or add it to rooms.allowed in the config and reload roomcast"
+    )]
+    RoomNotAllowed { room: RoomId, allowed: String },
 
     #[error("already logged in to room `{0}`")]
     AlreadyLoggedIn(RoomId),
@@ -263,6 +270,7 @@ impl EngineError {
             EngineError::SingleRoomOccupied { .. } | EngineError::AlreadyLoggedIn(_) => {
                 C::ROOM_COUNT_EXCEEDED_SINGLE
             }
+            EngineError::RoomNotAllowed { .. } => C::ROOM_NOT_ALLOWED,
             EngineError::UserDiffers { .. } => C::MULTI_ROOM_USER_DIFFERS,
             EngineError::MultiRoomNotEnabled => C::MULTI_ROOM_NOT_ENABLED,
             EngineError::TooManyRooms { .. } => C::ROOM_COUNT_EXCEEDED_MULTI,

@@ -7,6 +7,7 @@
 //! when it comes back, so a slow login never holds up a message to another room.
 
 mod actor;
+pub mod allow;
 pub mod backend;
 pub mod desired;
 pub mod error;
@@ -29,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use allow::RoomAllowList;
 pub use backend::{BackendEvent, MediaEngine, PeerHandle, RoomBackend, WebRtcPeer};
 pub use desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 pub use error::{BackendError, EngineError, ErrorCode};
@@ -52,6 +54,8 @@ pub struct EngineSettings {
     pub mode: RoomMode,
     pub max_rooms: usize,
     pub multi_room_enabled: bool,
+    /// `rooms.allowed`: logins to other rooms fail with 1002906.
+    pub allowed_rooms: RoomAllowList,
     pub reconnect: ReconnectPolicy,
 }
 
@@ -61,6 +65,7 @@ impl Default for EngineSettings {
             mode: RoomMode::Single,
             max_rooms: 5,
             multi_room_enabled: false,
+            allowed_rooms: RoomAllowList::any(),
             reconnect: ReconnectPolicy::default(),
         }
     }

@@ -47,9 +47,9 @@ const USERS: [(&str, &str); 3] = [
 
 /// Codes of refusals by a rule: decided by the engine before anything is done.
 const RULE_CODES: &[u32] = &[
-    1000014, 1000015, 1000016, 1000017, 1000903, 1001020, 1002001, 1002002, 1002005, 1002006,
-    1002007, 1002008, 1002009, 1002010, 1002011, 1002012, 1002013, 1002018, 1002036, 1002037,
-    1003023, 1003028, 1003070, 1004070, 1009001, 1009002, 1009005,
+    1000014, 1000015, 1000016, 1000017, 1000903, 1001020, 1002001, 1002002, 1002005, 1002906,
+    1002006, 1002007, 1002008, 1002009, 1002010, 1002011, 1002012, 1002013, 1002018, 1002036,
+    1002037, 1003023, 1003028, 1003070, 1004070, 1009001, 1009002, 1009005,
 ];
 /// Codes of failures reported by the SFU or the media (the engine acted, then failed).
 const BACKEND_CODES: &[u32] = &[
@@ -173,22 +173,34 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn settings() -> impl Strategy<Value = EngineSettings> {
-    (any::<bool>(), 1..=5usize, proptest::bool::weighted(0.85)).prop_map(
-        |(multi, max_rooms, multi_room_enabled)| EngineSettings {
-            mode: if multi {
-                RoomMode::Multi
-            } else {
-                RoomMode::Single
-            },
-            max_rooms,
-            multi_room_enabled,
-            reconnect: ReconnectPolicy {
-                window: Duration::from_secs(5),
-                initial_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(1),
-            },
-        },
+    (
+        any::<bool>(),
+        1..=5usize,
+        proptest::bool::weighted(0.85),
+        proptest::bool::weighted(0.2),
     )
+        .prop_map(
+            |(multi, max_rooms, multi_room_enabled, allow_list)| EngineSettings {
+                mode: if multi {
+                    RoomMode::Multi
+                } else {
+                    RoomMode::Single
+                },
+                max_rooms,
+                multi_room_enabled,
+                // r0 and r1 only: logins to r2..r5 are refused (1002906).
+                allowed_rooms: if allow_list {
+                    RoomAllowList::new(vec!["r0".into(), "r1*".into(), "x?".into()])
+                } else {
+                    RoomAllowList::any()
+                },
+                reconnect: ReconnectPolicy {
+                    window: Duration::from_secs(5),
+                    initial_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                },
+            },
+        )
 }
 
 fn cases() -> u32 {
@@ -542,6 +554,13 @@ fn check_invariants(
         s.user
     );
     let rooms: BTreeSet<&str> = s.rooms.iter().map(|r| r.room_id.as_str()).collect();
+    for room in &s.rooms {
+        prop_assert!(
+            settings.allowed_rooms.allows(&room.room_id),
+            "{context}: in {}, which is not allowed",
+            room.room_id
+        );
+    }
     let (joined, published, played) = {
         let double = h.rooms.state.lock().expect("double");
         (

@@ -13,6 +13,7 @@ fn settings(mode: RoomMode) -> EngineSettings {
         mode,
         max_rooms: 5,
         multi_room_enabled: true,
+        allowed_rooms: RoomAllowList::any(),
         reconnect: ReconnectPolicy {
             window: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(100),
@@ -294,6 +295,40 @@ async fn stream_id_in_use_1003028() {
                 .await
         ),
         1003028
+    );
+}
+
+/// Issue 18: `rooms.allowed` keeps the camera out of rooms someone made up, for commands
+/// and for a restore alike; an empty list allows every room.
+#[tokio::test]
+async fn rooms_off_the_allow_list_are_refused_1002906() {
+    let mut settings = settings(RoomMode::Multi);
+    settings.allowed_rooms = RoomAllowList::new(vec!["bigclass".into(), "group-*".into()]);
+    let h = Harness::start(settings);
+    let refused = h
+        .engine
+        .login_room("attacker-room", user(), None)
+        .await
+        .expect_err("not allowed");
+    assert_eq!(refused.code().as_u32(), 1002906);
+    assert!(refused.to_string().contains("rooms.allowed"), "{refused}");
+    assert!(h.rooms.calls().is_empty(), "nothing reached the SFU");
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    let saved = DesiredState {
+        rooms: vec![DesiredRoom {
+            room_id: RoomId::parse("elsewhere").unwrap(),
+            user: user(),
+            had_token: false,
+        }],
+        ..Default::default()
+    };
+    let report = h.engine.restore(saved).await.unwrap();
+    assert!(report.rooms.is_empty());
+    assert!(
+        report.refused[0].contains("1002906"),
+        "{:?}",
+        report.refused
     );
 }
 

@@ -228,6 +228,25 @@ impl Janus {
             .unwrap_or_default()
     }
 
+    /// Whether the VideoRoom and the TextRoom `room` exist.
+    pub async fn rooms_exist(&self, room: &str) -> (bool, bool) {
+        let mut exist = [false; 2];
+        for (i, plugin) in ["janus.plugin.videoroom", "janus.plugin.textroom"]
+            .iter()
+            .enumerate()
+        {
+            let reply = self
+                .admin(
+                    "",
+                    serde_json::json!({"janus": "message_plugin", "plugin": plugin,
+                        "request": {"request": "exists", "room": room, "transaction": "admin"}}),
+                )
+                .await;
+            exist[i] = reply["response"]["exists"] == true;
+        }
+        (exist[0], exist[1])
+    }
+
     /// `listparticipants` of a TextRoom.
     pub async fn textroom_participants(&self, room: &str) -> Vec<serde_json::Value> {
         let reply = self

@@ -66,12 +66,25 @@ struct RoomSlot {
 
 type RoomSlots = Arc<Mutex<HashMap<RoomId, RoomSlot>>>;
 
+/// Which of a room's two Janus rooms this box created (`janus.create_rooms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Created {
+    pub video: bool,
+    pub text: bool,
+}
+
+/// The rooms this box created on Janus, across logins (a room lost and joined again is
+/// still ours). They are destroyed when the box leaves them last (`room.rs`), so that
+/// login/logout loops do not fill a shared Janus; rooms made by others are never touched.
+type CreatedRooms = Arc<Mutex<HashMap<RoomId, Created>>>;
+
 /// The engine's [`RoomBackend`] on Janus.
 pub struct JanusRooms {
     client: JanusClient,
     settings: Arc<JanusSettings>,
     events: mpsc::Sender<BackendEvent>,
     slots: RoomSlots,
+    created: CreatedRooms,
     next_slot: AtomicU64,
     message_ids: Arc<AtomicU64>,
 }
@@ -100,6 +113,7 @@ impl JanusRooms {
             settings: Arc::new(settings),
             events,
             slots: Arc::new(Mutex::new(HashMap::new())),
+            created: Arc::new(Mutex::new(HashMap::new())),
             next_slot: AtomicU64::new(1),
             message_ids: Arc::new(AtomicU64::new(first_id)),
         });
@@ -134,6 +148,7 @@ impl JanusRooms {
                         settings: self.settings.clone(),
                         events: self.events.clone(),
                         slots: self.slots.clone(),
+                        created: self.created.clone(),
                         ops,
                         message_ids: self.message_ids.clone(),
                     };
