@@ -770,6 +770,59 @@ async fn duplicate_command_ids_run_once_and_get_the_first_reply_again() {
     agent.stop().await;
 }
 
+/// Issue 18: deduplication is keyed on the id and the command. The same id with another
+/// command is refused (1000904) instead of answered with the first command's reply, and
+/// a dashboard polling get_state more often than the memory holds does not push out the
+/// entry that keeps a login from running twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_id_is_refused_and_polling_does_not_evict_the_guards() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let agent = start_online(&broker, &broker.url(), &janus).await;
+    let t = topics();
+    let mut raw = Observer::connect(broker.port, "reusing-dashboard").await;
+    raw.subscribe(&t.reply).await;
+    let reply_to = async |raw: &mut Observer, id: &str| {
+        raw.next_where(Duration::from_secs(20), |m| m.json()["id"] == id)
+            .await
+            .unwrap_or_else(|| panic!("a reply to {id}"))
+            .json()
+    };
+    let login = r#"{"id":"keep-1","op":"login_room","args":{"room_id":"bigclass"}}"#;
+    raw.publish(&t.cmd, login).await;
+    assert_eq!(reply_to(&mut raw, "keep-1").await["ok"], true);
+    // The same id, another room: refused, and not logged in there.
+    raw.publish(
+        &t.cmd,
+        r#"{"id":"keep-1","op":"login_room","args":{"room_id":"group-3"}}"#,
+    )
+    .await;
+    let conflict = reply_to(&mut raw, "keep-1").await;
+    assert_eq!(conflict["error"]["code"], 1000904, "{conflict}");
+    assert!(janus.textroom_participants("group-3").await.is_empty());
+
+    // More get_state than the memory holds (1024), each with its own id.
+    let polls = roomcast::control::dedup::REMEMBER_MAX + 100;
+    let started = Instant::now();
+    for n in 0..polls {
+        let id = format!("poll-{n}");
+        raw.publish(&t.cmd, format!(r#"{{"id":"{id}","op":"get_state"}}"#))
+            .await;
+        if n % 64 == 63 || n + 1 == polls {
+            // Bounded in flight: wait for this one before sending more.
+            assert_eq!(reply_to(&mut raw, &id).await["ok"], true);
+        }
+    }
+    println!("{polls} get_state in {} ms", started.elapsed().as_millis());
+    raw.drain();
+    // The login's redelivery still gets its first reply (not 1002001 from a second run).
+    raw.publish(&t.cmd, login).await;
+    let again = reply_to(&mut raw, "keep-1").await;
+    assert_eq!(again["ok"], true, "{again}");
+    raw.close().await;
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_command_does_not_delay_get_state() {
     let janus = Janus::start();

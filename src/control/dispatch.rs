@@ -33,6 +33,8 @@ enum Finished {
     Ran {
         id: String,
         reply: Vec<u8>,
+        /// Remembered for deduplication (not for read-only ops).
+        remember: bool,
     },
     Published,
 }
@@ -50,9 +52,15 @@ pub(crate) async fn run(context: Arc<Context>, mut commands: mpsc::Receiver<rumq
             // next one is taken, so the engine sees them in arrival order.
             biased;
             Some(done) = running.next(), if !running.is_empty() => {
-                if let Finished::Ran { id, reply } = done {
-                    let times = cache.finish(&id, &reply, Instant::now());
-                    running.push(Box::pin(send_reply(context.clone(), reply, times)));
+                match done {
+                    Finished::Ran { id, reply, remember: true } => {
+                        let times = cache.finish(&id, &reply, Instant::now());
+                        running.push(Box::pin(send_reply(context.clone(), reply, times)));
+                    }
+                    Finished::Ran { reply, remember: false, .. } => {
+                        running.push(Box::pin(send_reply(context.clone(), reply, 1)));
+                    }
+                    Finished::Published => {}
                 }
             }
             received = commands.recv(), if open && running.len() < MAX_RUNNING => {
@@ -84,8 +92,26 @@ fn accept(context: &Arc<Context>, cache: &mut ReplyCache, payload: &[u8]) -> Opt
             return Some(Box::pin(send_reply(context.clone(), reply, 1)));
         }
     };
-    match cache.arrive(&request.id, Instant::now()) {
-        Seen::New => Some(Box::pin(execute(context.clone(), request))),
+    let fingerprint = cache.fingerprint(payload);
+    let now = Instant::now();
+    let read_only = request.op.is_read_only();
+    let seen = if read_only {
+        cache.check_read_only(&request.id, fingerprint, now)
+    } else {
+        cache.arrive(&request.id, fingerprint, now)
+    };
+    match seen {
+        Seen::New => Some(Box::pin(execute(context.clone(), request, !read_only))),
+        Seen::Conflict => {
+            let message = format!(
+                "command id `{}` was already used for another command in the last {} minutes; nothing was done: use a new id for a new command",
+                request.id,
+                super::dedup::REMEMBER_FOR.as_secs() / 60
+            );
+            info!(id = %request.id, op = request.op.name(), code = codes::ID_REUSED.as_u32(), "command refused: {message}");
+            let reply = Reply::error(Some(&request.id), codes::ID_REUSED, message).to_bytes();
+            Some(Box::pin(send_reply(context.clone(), reply, 1)))
+        }
         Seen::Running => {
             debug!(id = %request.id, "duplicate of a running command: its reply will be sent again");
             None
@@ -115,7 +141,7 @@ async fn send_reply(context: Arc<Context>, reply: Vec<u8>, times: u32) -> Finish
     Finished::Published
 }
 
-async fn execute(context: Arc<Context>, request: Request) -> Finished {
+async fn execute(context: Arc<Context>, request: Request, remember: bool) -> Finished {
     let Request { id, op } = request;
     let name = op.name();
     let started = Instant::now();
@@ -142,6 +168,7 @@ async fn execute(context: Arc<Context>, request: Request) -> Finished {
     Finished::Ran {
         id,
         reply: reply.to_bytes(),
+        remember,
     }
 }
 
