@@ -931,6 +931,198 @@ async fn a_flood_of_commands_is_answered_without_blocking() {
     agent.stop().await;
 }
 
+/// Issue 18, outgoing sizes: 256 played streams with 256-character ids make a state of
+/// ~85 KB. Every message the box sends stays within 64 KiB: the retained state and the
+/// get_state reply list the first streams and say how many more (`playing_more`), and
+/// the box keeps answering commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_past_the_size_limit_is_cut_and_the_box_still_answers() {
+    const LIMIT: usize = 64 * 1024;
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let agent = start_online(&broker, &broker.url(), &janus).await;
+    let dash = dashboard(&broker.url()).await;
+    let t = topics();
+    ok(&dash, "login_room", json!({"room_id": "bigclass"})).await;
+    let long = |n: usize| format!("{n:03}-{}", "x".repeat(252));
+    for n in 0..256 {
+        ok(
+            &dash,
+            "start_playing",
+            json!({"stream_id": long(n), "room_id": "bigclass"}),
+        )
+        .await;
+    }
+    let mut raw = Observer::connect(broker.port, "size-watcher").await;
+    raw.subscribe(&t.reply).await;
+    raw.publish(&t.cmd, r#"{"id":"big-state","op":"get_state"}"#)
+        .await;
+    let reply = raw
+        .next_where(Duration::from_secs(20), |m| {
+            m.topic == t.reply && m.json()["id"] == "big-state"
+        })
+        .await
+        .expect("the get_state reply");
+    let result = &reply.json()["result"];
+    let listed = result["playing"].as_array().expect("playing").len() as u64;
+    let more = result["playing_more"].as_u64().expect("playing_more");
+    println!(
+        "get_state with 256 long stream ids: {} bytes, {listed} listed and playing_more {more}",
+        reply.payload.len()
+    );
+    assert!(
+        reply.payload.len() <= LIMIT,
+        "{} bytes",
+        reply.payload.len()
+    );
+    assert_eq!(listed + more, 256);
+    assert_eq!(result["playing"][0]["stream_id"], long(0));
+
+    let mut watcher = Observer::connect(broker.port, "state-watcher").await;
+    watcher.subscribe(&t.state).await;
+    let state = watcher
+        .next_where(Duration::from_secs(10), |m| {
+            m.topic == t.state && m.json()["playing_more"].is_u64()
+        })
+        .await
+        .expect("the retained state, cut");
+    println!("retained state: {} bytes", state.payload.len());
+    assert!(
+        state.payload.len() <= LIMIT,
+        "{} bytes",
+        state.payload.len()
+    );
+
+    // Still answering, and the state shrinks back as streams stop.
+    ok(&dash, "stop_playing", json!({"stream_id": long(0)})).await;
+    ok(&dash, "login_room", json!({"room_id": "group-3"})).await;
+    let state = ok(&dash, "get_state", json!({})).await;
+    assert_eq!(state["rooms"].as_array().unwrap().len(), 2, "{state}");
+    watcher.close().await;
+    raw.close().await;
+    dash.close().await;
+    agent.stop().await;
+}
+
+/// Issue 18, incoming sizes: while 32 commands are held up (the engine stalled), 256
+/// payloads of 1 MiB arrive. They are refused as they arrive (1000017, `"id": null`),
+/// never queued behind the 32: the box's memory grows by a few MiB at most, not by the
+/// 256 MiB a queue of them would hold. RSS is sampled every 5 ms and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_payloads_is_refused_on_arrival_and_holds_little_memory() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text =
+        support::process::config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
+    let agent = support::process::AgentProcess::start(
+        &text,
+        support::process::Options {
+            faults: true,
+            ..Default::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let t = topics();
+    let mut raw = Observer::connect(broker.port, "large-flooder").await;
+    raw.subscribe(&t.reply).await;
+    let rss_kib = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    // Warm up (a get_state answered), then hold 32 commands up.
+    raw.publish(&t.cmd, r#"{"id":"warm","op":"get_state"}"#)
+        .await;
+    raw.next_where(Duration::from_secs(10), |m| m.json()["id"] == "warm")
+        .await
+        .expect("warm-up reply");
+    assert_eq!(agent.fault("stall-engine 6"), "ok");
+    for n in 0..32 {
+        raw.publish(&t.cmd, format!(r#"{{"id":"slow-{n}","op":"get_state"}}"#))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = agent.pid();
+    let before = rss_kib(pid);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let big = {
+        let mut payload = br#"{"id":"big","op":"get_state","pad":""#.to_vec();
+        payload.resize(1024 * 1024 - 2, b'x');
+        payload.extend_from_slice(b"\"}");
+        payload
+    };
+    for _ in 0..256 {
+        raw.publish(&t.cmd, big.clone()).await;
+    }
+    let mut refused = 0;
+    while refused < 256 {
+        let reply = raw
+            .next_where(Duration::from_secs(30), |m| m.topic == t.reply)
+            .await
+            .unwrap_or_else(|| panic!("only {refused} of 256 large payloads were answered"))
+            .json();
+        if reply["id"].is_null() {
+            assert_eq!(reply["error"]["code"], 1000017, "{reply}");
+            refused += 1;
+        }
+    }
+    let answered_in = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("the sampler");
+    println!(
+        "256 payloads of 1 MiB while 32 commands were held up: all refused in {} ms; agent RSS {} KiB before, peak {} KiB (+{} KiB)",
+        answered_in.as_millis(),
+        before,
+        peak,
+        peak.saturating_sub(before)
+    );
+    assert!(
+        answered_in < Duration::from_secs(6),
+        "refused on arrival, not after the held-up commands"
+    );
+    assert!(
+        peak.saturating_sub(before) < 16 * 1024,
+        "the flood held {} KiB",
+        peak.saturating_sub(before)
+    );
+    // The 32 held-up commands are answered once the engine serves again.
+    let mut slow = 0;
+    while slow < 32 {
+        let reply = raw
+            .next_where(Duration::from_secs(20), |m| m.topic == t.reply)
+            .await
+            .unwrap_or_else(|| panic!("only {slow} of 32 held-up commands were answered"))
+            .json();
+        if reply["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("slow-"))
+        {
+            assert_eq!(reply["ok"], true, "{reply}");
+            slow += 1;
+        }
+    }
+    raw.close().await;
+    drop(agent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_killed_and_restarted_the_agent_comes_back() {
     let janus = Janus::start();

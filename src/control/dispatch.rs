@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::dedup::{ReplyCache, Seen};
 use super::protocol::{self, Op, Reply, Request, codes};
 use super::{COMMAND_TIMEOUT, MAX_RUNNING, Topics, publish};
-use crate::engine::{EngineError, EngineHandle, PlayerConfig, PublisherConfig, User};
+use crate::engine::{EngineError, EngineHandle, ErrorCode, PlayerConfig, PublisherConfig, User};
 
 /// What commands need.
 pub(crate) struct Context {
@@ -165,9 +165,25 @@ async fn execute(context: Arc<Context>, request: Request, remember: bool) -> Fin
             info!(id = %id, op = name, elapsed_ms, code = error.code, "command failed: {}", error.message)
         }
     }
+    // Within the payload limit: a result's lists are cut (see `publish::bounded`).
+    let bytes = serde_json::to_value(&reply)
+        .ok()
+        .and_then(publish::bounded)
+        .unwrap_or_else(|| {
+            Reply::error(
+                Some(&id),
+                ErrorCode::INVALID_PARAMETER,
+                format!(
+                    "the reply to {name} would be larger than {} bytes; read {} instead",
+                    publish::MAX_PAYLOAD_BYTES,
+                    context.topics.state
+                ),
+            )
+            .to_bytes()
+        });
     Finished::Ran {
         id,
-        reply: reply.to_bytes(),
+        reply: bytes,
         remember,
     }
 }
