@@ -337,6 +337,57 @@ async fn rooms_the_box_created_are_destroyed_when_it_leaves_them_last() {
     agent.stop().await;
 }
 
+/// Issue 18, incoming room traffic: a chatty participant cannot grow the box. A message
+/// over the TextRoom size limit is dropped where it arrives (no event), a burst of
+/// messages goes through bounded queues, and the box still serves the room after both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_participant_is_bounded_and_the_room_keeps_working() {
+    let janus = Janus::start();
+    let mut agent = start_agent(&janus, true);
+    agent
+        .engine
+        .login_room("bigclass", user(), None)
+        .await
+        .unwrap();
+    let mut student = TextRoomClient::join(&janus.ws_url(), "bigclass", "student-1").await;
+    let limit = roomcast::webrtc::MAX_INCOMING_TEXT;
+    student.say(&"x".repeat(limit + 8 * 1024)).await;
+    student.say("after the large one").await;
+    let event = agent
+        .wait_event("the small message", Duration::from_secs(5), |e| {
+            matches!(e, Event::BroadcastMessage { .. })
+        })
+        .await;
+    let Event::BroadcastMessage { messages, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(
+        messages[0].message, "after the large one",
+        "the large message was not passed on"
+    );
+    for n in 0..500 {
+        student.say(&format!("chatter {n}")).await;
+    }
+    agent
+        .wait_event("the last chatter", Duration::from_secs(10), |e| {
+            matches!(e, Event::BroadcastMessage { messages, .. } if messages[0].message == "chatter 499")
+        })
+        .await;
+    agent
+        .engine
+        .send_broadcast_message("bigclass", "still here")
+        .await
+        .unwrap();
+    assert_eq!(
+        student
+            .next_message_from("box-17", Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("still here")
+    );
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_room_without_create_rooms_fails_with_a_code() {
     let janus = Janus::start();

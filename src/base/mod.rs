@@ -1,4 +1,5 @@
 //! Cross-cutting pieces: secrets, logging setup.
 
 pub mod logging;
+pub mod lossy;
 pub mod secret;

@@ -5,6 +5,7 @@
 //! hold weak references to elements.
 
 mod datachannel;
+pub use datachannel::{INCOMING_BUFFER, MAX_INCOMING_TEXT};
 pub mod srtp_crypto;
 
 use std::sync::{Mutex, OnceLock};

@@ -96,7 +96,7 @@ struct Joined {
     text_events: HandleEvents,
     channel: Arc<DataChannelPeer>,
     channel_state: watch::Receiver<PeerState>,
-    incoming: mpsc::UnboundedReceiver<String>,
+    incoming: crate::base::lossy::Receiver<String>,
     text_pending: HashMap<String, oneshot::Sender<Result<TextEvent, BackendError>>>,
     next_transaction: u64,
     feeds: BTreeMap<String, StreamInfo>,
