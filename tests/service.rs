@@ -159,6 +159,11 @@ fn the_unit_rates_2_0_or_lower_and_verifies_clean() {
         "NoNewPrivileges=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         "SystemCallFilter=@system-service",
+        // Issue 18: the process is bounded and leaves no core file with secrets.
+        "MemoryHigh=384M",
+        "MemoryMax=512M",
+        "TasksMax=512",
+        "LimitCORE=0",
     ] {
         assert!(text.lines().any(|l| l == line), "the unit lacks {line}");
     }

@@ -257,7 +257,14 @@ async fn run_op(context: &Context, op: Op) -> Result<Value, EngineError> {
             let snapshot = engine.state().await?;
             publish::state_value(&context.device_id, &snapshot)
         }
-        Op::ListDevices => serde_json::to_value(crate::media::devices::list())
-            .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?,
+        // Probing devices blocks (V4L2 and ALSA ioctls, GStreamer's registry): not on
+        // the dispatcher, which would hold up every other command meanwhile.
+        Op::ListDevices => {
+            let devices = tokio::task::spawn_blocking(crate::media::devices::list)
+                .await
+                .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?;
+            serde_json::to_value(devices)
+                .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?
+        }
     })
 }
