@@ -845,3 +845,57 @@ async fn what_the_box_accepts_a_restart_restores() {
     assert!(!log.contains("set aside"), "{log}");
     dash.close().await;
 }
+
+/// Issue 18: logs cannot be forged. A command id and an argument name with a newline
+/// and a journald priority (`<0>`) come back in the replies as they were sent, and in
+/// the journal-format log every line is still one event with its own priority: no line
+/// starts with the forged `<0>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_and_argument_names_cannot_forge_log_lines() {
+    support::init_logs();
+    let broker = Mosquitto::start();
+    let unreachable = format!("ws://127.0.0.1:{}", support::free_port());
+    let text = config_text(&broker.url(), &unreachable, Path::new("@STATE@"), "");
+    let agent = AgentProcess::start(
+        &text,
+        Options {
+            args: vec!["--log-format".into(), "journal".into()],
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let t = topics();
+    let mut raw = Observer::connect(broker.port, "forger").await;
+    raw.subscribe(&t.reply).await;
+    let forged_id = "c-1\n<0>roomcast: forged emergency";
+    let payloads = [
+        json!({"id": forged_id, "op": "login_room", "args": {"room_id": "bigclass", "x\n<0>forged arg": 1}}),
+        json!({"id": "c-2\r\n<0>forged too", "op": "no\n<0>such op"}),
+        json!({"id": "c-3", "op": "logout_room", "args": {"room_id": "nowhere\n<0>x"}}),
+    ];
+    for payload in &payloads {
+        raw.publish(&t.cmd, payload.to_string()).await;
+    }
+    for payload in &payloads {
+        let id = payload["id"].clone();
+        let reply = raw
+            .next_where(Duration::from_secs(10), |m| m.json()["id"] == id)
+            .await
+            .expect("a reply to each command")
+            .json();
+        assert_eq!(reply["ok"], false, "{reply}");
+    }
+    let log = agent.log();
+    assert!(log.contains("c-1\\n<0>roomcast: forged emergency"), "{log}");
+    for line in log.lines() {
+        let priority = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(n, _)| n);
+        assert!(
+            matches!(priority, Some("3" | "4" | "6" | "7")),
+            "a line without its own priority: {line:?}\n{log}"
+        );
+    }
+    raw.close().await;
+}

@@ -49,8 +49,8 @@ pub fn client_config(config: &JanusConfig) -> ClientConfig {
     ClientConfig {
         url: config.url.to_string(),
         auth: Auth {
-            apisecret: config.api_secret.as_ref().map(|s| s.expose().to_owned()),
-            token: config.token.as_ref().map(|s| s.expose().to_owned()),
+            apisecret: config.api_secret.clone(),
+            token: config.token.clone(),
         },
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
