@@ -70,6 +70,7 @@ fn start_agent(janus: &Janus, create_rooms: bool) -> Agent {
         ClientConfig {
             url: janus.ws_url(),
             auth: Auth::default(),
+            ca_file: None,
             request_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
             reconnect_initial: Duration::from_millis(100),

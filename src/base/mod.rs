@@ -3,3 +3,4 @@
 pub mod logging;
 pub mod lossy;
 pub mod secret;
+pub mod tls;

@@ -226,6 +226,20 @@ impl Config {
         );
 
         let janus = &self.janus;
+        if let Some(ca_file) = &janus.ca_file {
+            if janus.url.is_plaintext() {
+                check(
+                    false,
+                    "janus.ca_file",
+                    format!(
+                        "is set but janus.url {} is ws://; a CA is only used with wss://",
+                        janus.url
+                    ),
+                );
+            } else if let Err(message) = crate::base::tls::trusting_only("janus.ca_file", ca_file) {
+                check(false, "janus.ca_file", message);
+            }
+        }
         check(
             (100..=60_000).contains(&janus.request_timeout_ms),
             "janus.request_timeout_ms",
@@ -277,11 +291,40 @@ impl Config {
                 "rooms.mode = \"multi\" but rooms.multi_room_enabled = false: every login will fail with 1002036".to_owned(),
             );
         }
-        if self.janus.url.is_plaintext_remote() {
+        // Credentials over plaintext to anything but this machine (private addresses
+        // included: a school network is shared with hundreds of devices).
+        if !self.mqtt.url.is_tls() && !self.mqtt.url.is_loopback() && self.mqtt.password.is_some() {
             warnings.push(format!(
-                "janus.url {} is unencrypted and not on this machine; consider wss://",
-                self.janus.url
+                "mqtt.url {} is unencrypted and mqtt.password is set: the password and every command cross the network in clear; use mqtts:// with mqtt.ca_file",
+                self.mqtt.url
             ));
+        }
+        let janus_secrets: Vec<&str> = [
+            ("janus.api_secret", self.janus.api_secret.is_some()),
+            ("janus.token", self.janus.token.is_some()),
+            ("janus.admin_key", self.janus.admin_key.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if self.janus.url.is_plaintext() && !self.janus.url.is_loopback() {
+            if janus_secrets.is_empty() {
+                if self.janus.url.is_plaintext_remote() {
+                    warnings.push(format!(
+                        "janus.url {} is unencrypted and not on this machine; consider wss://",
+                        self.janus.url
+                    ));
+                }
+            } else {
+                warnings.push(format!(
+                    "janus.url {} is unencrypted and {} set: it crosses the network in clear with every request; use wss:// (janus.ca_file for the school's own CA)",
+                    self.janus.url,
+                    match janus_secrets.as_slice() {
+                        [one] => format!("{one} is"),
+                        many => format!("{} are", many.join(", ")),
+                    }
+                ));
+            }
         }
         warnings
     }

@@ -61,6 +61,8 @@ pub enum JanusError {
 pub struct ClientConfig {
     pub url: String,
     pub auth: Auth,
+    /// For `wss://`: trust only this CA (PEM), not the system's roots (`janus.ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
     pub request_timeout: Duration,
     pub keepalive_interval: Duration,
     pub reconnect_initial: Duration,
@@ -465,10 +467,23 @@ impl Connection {
                     "Sec-WebSocket-Protocol",
                     HeaderValue::from_static("janus-protocol"),
                 );
-                let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+                let connector = match &config.ca_file {
+                    Some(ca_file) => Some(tokio_tungstenite::Connector::Rustls(
+                        crate::base::tls::trusting_only("janus.ca_file", ca_file).map_err(
+                            |reason| JanusError::Refused {
+                                what: what.into(),
+                                code: 0,
+                                reason,
+                            },
+                        )?,
+                    )),
+                    None => None,
+                };
+                let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
                     request,
                     Some(websocket_config()),
                     false,
+                    connector,
                 )
                 .await
                 .map_err(|e| JanusError::Refused {

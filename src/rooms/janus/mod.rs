@@ -52,6 +52,7 @@ pub fn client_config(config: &JanusConfig) -> ClientConfig {
             apisecret: config.api_secret.clone(),
             token: config.token.clone(),
         },
+        ca_file: config.ca_file.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
         reconnect_initial: Duration::from_millis(250),
