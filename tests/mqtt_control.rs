@@ -1360,6 +1360,7 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         ("box-17", "pw-17"),
         ("box-18", "pw-18"),
         ("dashboard", "pw-dash"),
+        ("watcher", "pw-watch"),
     ]
     .into_iter()
     .enumerate()
@@ -1377,7 +1378,17 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         assert!(status.success());
     }
     let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mosquitto-acl.example");
-    std::fs::copy(&acl, files.path().join("acl")).expect("copy the example ACL");
+    // The example as it is, plus a read-only account for this test's observer (with
+    // use_username_as_clientid every account has one connection, so the observer
+    // cannot share the dashboard's).
+    let example = std::fs::read_to_string(&acl).expect("read the example ACL");
+    std::fs::write(
+        files.path().join("acl"),
+        format!(
+            "{example}\nuser watcher\ntopic read roomcast/+/status\ntopic read roomcast/+/reply\n"
+        ),
+    )
+    .expect("write the ACL");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1390,7 +1401,7 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         }
     }
     let broker = Mosquitto::start_with(&format!(
-        "listener @PORT@ 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\npersistence false\n"
+        "listener @PORT@ 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\npersistence false\nuse_username_as_clientid true\n"
     ));
     let text = config_text(
         &broker.url(),
@@ -1403,7 +1414,7 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         broker.port,
         "acl-watcher",
         true,
-        Some(("dashboard", "pw-dash")),
+        Some(("watcher", "pw-watch")),
     )
     .await;
     watcher.subscribe(&t.status).await;
@@ -1459,6 +1470,29 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         "box-18's logout did not run"
     );
     rogue.close().await;
+
+    // Issue 18: box-18 connects with box-17's client id and a persistent session, to
+    // take over its session (and the commands queued in it). With
+    // use_username_as_clientid the broker uses box-18 as its client id: the box is not
+    // disconnected (no new `online`) and keeps answering. Without it, the box and the
+    // usurper keep taking the session from each other and commands go unanswered.
+    watcher.drain();
+    let usurper = Observer::connect_as(
+        broker.port,
+        "roomcast-box-17",
+        false,
+        Some(("box-18", "pw-18")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    ok(&dash, "get_state", json!({})).await;
+    let reconnects = watcher
+        .drain()
+        .iter()
+        .filter(|m| m.topic == t.status && m.text() == "online")
+        .count();
+    assert_eq!(reconnects, 0, "the box's session was taken over");
+    usurper.close().await;
     watcher.close().await;
     dash.close().await;
     agent.stop().await;
