@@ -23,8 +23,8 @@ pub const REMEMBER_MAX: usize = 1024;
 /// At most this many bytes of remembered replies.
 pub const REMEMBER_MAX_BYTES: usize = 4 * 1024 * 1024;
 
-/// What a command does, as a number: a hash of its `op` and `args` (keys sorted, absent
-/// and `null` args alike), keyed per process so that nobody can make two commands
+/// What a command does, as a number: a hash of its `op` and `args` (keys sorted; absent,
+/// `null` and `{}` args alike), keyed per process so that nobody can make two commands
 /// collide on purpose. Other top-level fields are ignored, as the contract says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint(u64);
@@ -84,6 +84,7 @@ impl ReplyCache {
                 hash_value(command.get("op").unwrap_or(&Value::Null), &mut hasher);
                 match command.get("args") {
                     None | Some(Value::Null) => hasher.write_u8(0),
+                    Some(Value::Object(args)) if args.is_empty() => hasher.write_u8(0),
                     Some(args) => hash_value(args, &mut hasher),
                 }
             }
@@ -275,6 +276,10 @@ mod tests {
         assert_eq!(
             cache.fingerprint(br#"{"id":"b","op":"logout_room"}"#),
             cache.fingerprint(br#"{"id":"b","op":"logout_room","args":null}"#)
+        );
+        assert_eq!(
+            cache.fingerprint(br#"{"id":"b","op":"logout_room"}"#),
+            cache.fingerprint(br#"{"id":"b","op":"logout_room","args":{}}"#)
         );
         assert_eq!(cache.arrive("a", login, t), Seen::New);
         assert_eq!(cache.arrive("a", other, t), Seen::Conflict);
