@@ -238,8 +238,7 @@ pub fn salvage_state(bytes: &[u8]) -> Result<Salvaged, StateError> {
     let mut left_out = Vec::new();
     let bytes = if bytes.len() > MAX_STATE_BYTES {
         left_out.push(format!(
-            "everything after the first {MAX_STATE_BYTES} bytes (the file is {} bytes)",
-            bytes.len()
+            "everything after the first {MAX_STATE_BYTES} bytes (the file is larger)"
         ));
         &bytes[..MAX_STATE_BYTES]
     } else {
