@@ -65,12 +65,17 @@ fn user() -> User {
 }
 
 fn start_agent(janus: &Janus, create_rooms: bool) -> Agent {
+    start_agent_at(&janus.ws_url(), None, create_rooms)
+}
+
+/// An agent on Janus at `url`, trusting only `ca_file` for wss:// when given.
+fn start_agent_at(url: &str, ca_file: Option<std::path::PathBuf>, create_rooms: bool) -> Agent {
     let shutdown = CancellationToken::new();
     let client = JanusClient::start(
         ClientConfig {
-            url: janus.ws_url(),
+            url: url.to_owned(),
             auth: Auth::default(),
-            ca_file: None,
+            ca_file,
             request_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
             reconnect_initial: Duration::from_millis(100),
@@ -385,6 +390,53 @@ async fn a_chatty_participant_is_bounded_and_the_room_keeps_working() {
             .await
             .as_deref(),
         Some("still here")
+    );
+    agent.stop().await;
+}
+
+/// Issue 18, janus.ca_file: Janus over wss:// with a certificate from the school's own
+/// CA. With that CA as janus.ca_file the box logs in; with another CA the TLS handshake
+/// fails and so does the login (the SFU is unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_the_schools_own_ca() {
+    let certs = support::TempDir::new("janus-wss");
+    support::certs::make_certs(certs.path(), "other");
+    // The second set overwrites server.pem: Janus's certificate is signed by "school".
+    support::certs::make_certs(certs.path(), "school");
+    let janus = Janus::start_wss(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+    );
+    let agent = start_agent_at(
+        &janus.wss_url(),
+        Some(certs.path().join("school-ca.pem")),
+        true,
+    );
+    agent
+        .engine
+        .login_room("bigclass", user(), None)
+        .await
+        .expect("logged in over wss:// with the school's CA");
+    assert_eq!(
+        usernames(&janus.textroom_participants("bigclass").await),
+        ["box-17"]
+    );
+    agent.stop().await;
+
+    let agent = start_agent_at(
+        &janus.wss_url(),
+        Some(certs.path().join("other-ca.pem")),
+        true,
+    );
+    let err = agent
+        .engine
+        .login_room("bigclass", user(), None)
+        .await
+        .expect_err("another CA is not trusted");
+    assert!(
+        matches!(err.code().as_u32(), 1002901 | 1002902),
+        "{err} ({})",
+        err.code()
     );
     agent.stop().await;
 }

@@ -1498,110 +1498,11 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
     agent.stop().await;
 }
 
-/// Makes a CA and a server certificate for 127.0.0.1 with the openssl command.
-fn make_certs(dir: &Path, name: &str) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} test CA"),
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    // A client certificate for the box (X.509 v3: extensions), signed by the same CA.
-    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=box-17",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "client.cnf",
-        "-out",
-        "client.pem",
-    ]);
-    // mosquitto drops to its own user: let it read the files.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_client_certificate() {
     let janus = Janus::start();
     let certs = support::TempDir::new("mtls");
-    make_certs(certs.path(), "good");
+    support::certs::make_certs(certs.path(), "good");
     let dir = certs.path().display().to_string();
     let broker = Mosquitto::start_with(&format!(
         "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence false\ncafile {dir}/good-ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\nrequire_certificate true\n"
@@ -1654,8 +1555,8 @@ async fn tls_needs_the_right_ca_and_never_falls_back_to_plaintext() {
     let janus = Janus::start();
     let certs = support::TempDir::new("certs");
     // Two CAs; the server certificate made last (signed by "good") is the one kept.
-    make_certs(certs.path(), "other");
-    make_certs(certs.path(), "good");
+    support::certs::make_certs(certs.path(), "other");
+    support::certs::make_certs(certs.path(), "good");
     let dir = certs.path().display().to_string();
     let broker = Mosquitto::start_with(&format!(
         "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence false\ncafile {dir}/good-ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n"

@@ -13,6 +13,8 @@ pub struct Janus {
     pub admin_port: u16,
     pub admin_secret: String,
     extra_general: String,
+    /// `wss://` too: its port and the certificate and key files (PEM).
+    wss: Option<(u16, PathBuf, PathBuf)>,
     child: Option<Child>,
     starts: u32,
 }
@@ -36,6 +38,16 @@ impl Janus {
 
     /// Starts Janus with extra lines in the `general` section (e.g. an api_secret).
     pub fn start_with(extra_general: &str) -> Self {
+        Self::start_configured(extra_general, None)
+    }
+
+    /// Starts Janus serving `wss://` as well ([`Janus::wss_url`]) with this certificate
+    /// and key (PEM), e.g. from [`super::certs::make_certs`].
+    pub fn start_wss(cert: &Path, key: &Path) -> Self {
+        Self::start_configured("", Some((free_port(), cert.to_owned(), key.to_owned())))
+    }
+
+    fn start_configured(extra_general: &str, wss: Option<(u16, PathBuf, PathBuf)>) -> Self {
         super::require_netns();
         let mut janus = Self {
             dir: TempDir::new("janus"),
@@ -43,12 +55,18 @@ impl Janus {
             admin_port: free_port(),
             admin_secret: format!("admin-{}", std::process::id()),
             extra_general: extra_general.to_owned(),
+            wss,
             child: None,
             starts: 0,
         };
         janus.write_config();
         janus.launch();
         janus
+    }
+
+    pub fn wss_url(&self) -> String {
+        let (port, ..) = self.wss.as_ref().expect("started with start_wss");
+        format!("wss://127.0.0.1:{port}")
     }
 
     fn write_config(&self) {
@@ -59,8 +77,20 @@ impl Janus {
             if path.extension().and_then(|e| e.to_str()) != Some("jcfg") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)
-                .expect("read template")
+            let mut text = std::fs::read_to_string(&path).expect("read template");
+            if let (Some((port, cert, key)), Some("janus.transport.websockets.jcfg")) =
+                (&self.wss, path.file_name().and_then(|n| n.to_str()))
+            {
+                text = text.replace(
+                    "wss = false",
+                    &format!("wss = true\n\twss_port = {port}\n\twss_ip = \"127.0.0.1\""),
+                ) + &format!(
+                    "certificates: {{\n\tcert_pem = \"{}\"\n\tcert_key = \"{}\"\n}}\n",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            let text = text
                 .replace("@CONFIG_DIR@", &self.dir.path().display().to_string())
                 .replace("@JANUS_LIBDIR@", &libdir().display().to_string())
                 .replace("@ADMIN_SECRET@", &self.admin_secret)
