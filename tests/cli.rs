@@ -70,3 +70,43 @@ fn check_config_on_a_missing_file_says_how_to_fix_it() {
     );
     assert!(err.contains("--config"), "{err}");
 }
+
+/// Issue 18: check-config warns about credentials that would cross the network in
+/// clear (a private address is no exception), without printing them; exit 0.
+#[test]
+fn check_config_warns_about_plaintext_credentials() {
+    let dir = std::env::temp_dir().join(format!("roomcast-cli-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plain.toml");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("mqtt://127.0.0.1:1883", "mqtt://192.168.1.20:1883")
+        .replace("ws://127.0.0.1:8188", "ws://10.0.0.7:8188");
+    let text = format!(
+        "{}\n",
+        text.replacen(
+            "[mqtt]",
+            "[mqtt]\nusername = \"box-17\"\npassword = \"pw-Q7\"",
+            1
+        )
+        .replacen("[janus]", "[janus]\napi_secret = \"as-Q7\"", 1)
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = roomcast(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: mqtt.url mqtt://192.168.1.20:1883 is unencrypted and mqtt.password is set"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "warning: janus.url ws://10.0.0.7:8188/ is unencrypted and janus.api_secret is set"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("Q7"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

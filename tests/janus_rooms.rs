@@ -65,11 +65,17 @@ fn user() -> User {
 }
 
 fn start_agent(janus: &Janus, create_rooms: bool) -> Agent {
+    start_agent_at(&janus.ws_url(), None, create_rooms)
+}
+
+/// An agent on Janus at `url`, trusting only `ca_file` for wss:// when given.
+fn start_agent_at(url: &str, ca_file: Option<std::path::PathBuf>, create_rooms: bool) -> Agent {
     let shutdown = CancellationToken::new();
     let client = JanusClient::start(
         ClientConfig {
-            url: janus.ws_url(),
+            url: url.to_owned(),
             auth: Auth::default(),
+            ca_file,
             request_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
             reconnect_initial: Duration::from_millis(100),
@@ -276,6 +282,162 @@ async fn logout_of_one_room_leaves_the_other_in_janus() {
         .unwrap();
     agent.engine.logout_room(None).await.unwrap();
     assert!(janus.textroom_participants("bigclass").await.is_empty());
+    agent.stop().await;
+}
+
+/// Issue 18: login/logout loops must not fill a shared Janus. A room the box created is
+/// destroyed when the box leaves it last; a room someone else is still in is kept (and
+/// destroyed when the box that created it is the last to leave a later login); a room
+/// made by someone else is never destroyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_the_box_created_are_destroyed_when_it_leaves_them_last() {
+    let janus = Janus::start();
+    let agent = start_agent(&janus, true);
+    for n in 0..5 {
+        let room = format!("loop-{n}");
+        agent.engine.login_room(&room, user(), None).await.unwrap();
+        assert_eq!(janus.rooms_exist(&room).await, (true, true), "{room}");
+        agent.engine.logout_room(Some(&room)).await.unwrap();
+        assert_eq!(
+            janus.rooms_exist(&room).await,
+            (false, false),
+            "{room} destroyed"
+        );
+    }
+
+    // Someone else is still in it: kept.
+    agent
+        .engine
+        .login_room("shared", user(), None)
+        .await
+        .unwrap();
+    let other = start_agent(&janus, true);
+    let someone = User::parse("box-18", "Room 102").unwrap();
+    other
+        .engine
+        .login_room("shared", someone, None)
+        .await
+        .unwrap();
+    agent.engine.logout_room(Some("shared")).await.unwrap();
+    assert_eq!(janus.rooms_exist("shared").await, (true, true), "kept");
+    // The other box did not create it: leaving last, it does not destroy it.
+    other.engine.logout_room(Some("shared")).await.unwrap();
+    assert_eq!(
+        janus.rooms_exist("shared").await,
+        (true, true),
+        "not its room"
+    );
+    // Its creator comes back and leaves last: destroyed.
+    agent
+        .engine
+        .login_room("shared", user(), None)
+        .await
+        .unwrap();
+    agent.engine.logout_room(Some("shared")).await.unwrap();
+    assert_eq!(
+        janus.rooms_exist("shared").await,
+        (false, false),
+        "destroyed"
+    );
+    other.stop().await;
+    agent.stop().await;
+}
+
+/// Issue 18, incoming room traffic: a chatty participant cannot grow the box. A message
+/// over the TextRoom size limit is dropped where it arrives (no event), a burst of
+/// messages goes through bounded queues, and the box still serves the room after both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_participant_is_bounded_and_the_room_keeps_working() {
+    let janus = Janus::start();
+    let mut agent = start_agent(&janus, true);
+    agent
+        .engine
+        .login_room("bigclass", user(), None)
+        .await
+        .unwrap();
+    let mut student = TextRoomClient::join(&janus.ws_url(), "bigclass", "student-1").await;
+    let limit = roomcast::webrtc::MAX_INCOMING_TEXT;
+    student.say(&"x".repeat(limit + 8 * 1024)).await;
+    student.say("after the large one").await;
+    let event = agent
+        .wait_event("the small message", Duration::from_secs(5), |e| {
+            matches!(e, Event::BroadcastMessage { .. })
+        })
+        .await;
+    let Event::BroadcastMessage { messages, .. } = event else {
+        unreachable!()
+    };
+    assert_eq!(
+        messages[0].message, "after the large one",
+        "the large message was not passed on"
+    );
+    for n in 0..500 {
+        student.say(&format!("chatter {n}")).await;
+    }
+    agent
+        .wait_event("the last chatter", Duration::from_secs(10), |e| {
+            matches!(e, Event::BroadcastMessage { messages, .. } if messages[0].message == "chatter 499")
+        })
+        .await;
+    agent
+        .engine
+        .send_broadcast_message("bigclass", "still here")
+        .await
+        .unwrap();
+    assert_eq!(
+        student
+            .next_message_from("box-17", Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("still here")
+    );
+    agent.stop().await;
+}
+
+/// Issue 18, janus.ca_file: Janus over wss:// with a certificate from the school's own
+/// CA. With that CA as janus.ca_file the box logs in; with another CA the TLS handshake
+/// fails and so does the login (the SFU is unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_the_schools_own_ca() {
+    let certs = support::TempDir::new("janus-wss");
+    support::certs::make_certs(certs.path(), "other");
+    // The second set overwrites server.pem: Janus's certificate is signed by "school".
+    support::certs::make_certs(certs.path(), "school");
+    let janus = Janus::start_wss(
+        &certs.path().join("server.pem"),
+        &certs.path().join("server.key"),
+    );
+    let agent = start_agent_at(
+        &janus.wss_url(),
+        Some(certs.path().join("school-ca.pem")),
+        true,
+    );
+    agent
+        .engine
+        .login_room("bigclass", user(), None)
+        .await
+        .expect("logged in over wss:// with the school's CA");
+    assert_eq!(
+        usernames(&janus.textroom_participants("bigclass").await),
+        ["box-17"]
+    );
+    agent.stop().await;
+
+    let agent = start_agent_at(
+        &janus.wss_url(),
+        Some(certs.path().join("other-ca.pem")),
+        true,
+    );
+    let err = agent
+        .engine
+        .login_room("bigclass", user(), None)
+        .await
+        .expect_err("another CA is not trusted");
+    assert!(
+        matches!(err.code().as_u32(), 1002901 | 1002902),
+        "{err} ({})",
+        err.code()
+    );
     agent.stop().await;
 }
 

@@ -208,6 +208,41 @@ async fn room_ops_succeed_and_fail_with_their_codes() {
     agent.stop().await;
 }
 
+/// Issue 18: with `rooms.allowed`, whoever can publish to `cmd` cannot send the camera
+/// into a room they made up (1002906, nothing reaches Janus); allowed rooms work, and a
+/// room the box created is destroyed on Janus when it leaves it last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_off_the_allow_list_are_refused_and_created_rooms_cleaned_up() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text = config_text(&broker.url(), &janus, "").replace(
+        "multi_room_enabled = true",
+        "multi_room_enabled = true\nallowed = [\"bigclass\", \"group-*\"]",
+    );
+    let agent = Agent::start(Config::parse(&text, Path::new("test.toml")).expect("config"));
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    let message = fails(
+        &dash,
+        "login_room",
+        json!({"room_id": "attacker-room"}),
+        1002906,
+    )
+    .await;
+    assert!(message.contains("rooms.allowed"), "{message}");
+    assert_eq!(janus.rooms_exist("attacker-room").await, (false, false));
+    ok(&dash, "login_room", json!({"room_id": "group-7"})).await;
+    assert_eq!(janus.rooms_exist("group-7").await, (true, true));
+    ok(&dash, "logout_room", json!({"room_id": "group-7"})).await;
+    assert_eq!(
+        janus.rooms_exist("group-7").await,
+        (false, false),
+        "the room the box created is gone"
+    );
+    dash.close().await;
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_and_custom_commands_reach_the_room() {
     let janus = Janus::start();
@@ -735,6 +770,59 @@ async fn duplicate_command_ids_run_once_and_get_the_first_reply_again() {
     agent.stop().await;
 }
 
+/// Issue 18: deduplication is keyed on the id and the command. The same id with another
+/// command is refused (1000904) instead of answered with the first command's reply, and
+/// a dashboard polling get_state more often than the memory holds does not push out the
+/// entry that keeps a login from running twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_id_is_refused_and_polling_does_not_evict_the_guards() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let agent = start_online(&broker, &broker.url(), &janus).await;
+    let t = topics();
+    let mut raw = Observer::connect(broker.port, "reusing-dashboard").await;
+    raw.subscribe(&t.reply).await;
+    let reply_to = async |raw: &mut Observer, id: &str| {
+        raw.next_where(Duration::from_secs(20), |m| m.json()["id"] == id)
+            .await
+            .unwrap_or_else(|| panic!("a reply to {id}"))
+            .json()
+    };
+    let login = r#"{"id":"keep-1","op":"login_room","args":{"room_id":"bigclass"}}"#;
+    raw.publish(&t.cmd, login).await;
+    assert_eq!(reply_to(&mut raw, "keep-1").await["ok"], true);
+    // The same id, another room: refused, and not logged in there.
+    raw.publish(
+        &t.cmd,
+        r#"{"id":"keep-1","op":"login_room","args":{"room_id":"group-3"}}"#,
+    )
+    .await;
+    let conflict = reply_to(&mut raw, "keep-1").await;
+    assert_eq!(conflict["error"]["code"], 1000904, "{conflict}");
+    assert!(janus.textroom_participants("group-3").await.is_empty());
+
+    // More get_state than the memory holds (1024), each with its own id.
+    let polls = roomcast::control::dedup::REMEMBER_MAX + 100;
+    let started = Instant::now();
+    for n in 0..polls {
+        let id = format!("poll-{n}");
+        raw.publish(&t.cmd, format!(r#"{{"id":"{id}","op":"get_state"}}"#))
+            .await;
+        if n % 64 == 63 || n + 1 == polls {
+            // Bounded in flight: wait for this one before sending more.
+            assert_eq!(reply_to(&mut raw, &id).await["ok"], true);
+        }
+    }
+    println!("{polls} get_state in {} ms", started.elapsed().as_millis());
+    raw.drain();
+    // The login's redelivery still gets its first reply (not 1002001 from a second run).
+    raw.publish(&t.cmd, login).await;
+    let again = reply_to(&mut raw, "keep-1").await;
+    assert_eq!(again["ok"], true, "{again}");
+    raw.close().await;
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_command_does_not_delay_get_state() {
     let janus = Janus::start();
@@ -841,6 +929,198 @@ async fn a_flood_of_commands_is_answered_without_blocking() {
     dash.close().await;
     raw.close().await;
     agent.stop().await;
+}
+
+/// Issue 18, outgoing sizes: 256 played streams with 256-character ids make a state of
+/// ~85 KB. Every message the box sends stays within 64 KiB: the retained state and the
+/// get_state reply list the first streams and say how many more (`playing_more`), and
+/// the box keeps answering commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_past_the_size_limit_is_cut_and_the_box_still_answers() {
+    const LIMIT: usize = 64 * 1024;
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let agent = start_online(&broker, &broker.url(), &janus).await;
+    let dash = dashboard(&broker.url()).await;
+    let t = topics();
+    ok(&dash, "login_room", json!({"room_id": "bigclass"})).await;
+    let long = |n: usize| format!("{n:03}-{}", "x".repeat(252));
+    for n in 0..256 {
+        ok(
+            &dash,
+            "start_playing",
+            json!({"stream_id": long(n), "room_id": "bigclass"}),
+        )
+        .await;
+    }
+    let mut raw = Observer::connect(broker.port, "size-watcher").await;
+    raw.subscribe(&t.reply).await;
+    raw.publish(&t.cmd, r#"{"id":"big-state","op":"get_state"}"#)
+        .await;
+    let reply = raw
+        .next_where(Duration::from_secs(20), |m| {
+            m.topic == t.reply && m.json()["id"] == "big-state"
+        })
+        .await
+        .expect("the get_state reply");
+    let result = &reply.json()["result"];
+    let listed = result["playing"].as_array().expect("playing").len() as u64;
+    let more = result["playing_more"].as_u64().expect("playing_more");
+    println!(
+        "get_state with 256 long stream ids: {} bytes, {listed} listed and playing_more {more}",
+        reply.payload.len()
+    );
+    assert!(
+        reply.payload.len() <= LIMIT,
+        "{} bytes",
+        reply.payload.len()
+    );
+    assert_eq!(listed + more, 256);
+    assert_eq!(result["playing"][0]["stream_id"], long(0));
+
+    let mut watcher = Observer::connect(broker.port, "state-watcher").await;
+    watcher.subscribe(&t.state).await;
+    let state = watcher
+        .next_where(Duration::from_secs(10), |m| {
+            m.topic == t.state && m.json()["playing_more"].is_u64()
+        })
+        .await
+        .expect("the retained state, cut");
+    println!("retained state: {} bytes", state.payload.len());
+    assert!(
+        state.payload.len() <= LIMIT,
+        "{} bytes",
+        state.payload.len()
+    );
+
+    // Still answering, and the state shrinks back as streams stop.
+    ok(&dash, "stop_playing", json!({"stream_id": long(0)})).await;
+    ok(&dash, "login_room", json!({"room_id": "group-3"})).await;
+    let state = ok(&dash, "get_state", json!({})).await;
+    assert_eq!(state["rooms"].as_array().unwrap().len(), 2, "{state}");
+    watcher.close().await;
+    raw.close().await;
+    dash.close().await;
+    agent.stop().await;
+}
+
+/// Issue 18, incoming sizes: while 32 commands are held up (the engine stalled), 256
+/// payloads of 1 MiB arrive. They are refused as they arrive (1000017, `"id": null`),
+/// never queued behind the 32: the box's memory grows by a few MiB at most, not by the
+/// 256 MiB a queue of them would hold. RSS is sampled every 5 ms and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_payloads_is_refused_on_arrival_and_holds_little_memory() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text =
+        support::process::config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
+    let agent = support::process::AgentProcess::start(
+        &text,
+        support::process::Options {
+            faults: true,
+            ..Default::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let t = topics();
+    let mut raw = Observer::connect(broker.port, "large-flooder").await;
+    raw.subscribe(&t.reply).await;
+    let rss_kib = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    // Warm up (a get_state answered), then hold 32 commands up.
+    raw.publish(&t.cmd, r#"{"id":"warm","op":"get_state"}"#)
+        .await;
+    raw.next_where(Duration::from_secs(10), |m| m.json()["id"] == "warm")
+        .await
+        .expect("warm-up reply");
+    assert_eq!(agent.fault("stall-engine 6"), "ok");
+    for n in 0..32 {
+        raw.publish(&t.cmd, format!(r#"{{"id":"slow-{n}","op":"get_state"}}"#))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = agent.pid();
+    let before = rss_kib(pid);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let big = {
+        let mut payload = br#"{"id":"big","op":"get_state","pad":""#.to_vec();
+        payload.resize(1024 * 1024 - 2, b'x');
+        payload.extend_from_slice(b"\"}");
+        payload
+    };
+    for _ in 0..256 {
+        raw.publish(&t.cmd, big.clone()).await;
+    }
+    let mut refused = 0;
+    while refused < 256 {
+        let reply = raw
+            .next_where(Duration::from_secs(30), |m| m.topic == t.reply)
+            .await
+            .unwrap_or_else(|| panic!("only {refused} of 256 large payloads were answered"))
+            .json();
+        if reply["id"].is_null() {
+            assert_eq!(reply["error"]["code"], 1000017, "{reply}");
+            refused += 1;
+        }
+    }
+    let answered_in = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("the sampler");
+    println!(
+        "256 payloads of 1 MiB while 32 commands were held up: all refused in {} ms; agent RSS {} KiB before, peak {} KiB (+{} KiB)",
+        answered_in.as_millis(),
+        before,
+        peak,
+        peak.saturating_sub(before)
+    );
+    assert!(
+        answered_in < Duration::from_secs(6),
+        "refused on arrival, not after the held-up commands"
+    );
+    assert!(
+        peak.saturating_sub(before) < 16 * 1024,
+        "the flood held {} KiB",
+        peak.saturating_sub(before)
+    );
+    // The 32 held-up commands are answered once the engine serves again.
+    let mut slow = 0;
+    while slow < 32 {
+        let reply = raw
+            .next_where(Duration::from_secs(20), |m| m.topic == t.reply)
+            .await
+            .unwrap_or_else(|| panic!("only {slow} of 32 held-up commands were answered"))
+            .json();
+        if reply["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("slow-"))
+        {
+            assert_eq!(reply["ok"], true, "{reply}");
+            slow += 1;
+        }
+    }
+    raw.close().await;
+    drop(agent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1080,6 +1360,7 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         ("box-17", "pw-17"),
         ("box-18", "pw-18"),
         ("dashboard", "pw-dash"),
+        ("watcher", "pw-watch"),
     ]
     .into_iter()
     .enumerate()
@@ -1097,7 +1378,17 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         assert!(status.success());
     }
     let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mosquitto-acl.example");
-    std::fs::copy(&acl, files.path().join("acl")).expect("copy the example ACL");
+    // The example as it is, plus a read-only account for this test's observer (with
+    // use_username_as_clientid every account has one connection, so the observer
+    // cannot share the dashboard's).
+    let example = std::fs::read_to_string(&acl).expect("read the example ACL");
+    std::fs::write(
+        files.path().join("acl"),
+        format!(
+            "{example}\nuser watcher\ntopic read roomcast/+/status\ntopic read roomcast/+/reply\n"
+        ),
+    )
+    .expect("write the ACL");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -1110,7 +1401,7 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         }
     }
     let broker = Mosquitto::start_with(&format!(
-        "listener @PORT@ 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\npersistence false\n"
+        "listener @PORT@ 127.0.0.1\nallow_anonymous false\npassword_file {dir}/passwd\nacl_file {dir}/acl\npersistence false\nuse_username_as_clientid true\n"
     ));
     let text = config_text(
         &broker.url(),
@@ -1123,7 +1414,7 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         broker.port,
         "acl-watcher",
         true,
-        Some(("dashboard", "pw-dash")),
+        Some(("watcher", "pw-watch")),
     )
     .await;
     watcher.subscribe(&t.status).await;
@@ -1179,115 +1470,39 @@ async fn the_example_acl_confines_a_box_to_its_own_topics() {
         "box-18's logout did not run"
     );
     rogue.close().await;
+
+    // Issue 18: box-18 connects with box-17's client id and a persistent session, to
+    // take over its session (and the commands queued in it). With
+    // use_username_as_clientid the broker uses box-18 as its client id: the box is not
+    // disconnected (no new `online`) and keeps answering. Without it, the box and the
+    // usurper keep taking the session from each other and commands go unanswered.
+    watcher.drain();
+    let usurper = Observer::connect_as(
+        broker.port,
+        "roomcast-box-17",
+        false,
+        Some(("box-18", "pw-18")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    ok(&dash, "get_state", json!({})).await;
+    let reconnects = watcher
+        .drain()
+        .iter()
+        .filter(|m| m.topic == t.status && m.text() == "online")
+        .count();
+    assert_eq!(reconnects, 0, "the box's session was taken over");
+    usurper.close().await;
     watcher.close().await;
     dash.close().await;
     agent.stop().await;
-}
-
-/// Makes a CA and a server certificate for 127.0.0.1 with the openssl command.
-fn make_certs(dir: &Path, name: &str) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let ca_key = format!("{name}-ca.key");
-    let ca = format!("{name}-ca.pem");
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} test CA"),
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    // A client certificate for the box (X.509 v3: extensions), signed by the same CA.
-    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=box-17",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "client.cnf",
-        "-out",
-        "client.pem",
-    ]);
-    // mosquitto drops to its own user: let it read the files.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_client_certificate() {
     let janus = Janus::start();
     let certs = support::TempDir::new("mtls");
-    make_certs(certs.path(), "good");
+    support::certs::make_certs(certs.path(), "good");
     let dir = certs.path().display().to_string();
     let broker = Mosquitto::start_with(&format!(
         "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence false\ncafile {dir}/good-ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\nrequire_certificate true\n"
@@ -1340,8 +1555,8 @@ async fn tls_needs_the_right_ca_and_never_falls_back_to_plaintext() {
     let janus = Janus::start();
     let certs = support::TempDir::new("certs");
     // Two CAs; the server certificate made last (signed by "good") is the one kept.
-    make_certs(certs.path(), "other");
-    make_certs(certs.path(), "good");
+    support::certs::make_certs(certs.path(), "other");
+    support::certs::make_certs(certs.path(), "good");
     let dir = certs.path().display().to_string();
     let broker = Mosquitto::start_with(&format!(
         "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence false\ncafile {dir}/good-ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n"

@@ -159,6 +159,11 @@ fn the_unit_rates_2_0_or_lower_and_verifies_clean() {
         "NoNewPrivileges=yes",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
         "SystemCallFilter=@system-service",
+        // Issue 18: the process is bounded and leaves no core file with secrets.
+        "MemoryHigh=384M",
+        "MemoryMax=512M",
+        "TasksMax=512",
+        "LimitCORE=0",
     ] {
         assert!(text.lines().any(|l| l == line), "the unit lacks {line}");
     }
@@ -773,4 +778,124 @@ async fn wait_for_file(
         assert!(Instant::now() < deadline, "the state file never matched");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Issue 18, the data-loss bug: 300 `start_playing` for streams nobody publishes, then a
+/// power cut. The box used to accept all 300, its state file could hold 256, and the
+/// restart set the whole file aside: no room at all. Now the 257th is refused with
+/// 1000903 when it arrives, and after kill -9 the box is back in bigclass with all 256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_box_accepts_a_restart_restores() {
+    support::require_netns();
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text = config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
+    let mut agent = AgentProcess::start(&text, Options::default());
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    ok(&dash, "login_room", json!({"room_id": "bigclass"})).await;
+    let mut accepted = 0;
+    let mut refused = Vec::new();
+    for n in 0..300 {
+        let reply = support::dashboard::call(
+            &dash,
+            "start_playing",
+            json!({"stream_id": format!("nobody-{n}"), "room_id": "bigclass"}),
+        )
+        .await;
+        if reply["ok"] == true {
+            assert_eq!(reply["result"]["state"], "PlayRequesting", "{reply}");
+            accepted += 1;
+        } else {
+            refused.push(reply["error"].clone());
+        }
+    }
+    assert_eq!(accepted, 256);
+    assert_eq!(refused.len(), 44);
+    assert!(refused.iter().all(|e| e["code"] == 1000903), "{refused:?}");
+    println!(
+        "300 start_playing: 256 accepted, 44 refused: {}",
+        refused[0]
+    );
+    let saved = wait_for_file(&agent, |s| s.playing.len() == 256).await;
+    assert_eq!(saved.rooms.len(), 1);
+
+    agent.kill9();
+    agent.spawn();
+    let (state, took) = wait_state(
+        &dash,
+        "bigclass back with 256 plays",
+        Duration::from_secs(30),
+        |s| {
+            rooms_of(s) == [("bigclass".to_owned(), "Logined".to_owned())]
+                && s["playing"].as_array().is_some_and(|p| p.len() == 256)
+        },
+    )
+    .await;
+    println!(
+        "after kill -9: bigclass and its 256 played streams back within {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        state["playing"][0]["state"], "PlayRequesting",
+        "{}",
+        state["playing"][0]
+    );
+    let log = agent.log();
+    assert!(!log.contains("set aside"), "{log}");
+    dash.close().await;
+}
+
+/// Issue 18: logs cannot be forged. A command id and an argument name with a newline
+/// and a journald priority (`<0>`) come back in the replies as they were sent, and in
+/// the journal-format log every line is still one event with its own priority: no line
+/// starts with the forged `<0>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_and_argument_names_cannot_forge_log_lines() {
+    support::init_logs();
+    let broker = Mosquitto::start();
+    let unreachable = format!("ws://127.0.0.1:{}", support::free_port());
+    let text = config_text(&broker.url(), &unreachable, Path::new("@STATE@"), "");
+    let agent = AgentProcess::start(
+        &text,
+        Options {
+            args: vec!["--log-format".into(), "journal".into()],
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let t = topics();
+    let mut raw = Observer::connect(broker.port, "forger").await;
+    raw.subscribe(&t.reply).await;
+    let forged_id = "c-1\n<0>roomcast: forged emergency";
+    let payloads = [
+        json!({"id": forged_id, "op": "login_room", "args": {"room_id": "bigclass", "x\n<0>forged arg": 1}}),
+        json!({"id": "c-2\r\n<0>forged too", "op": "no\n<0>such op"}),
+        json!({"id": "c-3", "op": "logout_room", "args": {"room_id": "nowhere\n<0>x"}}),
+    ];
+    for payload in &payloads {
+        raw.publish(&t.cmd, payload.to_string()).await;
+    }
+    for payload in &payloads {
+        let id = payload["id"].clone();
+        let reply = raw
+            .next_where(Duration::from_secs(10), |m| m.json()["id"] == id)
+            .await
+            .expect("a reply to each command")
+            .json();
+        assert_eq!(reply["ok"], false, "{reply}");
+    }
+    let log = agent.log();
+    assert!(log.contains("c-1\\n<0>roomcast: forged emergency"), "{log}");
+    for line in log.lines() {
+        let priority = line
+            .strip_prefix('<')
+            .and_then(|rest| rest.split_once('>'))
+            .map(|(n, _)| n);
+        assert!(
+            matches!(priority, Some("3" | "4" | "6" | "7")),
+            "a line without its own priority: {line:?}\n{log}"
+        );
+    }
+    raw.close().await;
 }

@@ -59,7 +59,7 @@ pub fn init(format: LogFormat) {
             .with_current_span(true)
             .boxed(),
         LogFormat::Journal => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(|| Escaping::new(std::io::stderr(), false))
             .with_ansi(false)
             .event_format(JournalFormat(
                 tracing_subscriber::fmt::format()
@@ -69,10 +69,13 @@ pub fn init(format: LogFormat) {
             ))
             .boxed(),
         // Colours only for a person at a terminal: a log file or a pipe gets plain text.
-        LogFormat::Text | LogFormat::Auto => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .boxed(),
+        LogFormat::Text | LogFormat::Auto => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || Escaping::new(std::io::stderr(), ansi))
+                .with_ansi(ansi)
+                .boxed()
+        }
     };
     let result = tracing_subscriber::registry()
         .with(
@@ -83,6 +86,58 @@ pub fn init(format: LogFormat) {
         .try_init();
     // A subscriber is already installed (tests): keep it.
     let _ = result;
+}
+
+/// Writes each formatted event as exactly one line: control characters inside it (a
+/// newline, a carriage return, an escape sequence) are written escaped (`\n`, `\r`,
+/// `\u{1b}`), so text that came from outside — a command id, an argument name, a room
+/// participant's name — cannot start a forged line (`<0>…` for journald) or rewrite the
+/// terminal. The event's own final newline is kept; with `ansi`, so are escape sequences
+/// (the colours of a terminal; values are not coloured, so that is no way in).
+/// JSON logs need none of this: serde escapes every string.
+struct Escaping<W> {
+    inner: W,
+    ansi: bool,
+}
+
+impl<W: std::io::Write> Escaping<W> {
+    fn new(inner: W, ansi: bool) -> Self {
+        Self { inner, ansi }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner
+            .write_all(escape_line(buf, self.ansi).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One formatted event as one line (see [`Escaping`]).
+fn escape_line(buf: &[u8], ansi: bool) -> String {
+    let text = String::from_utf8_lossy(buf);
+    let (body, end) = match text.strip_suffix('\n') {
+        Some(body) => (body, "\n"),
+        None => (&*text, ""),
+    };
+    let mut line = String::with_capacity(text.len());
+    for c in body.chars() {
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push('\t'),
+            '\u{1b}' if ansi => line.push(c),
+            c if c.is_control() => line.push_str(&c.escape_unicode().to_string()),
+            c => line.push(c),
+        }
+    }
+    line.push_str(end);
+    line
 }
 
 /// Prefixes each line with the sd-daemon priority (`<3>` error … `<7>` debug).
@@ -147,6 +202,21 @@ mod tests {
         assert!(never_secret(&meta("tungstenite::protocol", Level::DEBUG)));
         assert!(never_secret(&meta("tungstenitex", Level::TRACE)));
         assert!(never_secret(&meta("roomcast::rooms", Level::TRACE)));
+    }
+
+    #[test]
+    fn one_event_is_one_line_whatever_its_values() {
+        let forged = "INFO command refused id=\"x\n<0>root login ok\r\u{1b}[2J\u{7}\"\n";
+        let line = escape_line(forged.as_bytes(), false);
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.ends_with('\n'));
+        assert!(
+            line.contains("\\n<0>root login ok\\r\\u{1b}[2J\\u{7}"),
+            "{line:?}"
+        );
+        // A terminal keeps its colours; the newline is escaped all the same.
+        let line = escape_line("\u{1b}[32mINFO\u{1b}[0m a\nb\n".as_bytes(), true);
+        assert_eq!(line, "\u{1b}[32mINFO\u{1b}[0m a\\nb\n");
     }
 
     #[test]

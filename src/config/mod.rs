@@ -88,6 +88,17 @@ impl Config {
                 self.rooms.max_rooms
             ),
         );
+        for (i, pattern) in self.rooms.allowed.iter().enumerate() {
+            check(
+                !pattern.is_empty()
+                    && pattern.len() < crate::engine::types::ROOM_ID_LIMIT
+                    && pattern.chars().all(|c| c.is_ascii_graphic()),
+                &format!("rooms.allowed[{i}]"),
+                format!(
+                    "{pattern:?} is not a room pattern: 1 to 127 characters of a room id, with * (any run) and ? (one character)"
+                ),
+            );
+        }
 
         for (name, source) in self.sources.iter() {
             let field = |f: &str| format!("sources.{name}.{f}");
@@ -243,6 +254,20 @@ impl Config {
         );
 
         let janus = &self.janus;
+        if let Some(ca_file) = &janus.ca_file {
+            if janus.url.is_plaintext() {
+                check(
+                    false,
+                    "janus.ca_file",
+                    format!(
+                        "is set but janus.url {} is ws://; a CA is only used with wss://",
+                        janus.url
+                    ),
+                );
+            } else if let Err(message) = crate::base::tls::trusting_only("janus.ca_file", ca_file) {
+                check(false, "janus.ca_file", message);
+            }
+        }
         check(
             (100..=60_000).contains(&janus.request_timeout_ms),
             "janus.request_timeout_ms",
@@ -294,11 +319,40 @@ impl Config {
                 "rooms.mode = \"multi\" but rooms.multi_room_enabled = false: every login will fail with 1002036".to_owned(),
             );
         }
-        if self.janus.url.is_plaintext_remote() {
+        // Credentials over plaintext to anything but this machine (private addresses
+        // included: a school network is shared with hundreds of devices).
+        if !self.mqtt.url.is_tls() && !self.mqtt.url.is_loopback() && self.mqtt.password.is_some() {
             warnings.push(format!(
-                "janus.url {} is unencrypted and not on this machine; consider wss://",
-                self.janus.url
+                "mqtt.url {} is unencrypted and mqtt.password is set: the password and every command cross the network in clear; use mqtts:// with mqtt.ca_file",
+                self.mqtt.url
             ));
+        }
+        let janus_secrets: Vec<&str> = [
+            ("janus.api_secret", self.janus.api_secret.is_some()),
+            ("janus.token", self.janus.token.is_some()),
+            ("janus.admin_key", self.janus.admin_key.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if self.janus.url.is_plaintext() && !self.janus.url.is_loopback() {
+            if janus_secrets.is_empty() {
+                if self.janus.url.is_plaintext_remote() {
+                    warnings.push(format!(
+                        "janus.url {} is unencrypted and not on this machine; consider wss://",
+                        self.janus.url
+                    ));
+                }
+            } else {
+                warnings.push(format!(
+                    "janus.url {} is unencrypted and {} set: it crosses the network in clear with every request; use wss:// (janus.ca_file for the school's own CA)",
+                    self.janus.url,
+                    match janus_secrets.as_slice() {
+                        [one] => format!("{one} is"),
+                        many => format!("{} are", many.join(", ")),
+                    }
+                ));
+            }
         }
         warnings
     }
@@ -349,6 +403,7 @@ impl Config {
             multi_room_enabled: self.rooms.multi_room_enabled,
             quality_interval: (self.rooms.quality_interval_s > 0)
                 .then(|| std::time::Duration::from_secs(self.rooms.quality_interval_s)),
+            allowed_rooms: crate::engine::RoomAllowList::new(self.rooms.allowed.clone()),
             reconnect: crate::engine::ReconnectPolicy {
                 window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
                 ..Default::default()

@@ -34,6 +34,7 @@ fn the_example_is_valid_and_complete() {
     assert_eq!(config.rooms.mode, RoomMode::Multi);
     assert_eq!(config.rooms.max_rooms, 5);
     assert!(config.rooms.multi_room_enabled);
+    assert_eq!(config.rooms.allowed, ["bigclass", "group-*"]);
     assert_eq!(config.sources.main.video, VideoInput::Test);
     assert_eq!(config.sources.main.audio, AudioInput::Test);
     assert_eq!(config.mqtt.url.port, 1883);
@@ -51,6 +52,8 @@ fn defaults_are_sensible() {
     assert_eq!(config.rooms.mode, RoomMode::Single);
     assert_eq!(config.rooms.max_rooms, 5);
     assert!(!config.rooms.multi_room_enabled);
+    assert!(config.rooms.allowed.is_empty(), "every room by default");
+    assert!(config.engine_settings().allowed_rooms.is_any());
     assert_eq!(config.state_dir, Path::new("/var/lib/roomcast"));
     assert_eq!(
         (config.sources.main.width, config.sources.main.height),
@@ -133,6 +136,18 @@ fn cross_field_rules_name_field_and_line() {
 }
 
 #[test]
+fn room_patterns_are_checked() {
+    let text = MINIMAL.replace(
+        "[sources.main]",
+        "[rooms]\nallowed = [\"bigclass\", \"\", \"a b\"]\n[sources.main]",
+    );
+    let error = error_text(&text);
+    assert!(error.contains("rooms.allowed[1]"), "{error}");
+    assert!(error.contains("rooms.allowed[2]"), "{error}");
+    assert!(!error.contains("rooms.allowed[0]"), "{error}");
+}
+
+#[test]
 fn several_problems_are_all_reported() {
     let text = MINIMAL
         .replace("device_id = \"box-1\"", "device_id = \"box/1\"")
@@ -178,4 +193,90 @@ fn multi_without_the_switch_is_valid_but_warned() {
     let config = parse(&text).unwrap();
     assert_eq!(config.warnings().len(), 1);
     assert!(config.warnings()[0].contains("1002036"));
+}
+
+/// Issue 18: credentials over plaintext to anything but this machine — private
+/// addresses included — are warned about; TLS or loopback is not.
+#[test]
+fn plaintext_with_credentials_is_warned() {
+    let with = |mqtt: &str, janus: &str| {
+        let text = MINIMAL
+            .replace("mqtt://127.0.0.1:1883", mqtt)
+            .replace("ws://127.0.0.1:8188", janus);
+        parse(&text).unwrap().warnings()
+    };
+    let mqtt_password = "[mqtt]\nusername = \"box\"\npassword = \"pw-S9\"\nurl";
+    let text = MINIMAL
+        .replace("[mqtt]\nurl", mqtt_password)
+        .replace("mqtt://127.0.0.1:1883", "mqtt://192.168.1.20:1883")
+        .replace(
+            "ws://127.0.0.1:8188\"",
+            "ws://10.0.0.7:8188\"\napi_secret = \"s-S9\"\ntoken = \"t-S9\"",
+        );
+    let warnings = parse(&text).unwrap().warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .contains("mqtt.url mqtt://192.168.1.20:1883 is unencrypted and mqtt.password is set"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("janus.api_secret, janus.token are set"),
+        "{warnings:?}"
+    );
+    assert!(!warnings.join(" ").contains("S9"), "no secret in a warning");
+    // Loopback, TLS, or no credentials: nothing to say about credentials.
+    let text = MINIMAL.replace("[mqtt]\nurl", mqtt_password).replace(
+        "ws://127.0.0.1:8188\"",
+        "ws://localhost:8188\"\napi_secret = \"s\"",
+    );
+    assert!(parse(&text).unwrap().warnings().is_empty());
+    let existing = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let text = MINIMAL.replace("[mqtt]\nurl", mqtt_password).replace(
+        "mqtt://127.0.0.1:1883",
+        &format!("mqtts://192.168.1.20:8883\"\nca_file = \"{existing}"),
+    );
+    assert!(parse(&text).unwrap().warnings().is_empty());
+    assert!(with("mqtt://192.168.1.20:1883", "ws://127.0.0.1:8188").is_empty());
+    let text = MINIMAL.replace(
+        "ws://127.0.0.1:8188\"",
+        "wss://janus.school.lan:8989\"\nadmin_key = \"k\"",
+    );
+    assert!(parse(&text).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn janus_urls_with_credentials_or_a_query_are_refused() {
+    for (url, expected) in [
+        ("ws://user:pass@127.0.0.1:8188", "not in the URL"),
+        ("ws://127.0.0.1:8188/janus?token=abc", "has a query"),
+        ("wss://janus.lan:8989/#x", "has a query or a fragment"),
+    ] {
+        let error = error_text(&MINIMAL.replace("ws://127.0.0.1:8188", url));
+        assert!(error.contains(expected), "{url}: {error}");
+        assert!(
+            !error.contains("pass@") && !error.contains("abc"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn janus_ca_file_is_checked_when_the_config_is() {
+    let garbage = std::env::temp_dir().join(format!("roomcast-janus-ca-{}", std::process::id()));
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let with = |url: &str| {
+        MINIMAL.replace(
+            "ws://127.0.0.1:8188\"",
+            &format!("{url}\"\nca_file = \"{}\"", garbage.display()),
+        )
+    };
+    let error = error_text(&with("ws://127.0.0.1:8188"));
+    assert!(
+        error.contains("`janus.ca_file`: is set but janus.url"),
+        "{error}"
+    );
+    let error = error_text(&with("wss://janus.school.lan:8989"));
+    assert!(error.contains("contains no certificate"), "{error}");
+    std::fs::remove_file(&garbage).ok();
 }

@@ -10,7 +10,7 @@ use crate::base::secret::Secret;
 use crate::engine::{RoomMode, User};
 
 /// The most rooms `rooms.max_rooms` may allow.
-pub const MAX_ROOMS_LIMIT: usize = 32;
+pub const MAX_ROOMS_LIMIT: usize = crate::engine::limits::MAX_ROOMS;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +55,10 @@ pub struct RoomsConfig {
     /// stream; 0 sends none (the state snapshot still carries the figures).
     #[serde(default = "default_quality_interval")]
     pub quality_interval_s: u64,
+    /// The rooms this box may be sent into, as globs (`*`, `?`): `login_room` to another
+    /// fails with 1002906. Empty (the default): every room.
+    #[serde(default)]
+    pub allowed: Vec<String>,
 }
 
 impl Default for RoomsConfig {
@@ -64,6 +68,7 @@ impl Default for RoomsConfig {
             max_rooms: default_max_rooms(),
             multi_room_enabled: false,
             quality_interval_s: default_quality_interval(),
+            allowed: Vec::new(),
         }
     }
 }
@@ -342,6 +347,12 @@ impl MqttUrl {
         self.tls
     }
 
+    /// The broker is this machine (a loopback address or `localhost`). A private address
+    /// is not: the school's network is a network.
+    pub fn is_loopback(&self) -> bool {
+        host_is_loopback(&self.host)
+    }
+
     pub fn parse(raw: &str) -> Result<Self, String> {
         let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
         let tls = match url.scheme() {
@@ -419,6 +430,15 @@ fn default_mqtt_keepalive() -> u16 {
     30
 }
 
+/// Whether `host` (a name or an address, IPv6 without brackets) is this machine.
+fn host_is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// A Janus WebSocket address: `ws://host:port/path` or `wss://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JanusUrl(url::Url);
@@ -426,6 +446,16 @@ pub struct JanusUrl(url::Url);
 impl JanusUrl {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
+    }
+
+    /// `ws://` (not `wss://`).
+    pub fn is_plaintext(&self) -> bool {
+        self.0.scheme() == "ws"
+    }
+
+    /// Janus is this machine (see [`MqttUrl::is_loopback`]).
+    pub fn is_loopback(&self) -> bool {
+        self.0.host_str().is_none_or(host_is_loopback)
     }
 
     pub fn is_plaintext_remote(&self) -> bool {
@@ -448,6 +478,19 @@ impl JanusUrl {
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(format!("{raw:?} has no host"));
+        }
+        // Refused like credentials in mqtt.url: the URL is logged and shown by
+        // check-config, and a secret in it would be printed with it.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "put credentials in janus.api_secret / janus.token, not in the URL".to_owned(),
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(
+                "has a query or a fragment; a Janus URL is ws(s)://host:port/path (put a token in janus.token, not in the URL)"
+                    .to_owned(),
+            );
         }
         Ok(Self(url))
     }
@@ -479,6 +522,9 @@ pub struct JanusConfig {
     pub create_rooms: bool,
     /// The plugins' `admin_key`, needed to create rooms when the server sets one.
     pub admin_key: Option<Secret>,
+    /// For `wss://`: the CA certificate (PEM) that signed Janus's certificate, when it
+    /// is the school's own CA. Only that CA is then trusted; without it, the system's.
+    pub ca_file: Option<PathBuf>,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
     #[serde(default = "default_keepalive_interval")]

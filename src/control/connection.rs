@@ -166,6 +166,26 @@ impl Connection {
             );
             return;
         }
+        // Refused where it arrives: a payload over the command limit is never queued (256
+        // of them waiting for a slot would hold 256 × up to MAX_INCOMING_PACKET bytes).
+        if publish.payload.len() > protocol::MAX_COMMAND_BYTES {
+            let message = format!(
+                "the payload is {} bytes; a command may be at most {} bytes (it was not read)",
+                publish.payload.len(),
+                protocol::MAX_COMMAND_BYTES
+            );
+            info!(id = "-", code = 1000017, "command refused: {message}");
+            let reply = Reply::error(None, ErrorCode::INVALID_PARAMETER, message).to_bytes();
+            drop(publish);
+            if self
+                .client
+                .try_publish(&self.topics.reply, QoS::AtLeastOnce, false, reply)
+                .is_err()
+            {
+                warn!("MQTT: the request queue is full; a reply was dropped");
+            }
+            return;
+        }
         let Some(commands) = &self.commands else {
             self.answer_now(
                 &publish,

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::dedup::{ReplyCache, Seen};
 use super::protocol::{self, Op, Reply, Request, codes};
 use super::{COMMAND_TIMEOUT, MAX_RUNNING, Topics, publish};
-use crate::engine::{EngineError, EngineHandle, PlayerConfig, PublisherConfig, User};
+use crate::engine::{EngineError, EngineHandle, ErrorCode, PlayerConfig, PublisherConfig, User};
 
 /// What commands need.
 pub(crate) struct Context {
@@ -33,6 +33,8 @@ enum Finished {
     Ran {
         id: String,
         reply: Vec<u8>,
+        /// Remembered for deduplication (not for read-only ops).
+        remember: bool,
     },
     Published,
 }
@@ -50,9 +52,15 @@ pub(crate) async fn run(context: Arc<Context>, mut commands: mpsc::Receiver<rumq
             // next one is taken, so the engine sees them in arrival order.
             biased;
             Some(done) = running.next(), if !running.is_empty() => {
-                if let Finished::Ran { id, reply } = done {
-                    let times = cache.finish(&id, &reply, Instant::now());
-                    running.push(Box::pin(send_reply(context.clone(), reply, times)));
+                match done {
+                    Finished::Ran { id, reply, remember: true } => {
+                        let times = cache.finish(&id, &reply, Instant::now());
+                        running.push(Box::pin(send_reply(context.clone(), reply, times)));
+                    }
+                    Finished::Ran { reply, remember: false, .. } => {
+                        running.push(Box::pin(send_reply(context.clone(), reply, 1)));
+                    }
+                    Finished::Published => {}
                 }
             }
             received = commands.recv(), if open && running.len() < MAX_RUNNING => {
@@ -84,8 +92,26 @@ fn accept(context: &Arc<Context>, cache: &mut ReplyCache, payload: &[u8]) -> Opt
             return Some(Box::pin(send_reply(context.clone(), reply, 1)));
         }
     };
-    match cache.arrive(&request.id, Instant::now()) {
-        Seen::New => Some(Box::pin(execute(context.clone(), request))),
+    let fingerprint = cache.fingerprint(payload);
+    let now = Instant::now();
+    let read_only = request.op.is_read_only();
+    let seen = if read_only {
+        cache.check_read_only(&request.id, fingerprint, now)
+    } else {
+        cache.arrive(&request.id, fingerprint, now)
+    };
+    match seen {
+        Seen::New => Some(Box::pin(execute(context.clone(), request, !read_only))),
+        Seen::Conflict => {
+            let message = format!(
+                "command id `{}` was already used for another command in the last {} minutes; nothing was done: use a new id for a new command",
+                request.id,
+                super::dedup::REMEMBER_FOR.as_secs() / 60
+            );
+            info!(id = %request.id, op = request.op.name(), code = codes::ID_REUSED.as_u32(), "command refused: {message}");
+            let reply = Reply::error(Some(&request.id), codes::ID_REUSED, message).to_bytes();
+            Some(Box::pin(send_reply(context.clone(), reply, 1)))
+        }
         Seen::Running => {
             debug!(id = %request.id, "duplicate of a running command: its reply will be sent again");
             None
@@ -115,7 +141,7 @@ async fn send_reply(context: Arc<Context>, reply: Vec<u8>, times: u32) -> Finish
     Finished::Published
 }
 
-async fn execute(context: Arc<Context>, request: Request) -> Finished {
+async fn execute(context: Arc<Context>, request: Request, remember: bool) -> Finished {
     let Request { id, op } = request;
     let name = op.name();
     let started = Instant::now();
@@ -139,9 +165,26 @@ async fn execute(context: Arc<Context>, request: Request) -> Finished {
             info!(id = %id, op = name, elapsed_ms, code = error.code, "command failed: {}", error.message)
         }
     }
+    // Within the payload limit: a result's lists are cut (see `publish::bounded`).
+    let bytes = serde_json::to_value(&reply)
+        .ok()
+        .and_then(publish::bounded)
+        .unwrap_or_else(|| {
+            Reply::error(
+                Some(&id),
+                ErrorCode::INVALID_PARAMETER,
+                format!(
+                    "the reply to {name} would be larger than {} bytes; read {} instead",
+                    publish::MAX_PAYLOAD_BYTES,
+                    context.topics.state
+                ),
+            )
+            .to_bytes()
+        });
     Finished::Ran {
         id,
-        reply: reply.to_bytes(),
+        reply: bytes,
+        remember,
     }
 }
 
@@ -214,7 +257,14 @@ async fn run_op(context: &Context, op: Op) -> Result<Value, EngineError> {
             let snapshot = engine.state().await?;
             publish::state_value(&context.device_id, &snapshot)
         }
-        Op::ListDevices => serde_json::to_value(crate::media::devices::list())
-            .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?,
+        // Probing devices blocks (V4L2 and ALSA ioctls, GStreamer's registry): not on
+        // the dispatcher, which would hold up every other command meanwhile.
+        Op::ListDevices => {
+            let devices = tokio::task::spawn_blocking(crate::media::devices::list)
+                .await
+                .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?;
+            serde_json::to_value(devices)
+                .map_err(|e| EngineError::InvalidParameter(format!("cannot list devices: {e}")))?
+        }
     })
 }

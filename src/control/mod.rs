@@ -40,7 +40,9 @@
 //!   only ever sees a subscriber and callers like any other.
 //! - Reconnection: exponential backoff from 250 ms to 30 s with ±25 % jitter;
 //!   resubscribe, `online` and a fresh `state` after every ConnAck.
-//! - Payloads over 64 KiB are refused (1000017) without being parsed; MQTT packets over
+//! - Payloads over 64 KiB are refused (1000017) where they arrive, never queued; every
+//!   payload the box publishes is at most 64 KiB (`publish::MAX_PAYLOAD_BYTES`) (its longest
+//!   lists cut, with `<list>_more` counts); MQTT packets over
 //!   [`MAX_INCOMING_PACKET`] cannot even be received: the agent then drops its broker
 //!   session once to get rid of the packet (see `docs/mqtt.md`).
 //! - Retained messages on `cmd` are ignored (a retained command would run again on every
@@ -79,7 +81,9 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// MQTT packets larger than this cannot be received (the command limit is 64 KiB; this
 /// only has to be large enough to read and refuse a bigger one).
 pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
-/// Largest packet we send (a state snapshot of many rooms).
+/// Largest packet the MQTT client sends: a backstop only, payloads are bounded far below
+/// (`publish::MAX_PAYLOAD_BYTES`), since a QoS 1 publish that cannot be encoded would be
+/// retried first on every reconnect.
 pub const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 /// Requests (publishes, subscribes) that may wait for the MQTT connection.
 const REQUEST_QUEUE: usize = 512;

@@ -22,6 +22,9 @@ pub mod codes {
     /// The command did not finish within the agent's command timeout; it may still take
     /// effect: read `state`.
     pub const TIMED_OUT: ErrorCode = ErrorCode(1000902);
+    /// The command id was used for another command (another `op` or `args`) in the last
+    /// 10 minutes; nothing was done.
+    pub const ID_REUSED: ErrorCode = ErrorCode(1000904);
 }
 
 /// A command that passed the format checks. Identifiers are still raw strings: the
@@ -97,6 +100,11 @@ pub fn op_names() -> impl Iterator<Item = &'static str> {
 }
 
 impl Op {
+    /// Ops that change nothing: they are run again on a redelivery, never remembered.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Op::GetState | Op::ListDevices)
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Op::LoginRoom { .. } => "login_room",

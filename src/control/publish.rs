@@ -13,6 +13,14 @@ use tracing::{debug, warn};
 use super::Topics;
 use crate::engine::{EngineHandle, EngineSnapshot, Event};
 
+/// The largest payload the box publishes (a reply, an event, the state), as large as the
+/// largest command it takes. Brokers limit message sizes (mosquitto `max_packet_size`,
+/// cloud brokers 128 KiB or less), and a QoS 1 message the broker refuses, or that
+/// rumqttc cannot encode, would be sent again first on every reconnect: nothing the box
+/// says may come near that. A message whose lists make it larger has them cut
+/// ([`bounded`]).
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
 /// The state topic is published at most once per this interval (~10 per second).
 pub const STATE_MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Counters (bytes sent, frames decoded…) change without events: the snapshot is
@@ -27,6 +35,90 @@ struct StatePayload<'a> {
     version: &'static str,
     #[serde(flatten)]
     snapshot: &'a EngineSnapshot,
+}
+
+/// `value` as a payload of at most [`MAX_PAYLOAD_BYTES`]: while it is larger, the longest
+/// list in it (`rooms[i].users`, `playing`, an event's `users`…) is cut to half, and a
+/// field `<list>_more` next to it says how many entries were left out. `None` when no
+/// list is left to cut (nothing roomcast publishes gets there: its strings are bounded).
+pub(crate) fn bounded(mut value: Value) -> Option<Vec<u8>> {
+    for _ in 0..64 {
+        let bytes = serde_json::to_vec(&value).ok()?;
+        if bytes.len() <= MAX_PAYLOAD_BYTES {
+            return Some(bytes);
+        }
+        let mut best = None;
+        longest_list(&value, &mut Vec::new(), &mut best);
+        let (_, path) = best?;
+        cut(&mut value, &path);
+    }
+    None
+}
+
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The path to the longest non-empty list that is a field of an object.
+fn longest_list(value: &Value, path: &mut Vec<Step>, best: &mut Option<(usize, Vec<Step>)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                path.push(Step::Key(key.clone()));
+                if let Value::Array(items) = item
+                    && !items.is_empty()
+                    && best.as_ref().is_none_or(|(n, _)| items.len() > *n)
+                {
+                    let copy = path
+                        .iter()
+                        .map(|s| match s {
+                            Step::Key(k) => Step::Key(k.clone()),
+                            Step::Index(i) => Step::Index(*i),
+                        })
+                        .collect();
+                    *best = Some((items.len(), copy));
+                }
+                longest_list(item, path, best);
+                path.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Step::Index(i));
+                longest_list(item, path, best);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Halves the list at `path` (a field of an object) and counts what went in `<key>_more`.
+fn cut(value: &mut Value, path: &[Step]) {
+    let Some((Step::Key(key), parent_path)) = path.split_last() else {
+        return;
+    };
+    let mut parent = value;
+    for step in parent_path {
+        let next = match (step, parent) {
+            (Step::Key(k), Value::Object(map)) => map.get_mut(k),
+            (Step::Index(i), Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return };
+        parent = next;
+    }
+    let Value::Object(map) = parent else { return };
+    let Some(Value::Array(items)) = map.get_mut(key) else {
+        return;
+    };
+    let keep = items.len() / 2;
+    let removed = (items.len() - keep) as u64;
+    items.truncate(keep);
+    let more = format!("{key}_more");
+    let before = map.get(&more).and_then(Value::as_u64).unwrap_or(0);
+    map.insert(more, Value::from(before + removed));
 }
 
 pub(crate) fn state_value(device_id: &str, snapshot: &EngineSnapshot) -> Value {
@@ -94,15 +186,12 @@ pub(crate) async fn forward_events(
 }
 
 async fn publish_event(client: &AsyncClient, topics: &Topics, event: &Event) {
-    let payload = match serde_json::to_vec(event) {
-        Ok(payload) => payload,
-        Err(e) => {
-            warn!(
-                "MQTT control: cannot serialise a {} event: {e}",
-                event.name()
-            );
-            return;
-        }
+    let Some(payload) = serde_json::to_value(event).ok().and_then(bounded) else {
+        warn!(
+            "MQTT control: a {} event cannot be published within {MAX_PAYLOAD_BYTES} bytes; it is left out",
+            event.name()
+        );
+        return;
     };
     let room_topic = topics.room_events(event.room_id().as_str());
     for topic in [&topics.events, &room_topic] {
@@ -141,16 +230,9 @@ pub(crate) async fn publish_state(
             // The engine has stopped: nothing new to say.
             return;
         };
-        let payload = match serde_json::to_vec(&StatePayload {
-            device_id: &device_id,
-            version: env!("CARGO_PKG_VERSION"),
-            snapshot: &snapshot,
-        }) {
-            Ok(payload) => payload,
-            Err(e) => {
-                warn!("MQTT control: cannot serialise the state: {e}");
-                continue;
-            }
+        let Some(payload) = bounded(state_value(&device_id, &snapshot)) else {
+            warn!("MQTT control: the state cannot be published within {MAX_PAYLOAD_BYTES} bytes");
+            continue;
         };
         if forced || last.as_ref() != Some(&payload) {
             if let Err(e) = client
@@ -165,5 +247,49 @@ pub(crate) async fn publish_state(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(STATE_MIN_INTERVAL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn small_payloads_are_left_as_they_are() {
+        let value = json!({"rooms": [{"room_id": "a", "users": [1, 2, 3]}]});
+        let bytes = bounded(value.clone()).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), value);
+    }
+
+    /// A state past the limit: the longest lists are cut and say how many are missing;
+    /// what is left is the first entries, unchanged.
+    #[test]
+    fn large_lists_are_cut_and_counted() {
+        let user =
+            |n: usize| json!({"user_id": format!("student-{n}"), "user_name": "x".repeat(200)});
+        let stream = |n: usize| json!({"stream_id": format!("s-{n}-{}", "y".repeat(200)), "room_id": "bigclass"});
+        let value = json!({
+            "device_id": "box-17",
+            "rooms": [{"room_id": "bigclass", "users": (0..2000).map(user).collect::<Vec<_>>()}],
+            "playing": (0..256).map(stream).collect::<Vec<_>>(),
+            "publishing": [stream(0)],
+        });
+        assert!(serde_json::to_vec(&value).unwrap().len() > 8 * MAX_PAYLOAD_BYTES);
+        let bytes = bounded(value.clone()).unwrap();
+        assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
+        let cut: Value = serde_json::from_slice(&bytes).unwrap();
+        let users = cut["rooms"][0]["users"].as_array().unwrap();
+        let more = cut["rooms"][0]["users_more"].as_u64().unwrap();
+        assert_eq!(users.len() as u64 + more, 2000);
+        assert_eq!(users[0], user(0));
+        let playing = cut["playing"].as_array().unwrap().len() as u64;
+        assert_eq!(playing + cut["playing_more"].as_u64().unwrap_or(0), 256);
+        assert_eq!(cut["publishing"], value["publishing"]);
+        assert!(cut.get("publishing_more").is_none());
+        assert_eq!(cut["device_id"], "box-17");
+        // Nothing to cut: refused, not sent.
+        assert!(bounded(json!({"text": "z".repeat(MAX_PAYLOAD_BYTES)})).is_none());
     }
 }

@@ -18,6 +18,7 @@ use super::backend::{
 use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
+use super::limits::{MAX_ROOMS, MAX_STREAMS};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
     Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, RoomStateReason,
@@ -206,6 +207,9 @@ impl Engine {
         events: broadcast::Sender<Event>,
         desired: watch::Sender<DesiredState>,
     ) -> Self {
+        let mut settings = settings;
+        // The config cannot ask for more (`rooms.max_rooms`); a library caller might.
+        settings.max_rooms = settings.max_rooms.min(MAX_ROOMS);
         Self {
             settings,
             backend,
@@ -430,6 +434,12 @@ impl Engine {
 
     /// The login rules, in the order the reference SDK applies them.
     fn check_login(&self, room: &RoomId, user: &User) -> Result<(), EngineError> {
+        if !self.settings.allowed_rooms.allows(room) {
+            return Err(EngineError::RoomNotAllowed {
+                room: room.clone(),
+                allowed: self.settings.allowed_rooms.to_string(),
+            });
+        }
         let multi = self.settings.mode == RoomMode::Multi;
         if multi && !self.settings.multi_room_enabled {
             return Err(EngineError::MultiRoomNotEnabled);
@@ -556,6 +566,7 @@ impl Engine {
                 room: entry.room.clone(),
             });
         }
+        self.check_stream_count()?;
         let busy = self.streams.iter().find(|((kind, _), entry)| {
             *kind == Kind::Publish
                 && entry.room == room
@@ -579,7 +590,16 @@ impl Engine {
                 room: entry.room.clone(),
             });
         }
+        self.check_stream_count()?;
         Ok(room)
+    }
+
+    /// One stream more must still fit in the state file (`limits.rs`).
+    fn check_stream_count(&self) -> Result<(), EngineError> {
+        if self.streams.len() >= MAX_STREAMS {
+            return Err(EngineError::TooManyStreams { max: MAX_STREAMS });
+        }
+        Ok(())
     }
 
     fn add_stream(&mut self, key: StreamKey, room: RoomId, role: Role, waiter: Waiter) {

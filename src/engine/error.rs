@@ -61,6 +61,8 @@ impl ErrorCode {
     /// No TURN relay of `network.turn_servers` gave the room's message channel a path
     /// (the relay refused the credentials or cannot be reached) and no direct path worked.
     pub const ROOM_RELAY_FAILED: ErrorCode = ErrorCode(1002907);
+    /// The room is not on the box's allow-list (`rooms.allowed`).
+    pub const ROOM_NOT_ALLOWED: ErrorCode = ErrorCode(1002906);
     /// The media source or encoder for the channel failed or is not configured.
     pub const PUBLISH_MEDIA_FAILED: ErrorCode = ErrorCode(1003901);
     /// WebRTC negotiation or connectivity for a published stream failed.
@@ -74,6 +76,9 @@ impl ErrorCode {
     pub const PLAY_WEBRTC_FAILED: ErrorCode = ErrorCode(1004902);
     /// As [`ErrorCode::PUBLISH_RELAY_FAILED`], for a played stream.
     pub const PLAY_RELAY_FAILED: ErrorCode = ErrorCode(1004904);
+    /// The box already holds the most streams it keeps
+    /// ([`super::limits::MAX_STREAMS`], published and played together).
+    pub const TOO_MANY_STREAMS: ErrorCode = ErrorCode(1000903);
 
     pub fn as_u32(self) -> u32 {
         self.0
@@ -154,6 +159,11 @@ pub enum EngineError {
     )]
     SingleRoomOccupied { current: RoomId },
 
+    #[error(
+        "room `{room}` is not on this box's allow-list (rooms.allowed = {allowed}); use an allowed room, or add it to rooms.allowed in the config and reload roomcast"
+    )]
+    RoomNotAllowed { room: RoomId, allowed: String },
+
     #[error("already logged in to room `{0}`")]
     AlreadyLoggedIn(RoomId),
 
@@ -201,6 +211,11 @@ pub enum EngineError {
 
     #[error("stream `{stream}` is already playing (from room `{room}`); stop_playing it first")]
     AlreadyPlaying { stream: StreamId, room: RoomId },
+
+    #[error(
+        "already {max} streams published and played, the most the box keeps; stop_playing or stop_publishing one first"
+    )]
+    TooManyStreams { max: usize },
 
     #[error("no stream `{0}` is publishing")]
     NotPublishing(StreamId),
@@ -263,6 +278,7 @@ impl EngineError {
             EngineError::SingleRoomOccupied { .. } | EngineError::AlreadyLoggedIn(_) => {
                 C::ROOM_COUNT_EXCEEDED_SINGLE
             }
+            EngineError::RoomNotAllowed { .. } => C::ROOM_NOT_ALLOWED,
             EngineError::UserDiffers { .. } => C::MULTI_ROOM_USER_DIFFERS,
             EngineError::MultiRoomNotEnabled => C::MULTI_ROOM_NOT_ENABLED,
             EngineError::TooManyRooms { .. } => C::ROOM_COUNT_EXCEEDED_MULTI,
@@ -274,6 +290,7 @@ impl EngineError {
             EngineError::PlayRoomRequired(_) => C::PLAY_ROOM_REQUIRED,
             EngineError::ChannelBusy { .. } => C::PUBLISH_CHANNEL_BUSY,
             EngineError::StreamIdInUse { .. } => C::PUBLISH_STREAM_ID_IN_USE,
+            EngineError::TooManyStreams { .. } => C::TOO_MANY_STREAMS,
             EngineError::MessageEmpty => C::MESSAGE_EMPTY,
             EngineError::MessageTooLong { .. } => C::MESSAGE_TOO_LONG,
             EngineError::Backend(e) => e.code,

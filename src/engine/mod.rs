@@ -7,10 +7,12 @@
 //! when it comes back, so a slow login never holds up a message to another room.
 
 mod actor;
+pub mod allow;
 pub mod backend;
 pub mod desired;
 pub mod error;
 pub mod event;
+pub mod limits;
 pub mod snapshot;
 pub mod types;
 
@@ -28,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use allow::RoomAllowList;
 pub use backend::{BackendEvent, MediaEngine, PeerHandle, RoomBackend, WebRtcPeer};
 pub use desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 pub use error::{BackendError, EngineError, ErrorCode};
@@ -53,6 +56,8 @@ pub struct EngineSettings {
     pub multi_room_enabled: bool,
     /// How often each active stream's quality figures go out as events; `None`: never.
     pub quality_interval: Option<Duration>,
+    /// `rooms.allowed`: logins to other rooms fail with 1002906.
+    pub allowed_rooms: RoomAllowList,
     pub reconnect: ReconnectPolicy,
 }
 
@@ -63,6 +68,7 @@ impl Default for EngineSettings {
             max_rooms: 5,
             multi_room_enabled: false,
             quality_interval: None,
+            allowed_rooms: RoomAllowList::any(),
             reconnect: ReconnectPolicy::default(),
         }
     }

@@ -11,7 +11,10 @@
 //! - every operation is answered; every error carries a known code; every refusal by a
 //!   rule changes nothing: the same state before and after, no SFU call, no event;
 //! - a successful logout leaves nothing of the room behind;
-//! - shutting down leaves every room and closes every peer.
+//! - shutting down leaves every room and closes every peer;
+//! - the desired state stays within the limits (`limits.rs`) and the state file holds it
+//!   whole: `parse_state(render_state(desired)) == desired` (issue 18: the engine once
+//!   accepted more streams than the file could hold, and a restart lost everything).
 //!
 //! 256 cases by default (`cargo test` stays fast); `PROPTEST_CASES=5000 cargo test
 //! engine::proptests` for more. Time is paused: reconnect backoffs cost nothing.
@@ -25,8 +28,10 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError};
 use super::backend::BackendEvent;
 use super::double::Harness;
 use super::event::{StreamInfo, UserInfo};
+use super::limits::{MAX_STATE_BYTES, MAX_STREAMS};
 use super::snapshot::EngineSnapshot;
 use super::*;
+use crate::service::state::{parse_state, render_state};
 
 const ROOMS: [&str; 6] = ["r0", "r1", "r2", "r3", "r4", "r5"];
 /// Our own stream ids.
@@ -42,9 +47,9 @@ const USERS: [(&str, &str); 3] = [
 
 /// Codes of refusals by a rule: decided by the engine before anything is done.
 const RULE_CODES: &[u32] = &[
-    1000014, 1000015, 1000016, 1000017, 1001020, 1002001, 1002002, 1002005, 1002006, 1002007,
-    1002008, 1002009, 1002010, 1002011, 1002012, 1002013, 1002018, 1002036, 1002037, 1003023,
-    1003028, 1003070, 1004070, 1009001, 1009002, 1009005,
+    1000014, 1000015, 1000016, 1000017, 1000903, 1001020, 1002001, 1002002, 1002005, 1002906,
+    1002006, 1002007, 1002008, 1002009, 1002010, 1002011, 1002012, 1002013, 1002018, 1002036,
+    1002037, 1003023, 1003028, 1003070, 1004070, 1009001, 1009002, 1009005,
 ];
 /// Codes of failures reported by the SFU or the media (the engine acted, then failed).
 const BACKEND_CODES: &[u32] = &[
@@ -77,6 +82,11 @@ enum Step {
     },
     StopPlaying {
         stream: usize,
+    },
+    /// `count` start_playing of distinct streams into one room, up to past the limit.
+    PlayMany {
+        room: usize,
+        count: usize,
     },
     Broadcast {
         room: usize,
@@ -138,6 +148,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..OWN.len()).prop_map(|stream| Step::StopPublishing { stream }),
         3 => (0..REMOTE.len(), maybe_room).prop_map(|(stream, room)| Step::Play { stream, room }),
         1 => (0..REMOTE.len()).prop_map(|stream| Step::StopPlaying { stream }),
+        1 => (room.clone(), prop_oneof![Just(3usize), Just(120), Just(MAX_STREAMS + 20)])
+            .prop_map(|(room, count)| Step::PlayMany { room, count }),
         2 => (room.clone(), prop_oneof![Just(0), Just(5), Just(1024), Just(1025)])
             .prop_map(|(room, len)| Step::Broadcast { room, len }),
         1 => (room.clone(), any::<bool>()).prop_map(|(room, to_someone)| Step::Custom { room, to_someone }),
@@ -161,23 +173,35 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn settings() -> impl Strategy<Value = EngineSettings> {
-    (any::<bool>(), 1..=5usize, proptest::bool::weighted(0.85)).prop_map(
-        |(multi, max_rooms, multi_room_enabled)| EngineSettings {
-            mode: if multi {
-                RoomMode::Multi
-            } else {
-                RoomMode::Single
-            },
-            max_rooms,
-            multi_room_enabled,
-            quality_interval: None,
-            reconnect: ReconnectPolicy {
-                window: Duration::from_secs(5),
-                initial_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(1),
-            },
-        },
+    (
+        any::<bool>(),
+        1..=5usize,
+        proptest::bool::weighted(0.85),
+        proptest::bool::weighted(0.2),
     )
+        .prop_map(
+            |(multi, max_rooms, multi_room_enabled, allow_list)| EngineSettings {
+                mode: if multi {
+                    RoomMode::Multi
+                } else {
+                    RoomMode::Single
+                },
+                max_rooms,
+                multi_room_enabled,
+                // r0 and r1 only: logins to r2..r5 are refused (1002906).
+                allowed_rooms: if allow_list {
+                    RoomAllowList::new(vec!["r0".into(), "r1*".into(), "x?".into()])
+                } else {
+                    RoomAllowList::any()
+                },
+                quality_interval: None,
+                reconnect: ReconnectPolicy {
+                    window: Duration::from_secs(5),
+                    initial_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                },
+            },
+        )
 }
 
 fn cases() -> u32 {
@@ -309,6 +333,32 @@ async fn apply(h: &Harness, step: &Step) -> Option<Result<(), EngineError>> {
             ok(e.start_playing(REMOTE[*stream], config).await)
         }
         Step::StopPlaying { stream } => ok(e.stop_playing(REMOTE[*stream]).await),
+        Step::PlayMany { room, count } => {
+            // Answered as one: ok when any was accepted (then the others may only be
+            // refused for the stream limit), else the first refusal.
+            let mut answers = Vec::new();
+            for i in 0..*count {
+                let config = PlayerConfig {
+                    room_id: Some(ROOMS[*room].to_owned()),
+                    output: PlayOutput::None,
+                };
+                answers.push(e.start_playing(&format!("many-{i}"), config).await);
+            }
+            let unexpected = answers.iter().find_map(|a| match a {
+                Err(e) if e.code() != ErrorCode::TOO_MANY_STREAMS => Some(e.clone()),
+                _ => None,
+            });
+            match (answers.iter().any(Result::is_ok), unexpected) {
+                (true, Some(e)) if !matches!(e, EngineError::AlreadyPlaying { .. }) => {
+                    Some(Err(EngineError::Backend(BackendError::new(
+                        ErrorCode(0),
+                        format!("a refusal other than the stream limit after an acceptance: {e}"),
+                    ))))
+                }
+                (true, _) => Some(Ok(())),
+                (false, _) => answers.into_iter().find_map(Result::err).map(Err),
+            }
+        }
         Step::Broadcast { room, len } => ok(e
             .send_broadcast_message(ROOMS[*room], &"m".repeat(*len))
             .await),
@@ -505,6 +555,13 @@ fn check_invariants(
         s.user
     );
     let rooms: BTreeSet<&str> = s.rooms.iter().map(|r| r.room_id.as_str()).collect();
+    for room in &s.rooms {
+        prop_assert!(
+            settings.allowed_rooms.allows(&room.room_id),
+            "{context}: in {}, which is not allowed",
+            room.room_id
+        );
+    }
     let (joined, published, played) = {
         let double = h.rooms.state.lock().expect("double");
         (
@@ -573,6 +630,22 @@ fn check_invariants(
             peers.contains(&label),
             "{context}: peer {label} is open for no stream"
         );
+    }
+    prop_assert!(
+        s.publishing.len() + s.playing.len() <= MAX_STREAMS,
+        "{context}: {} streams",
+        s.publishing.len() + s.playing.len()
+    );
+    let desired = h.engine.desired().borrow().clone();
+    let bytes = render_state(&desired);
+    prop_assert!(
+        bytes.len() <= MAX_STATE_BYTES,
+        "{context}: {} bytes",
+        bytes.len()
+    );
+    match parse_state(&bytes) {
+        Ok(parsed) => prop_assert_eq!(parsed, desired, "{}: not the same state", context),
+        Err(e) => prop_assert!(false, "{context}: the state file cannot hold it: {e}"),
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ fn settings(mode: RoomMode) -> EngineSettings {
         max_rooms: 5,
         multi_room_enabled: true,
         quality_interval: None,
+        allowed_rooms: RoomAllowList::any(),
         reconnect: ReconnectPolicy {
             window: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(100),
@@ -296,6 +297,83 @@ async fn stream_id_in_use_1003028() {
         ),
         1003028
     );
+}
+
+/// Issue 18: `rooms.allowed` keeps the camera out of rooms someone made up, for commands
+/// and for a restore alike; an empty list allows every room.
+#[tokio::test]
+async fn rooms_off_the_allow_list_are_refused_1002906() {
+    let mut settings = settings(RoomMode::Multi);
+    settings.allowed_rooms = RoomAllowList::new(vec!["bigclass".into(), "group-*".into()]);
+    let h = Harness::start(settings);
+    let refused = h
+        .engine
+        .login_room("attacker-room", user(), None)
+        .await
+        .expect_err("not allowed");
+    assert_eq!(refused.code().as_u32(), 1002906);
+    assert!(refused.to_string().contains("rooms.allowed"), "{refused}");
+    assert!(h.rooms.calls().is_empty(), "nothing reached the SFU");
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    let saved = DesiredState {
+        rooms: vec![DesiredRoom {
+            room_id: RoomId::parse("elsewhere").unwrap(),
+            user: user(),
+            had_token: false,
+        }],
+        ..Default::default()
+    };
+    let report = h.engine.restore(saved).await.unwrap();
+    assert!(report.rooms.is_empty());
+    assert!(
+        report.refused[0].contains("1002906"),
+        "{:?}",
+        report.refused
+    );
+}
+
+/// Issue 18: the engine accepted 300 played streams the state file could not hold, and
+/// a restart lost every room. The limit is now enforced when the command arrives.
+#[tokio::test]
+async fn one_stream_past_the_limit_is_refused_1000903_and_changes_nothing() {
+    use super::limits::MAX_STREAMS;
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .start_publishing("cam", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    for n in 1..MAX_STREAMS {
+        h.engine
+            .start_playing(&format!("s{n}"), play_in("bigclass"))
+            .await
+            .unwrap();
+    }
+    let before = h.engine.state().await.unwrap();
+    assert_eq!(before.publishing.len() + before.playing.len(), MAX_STREAMS);
+    let refused = h
+        .engine
+        .start_playing("one-more", play_in("bigclass"))
+        .await
+        .expect_err("past the limit");
+    assert_eq!(refused.code().as_u32(), 1000903);
+    assert!(refused.to_string().contains("256 streams"), "{refused}");
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("cam-aux", in_room("bigclass"), Channel::Aux)
+                .await
+        ),
+        1000903
+    );
+    assert_eq!(h.engine.state().await.unwrap(), before);
+    // One stopped, one fits again.
+    h.engine.stop_playing("s1").await.unwrap();
+    h.engine
+        .start_playing("one-more", play_in("bigclass"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

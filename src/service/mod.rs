@@ -207,7 +207,11 @@ pub async fn run(
             info!("saved state in {}: {state}", store.path().display());
             Some(state.clone())
         }
-        Loaded::SetAside { .. } => None,
+        // Written again (the part kept, once restored).
+        Loaded::Partly { .. } | Loaded::SetAside { .. } => None,
+        // Left as it is until a command changes the rooms: it may be readable again
+        // after a fix, and an empty state must not replace it.
+        Loaded::Unreadable { .. } => Some(DesiredState::default()),
     };
     let mut current =
         Generation::start(config, text, None, loaded.state(), on_disk, &shutdown).await?;

@@ -13,33 +13,42 @@
 //! - Written atomically ([`StateStore::save`]): a temporary file in the same folder,
 //!   fsync, rename over `state.json`, fsync of the folder. A crash (or `kill -9`, or a
 //!   power cut) leaves either the old file or the new one, never a mix.
-//! - Read with [`parse_state`], a pure function of the bytes (the fuzz target). A file
-//!   that cannot be read or parsed is renamed aside (`state.json.corrupt-<UTC time>`)
-//!   with a warning and the agent starts with no rooms: never a crash.
+//! - Holds what the engine holds: the limits are the engine's own
+//!   ([`crate::engine::limits`]), enforced when a command arrives, so every state the
+//!   engine can reach is read back whole ([`parse_state`] of [`render_state`]).
+//! - Read with [`salvage_state`], a pure function of the bytes (with [`parse_state`], its
+//!   strict form, the fuzz targets). A file that is partly invalid, cut short or too
+//!   large keeps what is valid — rooms first, then the streams of those rooms, up to the
+//!   limits — and a copy of the original is set aside (`state.json.corrupt-<UTC time>`)
+//!   with a warning naming what was left out. A file with nothing usable (not JSON, no or
+//!   another `version`) is set aside and the agent starts with no rooms: never a crash.
+//!   At most [`MAX_SET_ASIDE`] set-aside files are kept (the oldest go).
+//! - A file that exists but cannot be read (permissions, an I/O error of the card) is
+//!   not corrupt: it is left where it is, the agent starts with no rooms and says so,
+//!   and the file is overwritten only once a command changes the rooms.
 //! - No secret is ever in it (see [`crate::engine::desired`]): login tokens are not kept,
 //!   only `had_token`.
 //! - `version` changes when the meaning of a field does; a newer file is set aside, not
 //!   half-understood.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::{debug, info, warn};
 
 pub use crate::engine::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState};
+pub use crate::engine::limits::{MAX_ROOMS, MAX_STATE_BYTES, MAX_STREAMS};
 
 /// The version this roomcast writes and reads.
 pub const STATE_VERSION: u64 = 1;
-/// A state file larger than this is not read (a real one is a few KiB).
-pub const MAX_STATE_BYTES: usize = 1024 * 1024;
-/// At most this many rooms (the config's `rooms.max_rooms` limit).
-pub const MAX_ROOMS: usize = crate::config::MAX_ROOMS_LIMIT;
-/// At most this many published plus played streams.
-pub const MAX_STREAMS: usize = 256;
+/// At most this many set-aside files (`state.json.corrupt-*`) are kept in `state_dir`.
+pub const MAX_SET_ASIDE: usize = 5;
 
 /// Why a state file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +156,170 @@ fn check(state: &DesiredState) -> Result<(), StateError> {
     Ok(())
 }
 
+/// What [`salvage_state`] kept of a state file, and what it left out (each with why).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Salvaged {
+    pub state: DesiredState,
+    pub left_out: Vec<String>,
+}
+
+/// The parts of a file as found, before any rule: raw entries, so that one bad entry
+/// costs only itself.
+#[derive(Default)]
+struct Found {
+    version: Option<Value>,
+    rooms: Vec<Value>,
+    publishing: Vec<Value>,
+    playing: Vec<Value>,
+    unknown: Vec<String>,
+}
+
+/// Reads the top-level object key by key into a [`Found`]. Entries are stored as they
+/// are read, so a file cut short (or broken) part way keeps everything before the cut.
+struct FileSeed<'a>(&'a mut Found);
+
+impl<'de> DeserializeSeed<'de> for FileSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FileSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a state file object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "version" => self.0.version = Some(map.next_value()?),
+                "rooms" => map.next_value_seed(ListSeed(&mut self.0.rooms))?,
+                "publishing" => map.next_value_seed(ListSeed(&mut self.0.publishing))?,
+                "playing" => map.next_value_seed(ListSeed(&mut self.0.playing))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    self.0.unknown.push(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ListSeed<'a>(&'a mut Vec<Value>);
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(entry) = seq.next_element::<Value>()? {
+            self.0.push(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Reads what can be used of a state file: every valid room (the first [`MAX_ROOMS`]),
+/// then every valid stream of those rooms (published first, [`MAX_STREAMS`] in all). Pure:
+/// no I/O, no panics, whatever the bytes. Fails only when nothing can be trusted: not a
+/// JSON object, no `version`, or a version this roomcast does not read. For a file
+/// [`parse_state`] accepts, the same state with nothing left out.
+pub fn salvage_state(bytes: &[u8]) -> Result<Salvaged, StateError> {
+    let mut left_out = Vec::new();
+    let bytes = if bytes.len() > MAX_STATE_BYTES {
+        left_out.push(format!(
+            "everything after the first {MAX_STATE_BYTES} bytes (the file is larger)"
+        ));
+        &bytes[..MAX_STATE_BYTES]
+    } else {
+        bytes
+    };
+    let mut found = Found::default();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let read = FileSeed(&mut found)
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    match (&found.version, read) {
+        (None, Err(e)) => return Err(StateError::Json(e)),
+        (None, Ok(())) => return Err(StateError::NoVersion),
+        (Some(Value::Number(n)), read) if n.as_u64() == Some(STATE_VERSION) => {
+            if let Err(e) = read {
+                left_out.push(format!("what follows a break in the file ({e})"));
+            }
+        }
+        (Some(other), _) => return Err(StateError::UnsupportedVersion(other.to_string())),
+    }
+    for key in &found.unknown {
+        left_out.push(format!("the unknown field `{key}`"));
+    }
+
+    let mut state = DesiredState::default();
+    for (i, raw) in found.rooms.into_iter().enumerate() {
+        match DesiredRoom::deserialize(raw) {
+            Err(e) => left_out.push(format!("room #{}: {e}", i + 1)),
+            Ok(room) if state.rooms.iter().any(|r| r.room_id == room.room_id) => {
+                left_out.push(format!("room `{}`: listed twice", room.room_id));
+            }
+            Ok(room) if state.rooms.len() >= MAX_ROOMS => {
+                left_out.push(format!(
+                    "room `{}`: more than {MAX_ROOMS} rooms",
+                    room.room_id
+                ));
+            }
+            Ok(room) => state.rooms.push(room),
+        }
+    }
+    let has_room =
+        |rooms: &[DesiredRoom], id: &crate::engine::RoomId| rooms.iter().any(|r| &r.room_id == id);
+    for (i, raw) in found.publishing.into_iter().enumerate() {
+        let streams = state.publishing.len() + state.playing.len();
+        match DesiredPublish::deserialize(raw) {
+            Err(e) => left_out.push(format!("published stream #{}: {e}", i + 1)),
+            Ok(p) if !has_room(&state.rooms, &p.room_id) => left_out.push(format!(
+                "published stream `{}`: its room `{}` is not kept",
+                p.stream_id, p.room_id
+            )),
+            Ok(p) if state.publishing.iter().any(|q| q.stream_id == p.stream_id) => {
+                left_out.push(format!("published stream `{}`: listed twice", p.stream_id));
+            }
+            Ok(p) if streams >= MAX_STREAMS => left_out.push(format!(
+                "published stream `{}`: more than {MAX_STREAMS} streams",
+                p.stream_id
+            )),
+            Ok(p) => state.publishing.push(p),
+        }
+    }
+    for (i, raw) in found.playing.into_iter().enumerate() {
+        let streams = state.publishing.len() + state.playing.len();
+        match DesiredPlay::deserialize(raw) {
+            Err(e) => left_out.push(format!("played stream #{}: {e}", i + 1)),
+            Ok(p) if !has_room(&state.rooms, &p.room_id) => left_out.push(format!(
+                "played stream `{}`: its room `{}` is not kept",
+                p.stream_id, p.room_id
+            )),
+            Ok(p) if state.playing.iter().any(|q| q.stream_id == p.stream_id) => {
+                left_out.push(format!("played stream `{}`: listed twice", p.stream_id));
+            }
+            Ok(p) if streams >= MAX_STREAMS => left_out.push(format!(
+                "played stream `{}`: more than {MAX_STREAMS} streams",
+                p.stream_id
+            )),
+            Ok(p) => state.playing.push(p),
+        }
+    }
+    Ok(Salvaged { state, left_out })
+}
+
 /// The file's bytes for `state` (what [`parse_state`] reads back).
 pub fn render_state(state: &DesiredState) -> Vec<u8> {
     let file = FileV1 {
@@ -166,21 +339,43 @@ pub enum Loaded {
     /// No state file: a first start, or nothing was ever joined.
     Missing,
     Read(DesiredState),
-    /// The file could not be used; it was renamed to `to` (when that worked).
+    /// Part of the file could not be used: `state` is what could, and is restored. The
+    /// original was set aside as `copy` (when that worked); the file now holds `state`.
+    Partly {
+        state: DesiredState,
+        left_out: Vec<String>,
+        copy: Option<PathBuf>,
+    },
+    /// Nothing of the file could be used; it was renamed to `to` (when that worked).
     SetAside {
         why: String,
         to: Option<PathBuf>,
     },
+    /// The file exists but cannot be read (permissions, an I/O error). It is left as it
+    /// is: not corrupt, perhaps readable again after a fix.
+    Unreadable {
+        why: String,
+    },
 }
 
 impl Loaded {
-    /// The state to restore: empty unless one was read.
+    /// The state to restore: empty unless one (or part of one) was read.
     pub fn state(&self) -> DesiredState {
         match self {
-            Loaded::Read(state) => state.clone(),
+            Loaded::Read(state) | Loaded::Partly { state, .. } => state.clone(),
             _ => DesiredState::default(),
         }
     }
+}
+
+/// Reads at most `MAX_STATE_BYTES + 1` bytes: enough to know a file is too large, never
+/// a whole huge one in memory.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_STATE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The state file of one `state_dir`.
@@ -204,20 +399,40 @@ impl StateStore {
         self.path.with_file_name(name)
     }
 
-    /// Reads the saved state. A missing file is no error; an unreadable or corrupt one
-    /// is set aside with a warning. Never fails.
+    /// Reads the saved state, keeping what is valid of a partly invalid file. A missing
+    /// file is no error; an unreadable one is left alone; one with nothing usable is set
+    /// aside. Never fails.
     pub fn load(&self) -> Loaded {
+        self.load_with(read_bounded)
+    }
+
+    fn load_with(&self, read: impl FnOnce(&Path) -> io::Result<Vec<u8>>) -> Loaded {
         // A crash in the middle of a save leaves the temporary file: it is not the state.
         let temp = self.temp_path();
         if temp.exists() {
             debug!("removing {} left by an interrupted save", temp.display());
             let _ = fs::remove_file(&temp);
         }
-        let why = match fs::read(&self.path) {
+        let why = match read(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
-            Err(e) => format!("cannot be read: {e}"),
-            Ok(bytes) => match parse_state(&bytes) {
-                Ok(state) => return Loaded::Read(state),
+            // A folder in its place is nobody's state: set aside like a corrupt file.
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => format!("cannot be read: {e}"),
+            Err(e) => {
+                let why = format!("cannot be read: {e}");
+                warn!(
+                    "the state file {} {why}; starting with no rooms. It is left as it is \
+                     (not corrupt): fix its owner and permissions (the service runs as the \
+                     roomcast user) or check the storage, then restart roomcast. It is \
+                     overwritten only once a command changes the rooms",
+                    self.path.display()
+                );
+                return Loaded::Unreadable { why };
+            }
+            Ok(bytes) => match salvage_state(&bytes) {
+                Ok(Salvaged { state, left_out }) if left_out.is_empty() => {
+                    return Loaded::Read(state);
+                }
+                Ok(Salvaged { state, left_out }) => return self.keep_part(state, left_out),
                 Err(e) => e.to_string(),
             },
         };
@@ -229,6 +444,7 @@ impl StateStore {
                     self.path.display(),
                     aside.display()
                 );
+                self.prune_set_aside();
                 Some(aside)
             }
             Err(e) => {
@@ -240,6 +456,98 @@ impl StateStore {
             }
         };
         Loaded::SetAside { why, to }
+    }
+
+    /// Sets the original aside (a hard link, or a copy where links are not possible)
+    /// and replaces the file with the part kept: at no moment is there no state file.
+    fn keep_part(&self, state: DesiredState, left_out: Vec<String>) -> Loaded {
+        let aside = self.aside_path();
+        let copy = match fs::hard_link(&self.path, &aside)
+            .or_else(|_| fs::copy(&self.path, &aside).map(|_| ()))
+        {
+            Ok(()) => Some(aside),
+            Err(e) => {
+                warn!(
+                    "cannot keep a copy of the state file {} as {} ({e})",
+                    self.path.display(),
+                    aside.display()
+                );
+                None
+            }
+        };
+        let shown: Vec<&str> = left_out.iter().take(5).map(String::as_str).collect();
+        let more = left_out.len().saturating_sub(shown.len());
+        warn!(
+            "the state file {} is partly invalid: restoring {state}; left out {} item(s): {}{}. \
+             The original is set aside as {}",
+            self.path.display(),
+            left_out.len(),
+            shown.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            },
+            copy.as_ref()
+                .map_or_else(|| "(nowhere)".to_owned(), |p| p.display().to_string())
+        );
+        if let Err(e) = self.save(&state) {
+            warn!(
+                "cannot write the kept part back to {} ({e}); it is written again once the rooms change",
+                self.path.display()
+            );
+        }
+        self.prune_set_aside();
+        Loaded::Partly {
+            state,
+            left_out,
+            copy,
+        }
+    }
+
+    /// Removes the oldest set-aside files beyond [`MAX_SET_ASIDE`].
+    fn prune_set_aside(&self) {
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut prefix = self.path.file_name().unwrap_or_default().to_os_string();
+        prefix.push(".corrupt-");
+        let prefix = prefix.to_string_lossy().into_owned();
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let mut aside: Vec<(SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| {
+                let modified = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(UNIX_EPOCH);
+                (modified, e.path())
+            })
+            .collect();
+        if aside.len() <= MAX_SET_ASIDE {
+            return;
+        }
+        aside.sort();
+        for (_, old) in &aside[..aside.len() - MAX_SET_ASIDE] {
+            match fs::remove_file(old) {
+                Ok(()) => info!(
+                    "removed the old set-aside state file {} (at most {MAX_SET_ASIDE} are kept)",
+                    old.display()
+                ),
+                Err(e) => warn!(
+                    "cannot remove the old set-aside state file {}: {e}",
+                    old.display()
+                ),
+            }
+        }
     }
 
     /// `state.json.corrupt-20250114T083000Z` (a counter is added if that exists).
@@ -456,7 +764,7 @@ mod tests {
     fn a_corrupt_file_is_set_aside_never_a_crash() {
         let dir = temp_dir("corrupt");
         let store = StateStore::new(dir.join("state.json"));
-        fs::write(store.path(), b"{\"version\": 1, \"rooms\": [").unwrap();
+        fs::write(store.path(), b"{\"rooms\": [").unwrap();
         let Loaded::SetAside { why, to: Some(to) } = store.load() else {
             panic!("set aside")
         };
@@ -464,7 +772,7 @@ mod tests {
         assert!(!store.path().exists());
         let name = to.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with("state.json.corrupt-20"), "{name}");
-        assert_eq!(fs::read(&to).unwrap(), b"{\"version\": 1, \"rooms\": [");
+        assert_eq!(fs::read(&to).unwrap(), b"{\"rooms\": [");
         // A second corrupt file in the same second gets its own name.
         fs::write(store.path(), b"garbage").unwrap();
         let Loaded::SetAside {
@@ -478,6 +786,252 @@ mod tests {
         fs::create_dir(store.path()).unwrap();
         assert!(matches!(store.load(), Loaded::SetAside { to: Some(_), .. }));
         assert!(matches!(store.load(), Loaded::Missing));
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    fn user(n: usize) -> User {
+        User::parse(format!("box-{n}"), "Box").unwrap()
+    }
+
+    fn room(id: &str) -> DesiredRoom {
+        DesiredRoom {
+            room_id: RoomId::parse(id).unwrap(),
+            user: user(17),
+            had_token: false,
+        }
+    }
+
+    fn play(stream: &str, room: &str) -> DesiredPlay {
+        DesiredPlay {
+            stream_id: StreamId::parse(stream).unwrap(),
+            room_id: RoomId::parse(room).unwrap(),
+            output: PlayOutput::None,
+        }
+    }
+
+    /// The limits in `engine::limits` agree with the file: the largest state the engine
+    /// can hold — every room and stream there may be, every id at its longest and made
+    /// of the characters JSON escapes — renders within MAX_STATE_BYTES and reads back.
+    #[test]
+    fn a_full_state_fits_in_the_state_file() {
+        use crate::engine::types::{ROOM_ID_LIMIT, STREAM_ID_MAX, USER_ID_LIMIT, USER_NAME_LIMIT};
+        let long_room = |n: usize| {
+            let id = format!("{n:02}{}", "\\".repeat(ROOM_ID_LIMIT - 3));
+            RoomId::parse(id).unwrap()
+        };
+        let user = User::parse(
+            "\\".repeat(USER_ID_LIMIT - 1),
+            "\"".repeat(USER_NAME_LIMIT - 1),
+        )
+        .unwrap();
+        let rooms: Vec<DesiredRoom> = (0..MAX_ROOMS)
+            .map(|n| DesiredRoom {
+                room_id: long_room(n),
+                user: user.clone(),
+                had_token: true,
+            })
+            .collect();
+        let stream = |n: usize| {
+            let id = format!("{n:03}{}", "x".repeat(STREAM_ID_MAX - 3));
+            StreamId::parse(id).unwrap()
+        };
+        let half = MAX_STREAMS / 2;
+        let state = DesiredState {
+            publishing: (0..half)
+                .map(|n| DesiredPublish {
+                    stream_id: stream(n),
+                    room_id: long_room(n % MAX_ROOMS),
+                    channel: Channel::Main,
+                })
+                .collect(),
+            playing: (half..MAX_STREAMS)
+                .map(|n| DesiredPlay {
+                    stream_id: stream(n),
+                    room_id: long_room(n % MAX_ROOMS),
+                    output: PlayOutput::Display,
+                })
+                .collect(),
+            rooms,
+        };
+        let bytes = render_state(&state);
+        println!(
+            "the largest state: {} bytes of {MAX_STATE_BYTES}",
+            bytes.len()
+        );
+        assert!(bytes.len() <= MAX_STATE_BYTES / 2, "{} bytes", bytes.len());
+        assert_eq!(parse_state(&bytes).unwrap(), state);
+        let salvaged = salvage_state(&bytes).unwrap();
+        assert!(salvaged.left_out.is_empty(), "{:?}", salvaged.left_out);
+        assert_eq!(salvaged.state, state);
+    }
+
+    /// The issue's file: 300 played streams in one room. It used to be set aside whole
+    /// (no rooms after a restart); now the room and the first 256 streams are kept.
+    #[test]
+    fn too_many_streams_keep_the_room_and_the_first_streams() {
+        let state = DesiredState {
+            rooms: vec![room("bigclass")],
+            playing: (0..300)
+                .map(|n| play(&format!("s{n}"), "bigclass"))
+                .collect(),
+            ..Default::default()
+        };
+        let bytes = render_state(&state);
+        assert!(parse_state(&bytes).is_err(), "the strict reader refuses it");
+        let Salvaged {
+            state: kept,
+            left_out,
+        } = salvage_state(&bytes).unwrap();
+        assert_eq!(kept.rooms, vec![room("bigclass")]);
+        assert_eq!(kept.playing.len(), MAX_STREAMS);
+        assert_eq!(kept.playing[..], state.playing[..MAX_STREAMS]);
+        assert_eq!(left_out.len(), 300 - MAX_STREAMS);
+        assert!(
+            left_out[0].contains("more than 256 streams"),
+            "{left_out:?}"
+        );
+    }
+
+    #[test]
+    fn a_partly_invalid_file_keeps_what_is_valid_rooms_first() {
+        let text = br#"{"version": 1, "color": "red",
+            "playing": [{"stream_id": "a", "room_id": "r1", "output": "none"},
+                        {"stream_id": "b", "room_id": "gone", "output": "none"},
+                        {"stream_id": "c", "room_id": "r1", "output": "tv"}],
+            "rooms": [{"room_id": "r1", "user": {"user_id": "box-17", "user_name": "Box"}},
+                      {"room_id": "", "user": {"user_id": "box-17", "user_name": "Box"}},
+                      {"room_id": "r1", "user": {"user_id": "box-17", "user_name": "Box"}},
+                      {"room_id": "r2", "user": {"user_id": "box-17", "user_name": "Box"}, "token": "x"},
+                      7,
+                      {"room_id": "r3", "user": {"user_id": "box-17", "user_name": "Box"}}]}"#;
+        let Salvaged { state, left_out } = salvage_state(text).unwrap();
+        assert_eq!(state.rooms, vec![room("r1"), room("r3")]);
+        assert_eq!(state.playing, vec![play("a", "r1")]);
+        let all = left_out.join("\n");
+        for expected in [
+            "unknown field `color`",
+            "room #2",
+            "room `r1`: listed twice",
+            "unknown field `token`",
+            "room #5",
+            "`gone` is not kept",
+            "unknown variant `tv`",
+        ] {
+            assert!(all.contains(expected), "{expected:?} not in {all}");
+        }
+        // Cut short (a power cut on a file system without atomic rename, or a file too
+        // large): what comes before the cut is kept.
+        let full = render_state(&DesiredState {
+            rooms: vec![room("r1"), room("r2")],
+            playing: vec![play("a", "r1"), play("b", "r2")],
+            ..Default::default()
+        });
+        let text = String::from_utf8(full.clone()).unwrap();
+        let cut = text.find("\"b\"").unwrap();
+        let Salvaged { state, left_out } = salvage_state(&full[..cut]).unwrap();
+        assert_eq!(state.rooms, vec![room("r1"), room("r2")]);
+        assert_eq!(state.playing, vec![play("a", "r1")]);
+        assert!(left_out[0].contains("a break in the file"), "{left_out:?}");
+        let mut huge = full.clone();
+        huge.truncate(full.len() - 3);
+        huge.extend(std::iter::repeat_n(b' ', MAX_STATE_BYTES));
+        let Salvaged { state, left_out } = salvage_state(&huge).unwrap();
+        assert_eq!(state.rooms.len(), 2);
+        assert_eq!(state.playing.len(), 2);
+        assert!(left_out[0].contains("after the first"), "{left_out:?}");
+        // Nothing to trust: refused whole.
+        for bad in [
+            &b"[]"[..],
+            b"{}",
+            br#"{"version": 2, "rooms": []}"#,
+            b"\xff",
+        ] {
+            assert!(
+                salvage_state(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn load_keeps_the_valid_part_and_sets_the_original_aside() {
+        let dir = temp_dir("partly");
+        let store = StateStore::new(dir.join("state.json"));
+        let state = DesiredState {
+            rooms: vec![room("bigclass")],
+            playing: (0..300)
+                .map(|n| play(&format!("s{n}"), "bigclass"))
+                .collect(),
+            ..Default::default()
+        };
+        let original = render_state(&state);
+        fs::write(store.path(), &original).unwrap();
+        let Loaded::Partly {
+            state: kept,
+            left_out,
+            copy: Some(copy),
+        } = store.load()
+        else {
+            panic!("partly")
+        };
+        assert_eq!(kept.rooms.len(), 1);
+        assert_eq!(kept.playing.len(), MAX_STREAMS);
+        assert_eq!(left_out.len(), 44);
+        assert_eq!(
+            fs::read(&copy).unwrap(),
+            original,
+            "the original is kept aside"
+        );
+        // The file now holds the part kept: the next start reads it as it is.
+        match store.load() {
+            Loaded::Read(again) => assert_eq!(again, kept),
+            other => panic!("{other:?}"),
+        }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    /// EACCES or EIO is not corruption: the file stays where it is, untouched.
+    #[test]
+    fn an_unreadable_file_is_left_alone() {
+        let dir = temp_dir("unreadable");
+        let store = StateStore::new(dir.join("state.json"));
+        store.save(&sample()).unwrap();
+        for errno in [libc::EACCES, libc::EIO] {
+            let loaded = store.load_with(|_| Err(io::Error::from_raw_os_error(errno)));
+            let Loaded::Unreadable { why } = &loaded else {
+                panic!("{loaded:?}")
+            };
+            assert!(why.contains("cannot be read"), "{why}");
+            assert_eq!(loaded.state(), DesiredState::default());
+            assert_eq!(
+                parse_state(&fs::read(store.path()).unwrap()).unwrap(),
+                sample()
+            );
+        }
+        let entries = fs::read_dir(&dir).unwrap().count();
+        assert_eq!(entries, 1, "nothing set aside");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn set_aside_files_are_bounded() {
+        let dir = temp_dir("bounded");
+        let store = StateStore::new(dir.join("state.json"));
+        for n in 0..MAX_SET_ASIDE + 4 {
+            fs::write(store.path(), format!("garbage {n}")).unwrap();
+            assert!(matches!(store.load(), Loaded::SetAside { to: Some(_), .. }));
+        }
+        let mut aside: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        aside.sort();
+        assert_eq!(aside.len(), MAX_SET_ASIDE, "{aside:?}");
+        assert!(
+            aside.contains(&format!("garbage {}", MAX_SET_ASIDE + 3)),
+            "the newest is kept"
+        );
         fs::remove_dir_all(&dir).ok();
     }
 

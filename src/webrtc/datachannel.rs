@@ -9,10 +9,19 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Negotiator, WebRtcError};
+use crate::base::lossy;
 use crate::engine::backend::{IceCandidate, PeerState};
 
 /// The label Janus's TextRoom expects.
 const LABEL: &str = "JanusDataChannel";
+/// Received texts queued before the oldest are dropped (and counted): what other
+/// participants send cannot grow the box's memory without end.
+pub const INCOMING_BUFFER: usize = 128;
+/// Received texts larger than this are dropped (and counted). TextRoom's own messages
+/// are small (a broadcast from roomcast is at most 1024 bytes plus its envelope); the
+/// largest is a join's participant list (~60 bytes a participant with usual names, so
+/// rooms of several hundred). SCTP itself carries at most 64 KiB here.
+pub const MAX_INCOMING_TEXT: usize = 32 * 1024;
 
 /// A `webrtcbin` in a pipeline of its own, answering the SFU's offer and opening one
 /// data channel. Text received on any channel arrives on [`DataChannelPeer::take_incoming`].
@@ -21,8 +30,10 @@ pub struct DataChannelPeer {
     negotiator: Negotiator,
     channel: Mutex<Option<gst_webrtc::WebRTCDataChannel>>,
     open: watch::Sender<bool>,
-    incoming_tx: mpsc::UnboundedSender<String>,
-    incoming: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    incoming_tx: lossy::Sender<String>,
+    incoming: Mutex<Option<lossy::Receiver<String>>>,
+    /// Received texts dropped for their size.
+    too_large: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -35,7 +46,7 @@ impl DataChannelPeer {
             .add(negotiator.element())
             .map_err(|e| WebRtcError::Pipeline(e.to_string()))?;
         let (open, _) = watch::channel(false);
-        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming) = lossy::channel(INCOMING_BUFFER, "TextRoom messages");
         let peer = Arc::new(Self {
             pipeline,
             negotiator,
@@ -43,6 +54,7 @@ impl DataChannelPeer {
             open,
             incoming_tx,
             incoming: Mutex::new(Some(incoming)),
+            too_large: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             stop: CancellationToken::new(),
         });
 
@@ -97,10 +109,20 @@ impl DataChannelPeer {
 
     fn watch_channel(&self, channel: &gst_webrtc::WebRTCDataChannel) {
         let incoming = self.incoming_tx.clone();
+        let too_large = self.too_large.clone();
         channel.connect_on_message_string(move |_, text| {
-            if let Some(text) = text {
-                let _ = incoming.send(text.to_owned());
+            let Some(text) = text else { return };
+            if text.len() > MAX_INCOMING_TEXT {
+                let dropped = too_large.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        "a TextRoom message of {} bytes was dropped (at most {MAX_INCOMING_TEXT}); {dropped} so far",
+                        text.len()
+                    );
+                }
+                return;
             }
+            let _ = incoming.send(text.to_owned());
         });
     }
 
@@ -199,7 +221,7 @@ impl DataChannelPeer {
             })
     }
 
-    pub fn take_incoming(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+    pub fn take_incoming(&self) -> Option<lossy::Receiver<String>> {
         self.incoming.lock().ok()?.take()
     }
 

@@ -5,6 +5,7 @@
 //! hold weak references to elements.
 
 mod datachannel;
+pub use datachannel::{INCOMING_BUFFER, MAX_INCOMING_TEXT};
 pub mod srtp_crypto;
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -62,7 +63,10 @@ fn install_srtp_crypto() {
     match srtp_crypto::install() {
         Ok(_) => tracing::debug!("SRTP: AES-ICM and HMAC-SHA1 handed to libsrtp"),
         // Expected on a Pi 4 or a 32-bit board: not a fault.
-        Err(e @ srtp_crypto::SrtpCryptoError::NoAesInstructions { .. }) => {
+        Err(
+            e @ (srtp_crypto::SrtpCryptoError::NoAesInstructions { .. }
+            | srtp_crypto::SrtpCryptoError::UntestedVersion { .. }),
+        ) => {
             tracing::info!("SRTP: {e}")
         }
         Err(e) => tracing::warn!(

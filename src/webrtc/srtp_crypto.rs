@@ -24,6 +24,12 @@
 //! SRTP plugin links), so the build needs no libsrtp headers. When it cannot be found
 //! or refuses a replacement, SRTP stays on libsrtp's own primitives and the agent says
 //! so; `ROOMCAST_SRTP_CRYPTO=libsrtp` keeps them on purpose.
+//!
+//! The replacement relies on libsrtp's internal tables (`srtp_cipher_type_t`,
+//! `srtp_auth_type_t`) keeping the layout it was checked against, which libsrtp does not
+//! promise across versions. It is installed only on the versions in [`TESTED_VERSIONS`]
+//! (checked byte for byte by `tests/srtp_crypto.rs`); any other keeps libsrtp's own
+//! primitives, with an info line saying which version was found.
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 
@@ -32,9 +38,32 @@ use aes::cipher::generic_array::GenericArray;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use sha1::{Digest, Sha1};
 
+/// libsrtp versions (major, minor) the replacement was checked on, byte for byte against
+/// libsrtp's own primitives (`tests/srtp_crypto.rs`): 2.5 (Debian 12), 2.7 (Debian 13).
+pub const TESTED_VERSIONS: [(u32, u32); 2] = [(2, 5), (2, 7)];
+
+/// Whether `version` (libsrtp's `srtp_get_version()`: major << 24 | minor << 16 |
+/// micro) is one the replacement was checked on.
+pub fn version_tested(version: u32) -> bool {
+    TESTED_VERSIONS.contains(&(version >> 24, (version >> 16) & 0xff))
+}
+
+fn version_string(version: u32) -> String {
+    format!(
+        "{}.{}.{}",
+        version >> 24,
+        (version >> 16) & 0xff,
+        version & 0xffff
+    )
+}
+
 /// Why libsrtp still uses its own primitives (or some of them).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SrtpCryptoError {
+    #[error(
+        "libsrtp {found} is not a version roomcast's AES-ICM and HMAC-SHA1 were checked on          (2.5 and 2.7); libsrtp keeps its own"
+    )]
+    UntestedVersion { found: String },
     #[error(
         "this CPU has no AES instructions, where NSS's table-driven AES beats constant-time \
          software AES; libsrtp keeps its AES-ICM (HMAC-SHA1 replaced: {hmac})"
@@ -282,6 +311,14 @@ fn install_once() -> Result<Installed, SrtpCryptoError> {
                 Ok(found)
             }
         };
+        let get_version: unsafe extern "C" fn() -> c_uint =
+            std::mem::transmute(symbol(c"srtp_get_version")?);
+        let version = get_version();
+        if !version_tested(version) {
+            return Err(SrtpCryptoError::UntestedVersion {
+                found: version_string(version),
+            });
+        }
         // srtp_init() cannot be used to make sure: a second call fails on its debug
         // module. The kernel's own init is a no-op on an initialised kernel (it re-runs
         // the self-tests) and initialises one that is not, so that our types replace
@@ -683,6 +720,32 @@ unsafe extern "C" fn hmac_compute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18: only libsrtp 2.5 and 2.7 get the replacement.
+    #[test]
+    fn only_tested_libsrtp_versions_get_the_replacement() {
+        let v = |major: u32, minor: u32, micro: u32| major << 24 | minor << 16 | micro;
+        assert!(version_tested(v(2, 5, 0)));
+        assert!(version_tested(v(2, 7, 3)));
+        for other in [
+            v(2, 4, 2),
+            v(2, 6, 0),
+            v(2, 8, 0),
+            v(3, 0, 0),
+            v(1, 5, 0),
+            0,
+        ] {
+            assert!(!version_tested(other), "{}", version_string(other));
+        }
+        assert_eq!(version_string(v(2, 6, 1)), "2.6.1");
+        let error = SrtpCryptoError::UntestedVersion {
+            found: version_string(v(2, 6, 1)),
+        };
+        assert!(
+            error.to_string().contains("libsrtp 2.6.1 is not a version"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn icm_gives_libsrtps_known_answer() {

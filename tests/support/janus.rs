@@ -16,6 +16,8 @@ pub struct Janus {
     /// Where the WebSocket API listens: loopback, or an address a box in another
     /// namespace reaches (`uplink::BoxNet`).
     ws_ip: String,
+    /// `wss://` too: its port and the certificate and key files (PEM).
+    wss: Option<(u16, PathBuf, PathBuf)>,
     child: Option<Child>,
     starts: u32,
 }
@@ -39,11 +41,29 @@ impl Janus {
 
     /// Starts Janus with extra lines in the `general` section (e.g. an api_secret).
     pub fn start_with(extra_general: &str) -> Self {
-        Self::start_at("127.0.0.1", extra_general)
+        Self::start_configured("127.0.0.1", extra_general, None)
     }
 
     /// Starts Janus with its WebSocket API on `ws_ip` (an address of this namespace).
     pub fn start_at(ws_ip: &str, extra_general: &str) -> Self {
+        Self::start_configured(ws_ip, extra_general, None)
+    }
+
+    /// Starts Janus serving `wss://` as well ([`Janus::wss_url`]) with this certificate
+    /// and key (PEM), e.g. from [`super::certs::make_certs`].
+    pub fn start_wss(cert: &Path, key: &Path) -> Self {
+        Self::start_configured(
+            "127.0.0.1",
+            "",
+            Some((free_port(), cert.to_owned(), key.to_owned())),
+        )
+    }
+
+    fn start_configured(
+        ws_ip: &str,
+        extra_general: &str,
+        wss: Option<(u16, PathBuf, PathBuf)>,
+    ) -> Self {
         super::require_netns();
         let mut janus = Self {
             ws_ip: ws_ip.to_owned(),
@@ -52,12 +72,18 @@ impl Janus {
             admin_port: free_port(),
             admin_secret: format!("admin-{}", std::process::id()),
             extra_general: extra_general.to_owned(),
+            wss,
             child: None,
             starts: 0,
         };
         janus.write_config();
         janus.launch();
         janus
+    }
+
+    pub fn wss_url(&self) -> String {
+        let (port, ..) = self.wss.as_ref().expect("started with start_wss");
+        format!("wss://127.0.0.1:{port}")
     }
 
     fn write_config(&self) {
@@ -68,8 +94,20 @@ impl Janus {
             if path.extension().and_then(|e| e.to_str()) != Some("jcfg") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path)
-                .expect("read template")
+            let mut text = std::fs::read_to_string(&path).expect("read template");
+            if let (Some((port, cert, key)), Some("janus.transport.websockets.jcfg")) =
+                (&self.wss, path.file_name().and_then(|n| n.to_str()))
+            {
+                text = text.replace(
+                    "wss = false",
+                    &format!("wss = true\n\twss_port = {port}\n\twss_ip = \"127.0.0.1\""),
+                ) + &format!(
+                    "certificates: {{\n\tcert_pem = \"{}\"\n\tcert_key = \"{}\"\n}}\n",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            let text = text
                 .replace("@CONFIG_DIR@", &self.dir.path().display().to_string())
                 .replace("@JANUS_LIBDIR@", &libdir().display().to_string())
                 .replace("@ADMIN_SECRET@", &self.admin_secret)
@@ -235,6 +273,25 @@ impl Janus {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Whether the VideoRoom and the TextRoom `room` exist.
+    pub async fn rooms_exist(&self, room: &str) -> (bool, bool) {
+        let mut exist = [false; 2];
+        for (i, plugin) in ["janus.plugin.videoroom", "janus.plugin.textroom"]
+            .iter()
+            .enumerate()
+        {
+            let reply = self
+                .admin(
+                    "",
+                    serde_json::json!({"janus": "message_plugin", "plugin": plugin,
+                        "request": {"request": "exists", "room": room, "transaction": "admin"}}),
+                )
+                .await;
+            exist[i] = reply["response"]["exists"] == true;
+        }
+        (exist[0], exist[1])
     }
 
     /// `listparticipants` of a TextRoom.

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod browser;
+pub mod certs;
 pub mod dashboard;
 pub mod janus;
 pub mod janus_ws;

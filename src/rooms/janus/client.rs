@@ -24,6 +24,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use crate::base::lossy;
+
 use super::protocol::{Auth, Incoming, Jsep, PluginData, Request, TrickleCandidate};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -59,6 +61,8 @@ pub enum JanusError {
 pub struct ClientConfig {
     pub url: String,
     pub auth: Auth,
+    /// For `wss://`: trust only this CA (PEM), not the system's roots (`janus.ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
     pub request_timeout: Duration,
     pub keepalive_interval: Duration,
     pub reconnect_initial: Duration,
@@ -105,7 +109,7 @@ enum Pending {
     /// `attach`: registers the handle's event stream and resolves with its id.
     Attach {
         session_id: u64,
-        events: mpsc::UnboundedSender<HandleEvent>,
+        events: lossy::Sender<HandleEvent>,
         reply: oneshot::Sender<Result<(u64, u64), JanusError>>,
     },
     /// `message`: resolves on `success` or on the `event` after an `ack`.
@@ -133,7 +137,7 @@ impl Pending {
 enum Command {
     Attach {
         plugin: String,
-        events: mpsc::UnboundedSender<HandleEvent>,
+        events: lossy::Sender<HandleEvent>,
         reply: oneshot::Sender<Result<(u64, u64), JanusError>>,
     },
     Message {
@@ -177,7 +181,15 @@ pub struct Handle {
 }
 
 /// What Janus reports about one handle, in order.
-pub type HandleEvents = mpsc::UnboundedReceiver<HandleEvent>;
+pub type HandleEvents = lossy::Receiver<HandleEvent>;
+
+/// Events queued per handle before the oldest are dropped (and counted): a room full of
+/// participants joining, leaving and talking cannot grow the box's memory without end.
+pub const HANDLE_EVENT_BUFFER: usize = 256;
+/// The largest WebSocket message (and frame) read from Janus. Its largest legitimate
+/// messages (SDP, participant lists) are tens of KiB; a larger one ends the connection,
+/// which is then re-established like a lost one.
+pub const MAX_JANUS_MESSAGE: usize = 1024 * 1024;
 
 impl JanusClient {
     /// Starts the connection task; it connects (and reconnects) until `shutdown`.
@@ -273,7 +285,7 @@ impl JanusClient {
 
     /// Attaches a plugin handle to the current session.
     pub async fn attach(&self, plugin: &str) -> Result<(Handle, HandleEvents), JanusError> {
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = lossy::channel(HANDLE_EVENT_BUFFER, "Janus events for a handle");
         let (session_id, id) = self
             .call(|reply| Command::Attach {
                 plugin: plugin.to_owned(),
@@ -356,7 +368,7 @@ struct Connection {
     status: watch::Sender<Status>,
     shutdown: CancellationToken,
     pending: HashMap<String, (Pending, Instant, String)>,
-    handles: HashMap<u64, mpsc::UnboundedSender<HandleEvent>>,
+    handles: HashMap<u64, lossy::Sender<HandleEvent>>,
     next_transaction: AtomicU64,
     transaction_prefix: String,
 }
@@ -524,14 +536,30 @@ impl Connection {
                     "Sec-WebSocket-Protocol",
                     HeaderValue::from_static("janus-protocol"),
                 );
-                let (mut socket, _) =
-                    tokio_tungstenite::connect_async(request)
-                        .await
-                        .map_err(|e| JanusError::Refused {
-                            what: what.into(),
-                            code: 0,
-                            reason: e.to_string(),
-                        })?;
+                let connector = match &config.ca_file {
+                    Some(ca_file) => Some(tokio_tungstenite::Connector::Rustls(
+                        crate::base::tls::trusting_only("janus.ca_file", ca_file).map_err(
+                            |reason| JanusError::Refused {
+                                what: what.into(),
+                                code: 0,
+                                reason,
+                            },
+                        )?,
+                    )),
+                    None => None,
+                };
+                let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+                    request,
+                    Some(websocket_config()),
+                    false,
+                    connector,
+                )
+                .await
+                .map_err(|e| JanusError::Refused {
+                    what: what.into(),
+                    code: 0,
+                    reason: e.to_string(),
+                })?;
                 let create = Request::Create {
                     transaction: transaction.to_owned(),
                     auth: config.auth.clone(),
@@ -941,4 +969,11 @@ fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
         .saturating_mul(2u32.saturating_pow(attempt.min(16)))
         .min(config.reconnect_max);
     base.mul_f64(rand::random_range(0.75..=1.25))
+}
+
+/// Bounds on what is read from Janus (see [`MAX_JANUS_MESSAGE`]).
+fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_JANUS_MESSAGE))
+        .max_frame_size(Some(MAX_JANUS_MESSAGE))
 }

@@ -49,9 +49,10 @@ pub fn client_config(config: &JanusConfig) -> ClientConfig {
     ClientConfig {
         url: config.url.to_string(),
         auth: Auth {
-            apisecret: config.api_secret.as_ref().map(|s| s.expose().to_owned()),
-            token: config.token.as_ref().map(|s| s.expose().to_owned()),
+            apisecret: config.api_secret.clone(),
+            token: config.token.clone(),
         },
+        ca_file: config.ca_file.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
         reconnect_initial: Duration::from_millis(250),
@@ -66,12 +67,25 @@ struct RoomSlot {
 
 type RoomSlots = Arc<Mutex<HashMap<RoomId, RoomSlot>>>;
 
+/// Which of a room's two Janus rooms this box created (`janus.create_rooms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Created {
+    pub video: bool,
+    pub text: bool,
+}
+
+/// The rooms this box created on Janus, across logins (a room lost and joined again is
+/// still ours). They are destroyed when the box leaves them last (`room.rs`), so that
+/// login/logout loops do not fill a shared Janus; rooms made by others are never touched.
+type CreatedRooms = Arc<Mutex<HashMap<RoomId, Created>>>;
+
 /// The engine's [`RoomBackend`] on Janus.
 pub struct JanusRooms {
     client: JanusClient,
     settings: Arc<JanusSettings>,
     events: mpsc::Sender<BackendEvent>,
     slots: RoomSlots,
+    created: CreatedRooms,
     next_slot: AtomicU64,
     message_ids: Arc<AtomicU64>,
 }
@@ -100,6 +114,7 @@ impl JanusRooms {
             settings: Arc::new(settings),
             events,
             slots: Arc::new(Mutex::new(HashMap::new())),
+            created: Arc::new(Mutex::new(HashMap::new())),
             next_slot: AtomicU64::new(1),
             message_ids: Arc::new(AtomicU64::new(first_id)),
         });
@@ -134,6 +149,7 @@ impl JanusRooms {
                         settings: self.settings.clone(),
                         events: self.events.clone(),
                         slots: self.slots.clone(),
+                        created: self.created.clone(),
                         ops,
                         message_ids: self.message_ids.clone(),
                     };

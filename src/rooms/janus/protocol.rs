@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::base::secret::Secret;
 use crate::engine::event::UserInfo;
 use crate::engine::types::User;
 
@@ -38,13 +39,31 @@ pub enum TrickleCandidate {
     },
 }
 
-/// Credentials every request carries when the server asks for them.
+/// Credentials every request carries when the server asks for them. Secrets: `Debug`
+/// (of this, of every request and of the client's config) prints `***`; serialized,
+/// they are the wire value.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Auth {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub apisecret: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_secret"
+    )]
+    pub apisecret: Option<Secret>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "expose_secret"
+    )]
+    pub token: Option<Secret>,
+}
+
+fn expose_secret<S: serde::Serializer>(
+    secret: &Option<Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_str(secret.expose()),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A request to the Janus core.
@@ -531,10 +550,11 @@ mod tests {
                 sdp: "v=0".into(),
             }),
             auth: Auth {
-                apisecret: Some("s".into()),
+                apisecret: Some(Secret::new("s")),
                 token: None,
             },
         };
+        assert!(!format!("{request:?}").contains("\"s\""), "{request:?}");
         let json = serde_json::to_value(&request).unwrap();
         assert_eq!(
             json,

@@ -20,7 +20,7 @@ use super::protocol::{
     CustomCommandEnvelope, Jsep, JsepType, TextEvent, TextParticipant, TextRequest, TextRoomApi,
     TrickleCandidate, VideoRoom, display_of, parse_janus_date, text_user, user_of_feed,
 };
-use super::{JanusSettings, RoomSlots, errors};
+use super::{Created, CreatedRooms, JanusSettings, RoomSlots, errors};
 use crate::base::secret::Secret;
 use crate::engine::backend::{BackendEvent, IceCandidate, PeerHandle, PeerState};
 use crate::engine::error::{BackendError, ErrorCode};
@@ -96,7 +96,7 @@ struct Joined {
     text_events: HandleEvents,
     channel: Arc<DataChannelPeer>,
     channel_state: watch::Receiver<PeerState>,
-    incoming: mpsc::UnboundedReceiver<String>,
+    incoming: crate::base::lossy::Receiver<String>,
     text_pending: HashMap<String, oneshot::Sender<Result<TextEvent, BackendError>>>,
     next_transaction: u64,
     feeds: BTreeMap<String, StreamInfo>,
@@ -112,6 +112,7 @@ pub(super) struct RoomActor {
     pub(super) settings: Arc<JanusSettings>,
     pub(super) events: mpsc::Sender<BackendEvent>,
     pub(super) slots: RoomSlots,
+    pub(super) created: CreatedRooms,
     pub(super) ops: mpsc::UnboundedReceiver<RoomOp>,
     pub(super) message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -286,6 +287,7 @@ impl RoomActor {
             RoomOp::Logout { reply } => {
                 if let Some(j) = joined.take() {
                     self.teardown(j, true).await;
+                    self.destroy_if_created_and_empty().await;
                 }
                 let _ = reply.send(Ok(()));
             }
@@ -540,7 +542,10 @@ impl RoomActor {
                 object.extend(extra.clone());
             }
             match presence.message("create the VideoRoom", create, None).await {
-                Ok(_) => info!("created VideoRoom"),
+                Ok(_) => {
+                    info!("created VideoRoom");
+                    self.mark_created(|c| c.video = true);
+                }
                 Err(JanusError::Plugin { code: 427, .. }) => {} // someone else was faster
                 Err(e) => return Err(errors::map(e, "create")),
             }
@@ -552,12 +557,106 @@ impl RoomActor {
                 object.extend(extra);
             }
             match text.message("create the TextRoom", create, None).await {
-                Ok(_) => info!("created TextRoom"),
+                Ok(_) => {
+                    info!("created TextRoom");
+                    self.mark_created(|c| c.text = true);
+                }
                 Err(JanusError::Plugin { code: 418, .. }) => {}
                 Err(e) => return Err(errors::map(e, "create")),
             }
         }
         Ok(())
+    }
+
+    fn mark_created(&self, mark: impl FnOnce(&mut Created)) {
+        if let Ok(mut created) = self.created.lock() {
+            mark(created.entry(self.room.clone()).or_default());
+        }
+    }
+
+    /// After a logout: destroys what this box created of the room when nobody else is
+    /// in it (VideoRoom and TextRoom participants both counted), so that login/logout
+    /// loops do not fill a shared Janus. Best effort, bounded by the request timeout;
+    /// a room someone else is in (or joins meanwhile: Janus then refuses nothing, they
+    /// are told it was destroyed) is kept, and destroyed by whoever leaves it last.
+    async fn destroy_if_created_and_empty(&self) {
+        let created = match self.created.lock() {
+            Ok(created) => created.get(&self.room).copied().unwrap_or_default(),
+            Err(_) => return,
+        };
+        if created == Created::default() {
+            return;
+        }
+        let room = self.room.as_str();
+        let list = json!({"request": "listparticipants", "room": room});
+        let (video, _video_events) = match self.client.attach(VIDEOROOM).await {
+            Ok(attached) => attached,
+            Err(e) => return debug!("not destroying the room: {e}"),
+        };
+        let (text, _text_events) = match self.client.attach(TEXTROOM).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                let _ = video.detach().await;
+                return debug!("not destroying the room: {e}");
+            }
+        };
+        // VideoRoom answers `"videoroom": "participants"`, TextRoom `"textroom": "success"`:
+        // both carry a `participants` list.
+        let count = |reply: Result<PluginReply, JanusError>| {
+            reply
+                .ok()
+                .and_then(|r| r.data.data["participants"].as_array().map(Vec::len))
+        };
+        let in_video = count(
+            video
+                .message("list the VideoRoom", list.clone(), None)
+                .await,
+        );
+        let mut list = list;
+        list["transaction"] = json!("list");
+        let in_text = count(text.message("list the TextRoom", list, None).await);
+        let mut destroy = json!({"request": "destroy", "room": room, "permanent": false});
+        if let Some(key) = &self.settings.admin_key {
+            destroy["admin_key"] = json!(key.expose());
+        }
+        match (in_video, in_text) {
+            (Some(0), Some(0)) => {
+                let mut left = created;
+                if created.video {
+                    match video
+                        .message("destroy the VideoRoom", destroy.clone(), None)
+                        .await
+                    {
+                        Ok(_) | Err(JanusError::Plugin { code: 426, .. }) => left.video = false,
+                        Err(e) => warn!("cannot destroy the VideoRoom this box created: {e}"),
+                    }
+                }
+                if created.text {
+                    destroy["transaction"] = json!("destroy");
+                    match text.message("destroy the TextRoom", destroy, None).await {
+                        Ok(_) | Err(JanusError::Plugin { code: 417, .. }) => left.text = false,
+                        Err(e) => warn!("cannot destroy the TextRoom this box created: {e}"),
+                    }
+                }
+                if left != created {
+                    info!("destroyed the room this box created and left last");
+                }
+                if let Ok(mut all) = self.created.lock() {
+                    if left == Created::default() {
+                        all.remove(&self.room);
+                    } else {
+                        all.insert(self.room.clone(), left);
+                    }
+                }
+            }
+            (video_count, text_count) => debug!(
+                ?video_count,
+                ?text_count,
+                "the room this box created is not empty (or cannot be listed): kept"
+            ),
+        }
+        let _ = video.detach().await;
+        let _ = text.detach().await;
     }
 
     async fn text_join(
