@@ -32,11 +32,27 @@ struct School {
 
 impl School {
     async fn new() -> Self {
+        Self::with_relay(None).await
+    }
+
+    /// With `certs` (a folder with `server.pem`/`server.key` for the relay's address),
+    /// the relay also speaks TLS.
+    async fn with_relay(certs: Option<&Path>) -> Self {
         let turn_of_this_test = ONE_AT_A_TIME.lock().await;
         let net = BoxNet::create();
         let janus = Janus::start_at(&net.host_addr, "");
         let broker = Mosquitto::start_also_on(&net.host_addr);
-        let turn = Coturn::start(&net.host_addr);
+        let turn = match certs {
+            Some(dir) => {
+                support::certs::make_certs_for(dir, "relay", &net.host_addr);
+                Coturn::start_tls(
+                    &net.host_addr,
+                    &dir.join("server.pem"),
+                    &dir.join("server.key"),
+                )
+            }
+            None => Coturn::start(&net.host_addr),
+        };
         Self {
             _turn_of_this_test: turn_of_this_test,
             net,
@@ -155,6 +171,48 @@ async fn udp_blocked_media_goes_through_turn_over_tcp() {
         !agent.log().contains(&school.turn.password),
         "the TURN password was logged"
     );
+}
+
+/// UDP blocked, the only relay `turns://` (TLS, the school's own CA named in
+/// `network.turn_ca_file`): media flows through it; without the CA the relay's
+/// certificate is refused and logging in says the relay gave no path (1002907).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn udp_blocked_media_goes_through_turn_over_tls_verified() {
+    let certs = support::TempDir::new("relay-certs");
+    let school = School::with_relay(Some(certs.path())).await;
+    school.net.block_udp();
+    let ca = certs.path().join("relay-ca.pem");
+    let agent = school.agent(&format!(
+        "turn_servers = [\"{}\"]\nturn_ca_file = \"{}\"",
+        school.turn.tls_url(),
+        ca.display()
+    ));
+    let publishing = publish_and_watch(&school, &agent, &["bigclass", "group-3"]).await;
+    assert_eq!(
+        transports(&publishing),
+        ["relay-tls", "relay-tls"],
+        "{}",
+        agent.log()
+    );
+    drop(agent);
+
+    // The same relay, trusted by nobody: refused, with the reason in the log.
+    let untrusted = school.agent(&format!("turn_servers = [\"{}\"]", school.turn.tls_url()));
+    wait_online(school.broker.port).await;
+    let dash = dashboard(&school.broker.url()).await;
+    let reply = support::dashboard::call(&dash, "login_room", json!({"room_id": "other"})).await;
+    assert_eq!(
+        reply["error"]["code"],
+        1002907,
+        "{reply}\n{}",
+        untrusted.log()
+    );
+    assert!(
+        untrusted.log().contains("certificate"),
+        "{}",
+        untrusted.log()
+    );
+    dash.close().await;
 }
 
 /// `ice_transport_policy = "relay"` with UDP open: still through the relay.

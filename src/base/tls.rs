@@ -8,6 +8,28 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+/// The system's root certificates are trusted (Debian: the ca-certificates package);
+/// TLS 1.2 and 1.3 with ring's algorithms.
+pub fn system_roots() -> Result<Arc<rustls::ClientConfig>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(format!(
+            "no usable root certificate on this system ({} errors reading them): install ca-certificates, or name the CA with a *_ca_file setting",
+            found.errors.len()
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Only the certificates in `ca_file` are trusted (not the system's roots); TLS 1.2 and
 /// 1.3 with ring's algorithms. The error names `field` and says what to give.
 pub fn trusting_only(field: &str, ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -90,6 +90,8 @@ impl RelayTransport {
 #[derive(Clone, PartialEq, Eq)]
 pub struct TurnServer {
     url: Secret,
+    /// `user:password`, still percent-encoded as in the URL.
+    credentials: Secret,
     pub host: String,
     pub port: u16,
     pub transport: RelayTransport,
@@ -99,6 +101,21 @@ impl TurnServer {
     /// The URL with its credentials, for webrtcbin's `add-turn-server` only.
     pub fn expose_url(&self) -> &str {
         self.url.expose()
+    }
+
+    /// This relay reached through a local TLS tunnel on 127.0.0.1:`port`: webrtcbin
+    /// gets TURN over TCP to the tunnel; it is still shown (and labelled) as itself.
+    pub fn via_local_tcp(&self, port: u16) -> TurnServer {
+        TurnServer {
+            url: Secret::new(format!(
+                "turn://{}@127.0.0.1:{port}?transport=tcp",
+                self.credentials.expose()
+            )),
+            credentials: self.credentials.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            transport: self.transport,
+        }
     }
 }
 
@@ -242,12 +259,14 @@ fn parse_turn(text: &str) -> Result<TurnServer, String> {
         RelayTransport::Tls => "",
     };
     let password = url.password().unwrap_or_default();
+    let credentials = Secret::new(format!("{}:{password}", url.username()));
     let url = Secret::new(format!(
-        "{scheme}://{}:{password}@{host}:{port}{query}",
-        url.username()
+        "{scheme}://{}@{host}:{port}{query}",
+        credentials.expose()
     ));
     Ok(TurnServer {
         url,
+        credentials,
         host,
         port,
         transport,

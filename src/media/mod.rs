@@ -103,9 +103,38 @@ pub fn describe_all(config: &Config) -> Result<(Selected, Vec<(Channel, String)>
     Ok((selected, out))
 }
 
+/// Puts each `turns://` relay behind a local TLS tunnel (libnice would speak cleartext
+/// TCP to it) and hands webrtcbin the tunnel instead.
+fn tunnel_tls_relays(
+    ice: &mut crate::config::network::IceServers,
+    config: &Config,
+) -> Result<Vec<crate::webrtc::turn_tls::Tunnel>, MediaError> {
+    use crate::config::network::RelayTransport;
+    use crate::webrtc::turn_tls;
+    if !ice.turn.iter().any(|t| t.transport == RelayTransport::Tls) {
+        return Ok(Vec::new());
+    }
+    let tls = turn_tls::tls_config(config.network.turn_ca_file.as_deref())
+        .map_err(|e| MediaError::Setup(e.to_string()))?;
+    let mut tunnels = Vec::new();
+    for relay in ice.turn.iter_mut() {
+        if relay.transport != RelayTransport::Tls {
+            continue;
+        }
+        let tunnel =
+            turn_tls::start(relay, tls.clone()).map_err(|e| MediaError::Setup(e.to_string()))?;
+        *relay = turn_tls::through(relay, &tunnel);
+        tunnels.push(tunnel);
+    }
+    Ok(tunnels)
+}
+
 /// The GStreamer media engine.
 pub struct GstMedia {
     sources: BTreeMap<Channel, Arc<Source>>,
+    /// The local ends of the `turns://` relays (`webrtc::turn_tls`); they stop with
+    /// this media engine.
+    _turn_tunnels: Vec<crate::webrtc::turn_tls::Tunnel>,
     encoder: Selected,
     speaker: Arc<Speaker>,
     player_latency_ms: u32,
@@ -116,10 +145,11 @@ impl GstMedia {
     /// start when something is first published.
     pub fn new(config: &Config) -> Result<Self, MediaError> {
         crate::webrtc::init().map_err(|e| MediaError::Setup(e.to_string()))?;
-        let ice = config
+        let mut ice = config
             .network
             .ice_servers()
             .map_err(|(key, message)| MediaError::Setup(format!("{key}: {message}")))?;
+        let turn_tunnels = tunnel_tls_relays(&mut ice, config)?;
         if !ice.turn.is_empty() || ice.stun.is_some() {
             let relays: Vec<String> = ice.turn.iter().map(ToString::to_string).collect();
             info!(stun = ?ice.stun, turn = ?relays, policy = ice.policy.nick(), "ICE servers");
@@ -159,6 +189,7 @@ impl GstMedia {
             );
         }
         Ok(Self {
+            _turn_tunnels: turn_tunnels,
             sources,
             encoder: selected,
             speaker: Arc::new(Speaker::new(&config.player.audio_device)),

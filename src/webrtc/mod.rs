@@ -7,6 +7,7 @@
 mod datachannel;
 pub use datachannel::{INCOMING_BUFFER, MAX_INCOMING_TEXT};
 pub mod srtp_crypto;
+pub mod turn_tls;
 
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 

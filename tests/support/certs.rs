@@ -6,6 +6,12 @@ use std::process::Command;
 
 /// Makes a CA and a server certificate for 127.0.0.1 with the openssl command.
 pub fn make_certs(dir: &Path, name: &str) {
+    make_certs_for(dir, name, "127.0.0.1")
+}
+
+/// Makes a CA and a server certificate for the address `ip` (`server.pem`, `server.key`,
+/// `{name}-ca.pem`), and a client certificate.
+pub fn make_certs_for(dir: &Path, name: &str, ip: &str) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -31,14 +37,14 @@ pub fn make_certs(dir: &Path, name: &str) {
         "-out",
         &ca,
     ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName=IP:{ip}\n")).unwrap();
     run(&[
         "req",
         "-newkey",
         "rsa:2048",
         "-nodes",
         "-subj",
-        "/CN=127.0.0.1",
+        &format!("/CN={ip}"),
         "-keyout",
         "server.key",
         "-out",

@@ -14,21 +14,43 @@ pub struct Coturn {
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// TLS (`turns://`) port, when started with [`Coturn::start_tls`].
+    pub tls_port: Option<u16>,
 }
 
 impl Coturn {
     /// coturn on `ip` with one user; UDP and TCP on one port, no TLS.
     pub fn start(ip: &str) -> Self {
+        Self::launch(ip, None)
+    }
+
+    /// The same, plus TURN over TLS on another port with this certificate and key (PEM).
+    pub fn start_tls(ip: &str, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::launch(ip, Some((free_port(), cert.to_owned(), key.to_owned())))
+    }
+
+    fn launch(ip: &str, tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>) -> Self {
         let dir = TempDir::new("coturn");
         let port = free_port();
         let (user, password) = ("box".to_owned(), format!("pw{}", std::process::id()));
         let relay_base = 40000 + (rand::random::<u16>() % 20) * 1000;
         let log = std::fs::File::create(dir.path().join("turnserver.log")).expect("log");
-        let child = Command::new("turnserver")
+        let mut command = Command::new("turnserver");
+        match &tls {
+            None => {
+                command.arg("--no-tls");
+            }
+            Some((port, cert, key)) => {
+                command
+                    .arg(format!("--tls-listening-port={port}"))
+                    .arg(format!("--cert={}", cert.display()))
+                    .arg(format!("--pkey={}", key.display()));
+            }
+        }
+        let child = command
             .args([
                 "-n",
                 "--no-cli",
-                "--no-tls",
                 "--no-dtls",
                 "--fingerprint",
                 "--lt-cred-mech",
@@ -56,6 +78,12 @@ impl Coturn {
             wait_listening_at(ip, port, Duration::from_secs(10)),
             "coturn did not listen on {ip}:{port}"
         );
+        if let Some((tls_port, ..)) = &tls {
+            assert!(
+                wait_listening_at(ip, *tls_port, Duration::from_secs(10)),
+                "coturn did not listen for TLS on {ip}:{tls_port}"
+            );
+        }
         Self {
             dir,
             child,
@@ -63,6 +91,7 @@ impl Coturn {
             port,
             user,
             password,
+            tls_port: tls.map(|(port, ..)| port),
         }
     }
 
@@ -72,6 +101,12 @@ impl Coturn {
             "turn://{}:{}@{}:{}?transport={transport}",
             self.user, self.password, self.ip, self.port
         )
+    }
+
+    /// A `turns://` URL (see [`Coturn::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("turns://{}:{}@{}:{port}", self.user, self.password, self.ip)
     }
 
     pub fn log(&self) -> String {
