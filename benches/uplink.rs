@@ -12,6 +12,11 @@
 //!    after the drop, and until the encoder is back at its configured bitrate after the
 //!    rise.
 //!
+//! 3. One room, UDP blocked by the school's firewall, TURN over TCP (coturn) against the
+//!    same box on an open network (direct UDP), one after the other in one run:
+//!    start_publishing → first frame decoded by a subscriber waiting in the room, and
+//!    capture→decoded p50/p95 over 10 s.
+//!
 //! `ROOMCAST_BENCH_ONLY=N` runs section N alone.
 
 #[path = "../tests/support/mod.rs"]
@@ -27,6 +32,7 @@ use support::janus::Janus;
 use support::mosquitto::Mosquitto;
 use support::peers::Subscriber;
 use support::process::{AgentProcess, Options, config_text};
+use support::turn::Coturn;
 use support::uplink::BoxNet;
 
 const WINDOW: Duration = Duration::from_secs(20);
@@ -45,6 +51,9 @@ fn main() {
         }
         if run("2") {
             section_2().await;
+        }
+        if run("3") {
+            section_3().await;
         }
     });
 }
@@ -257,4 +266,86 @@ async fn section_2() {
     }
     drop(setup.agent);
     drop(setup.janus);
+}
+
+/// One room, 720p30: the first frame and the latency through TURN over TCP with UDP
+/// blocked (`relayed`), or directly.
+async fn first_frame_and_latency(relayed: bool) -> (Duration, f64, f64) {
+    let net = BoxNet::create();
+    let janus = Janus::start_at(&net.host_addr, "");
+    let broker = Mosquitto::start_also_on(&net.host_addr);
+    let relay = Coturn::start(&net.host_addr);
+    let network = if relayed {
+        net.block_udp();
+        format!("[network]\nturn_servers = [\"{}\"]\n", relay.url("tcp"))
+    } else {
+        String::new()
+    };
+    let text = config_text(
+        &broker.url_at(&net.host_addr),
+        &janus.ws_url(),
+        Path::new("@STATE@"),
+        &network,
+    )
+    .replace(
+        "width = 320\nheight = 240\nframerate = 15",
+        "width = 1280\nheight = 720\nframerate = 30",
+    );
+    let agent = AgentProcess::start(
+        &text,
+        Options {
+            netns_pid: Some(net.pid()),
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    ok(&dash, "login_room", json!({"room_id": "room1"})).await;
+    let waiting = {
+        let url = janus.ws_url();
+        tokio::spawn(async move {
+            Subscriber::wait_for(&url, "room1", "cam-room1", Duration::from_secs(20)).await
+        })
+    };
+    let asked = Instant::now();
+    ok(
+        &dash,
+        "start_publishing",
+        json!({"stream_id": "cam-room1", "room_id": "room1"}),
+    )
+    .await;
+    let subscriber = waiting.await.expect("the subscriber task");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriber.seen.first_frame().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = subscriber
+        .seen
+        .first_frame()
+        .map_or(Duration::MAX, |at| at.saturating_duration_since(asked));
+    let before = subscriber.seen.latencies_ms.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut latencies: Vec<f64> = subscriber.seen.latencies_ms.lock().unwrap()[before..].to_vec();
+    latencies.sort_by(f64::total_cmp);
+    drop(agent);
+    (
+        first,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+    )
+}
+
+async fn section_3() {
+    println!("== 3. 1 room, 720p30: TURN over TCP with UDP blocked vs direct UDP ==");
+    println!(
+        "{:<24} {:>22} {:>9} {:>9}",
+        "path", "first frame after ms", "p50 ms", "p95 ms"
+    );
+    for (label, relayed) in [("relay-tcp (UDP blocked)", true), ("direct udp", false)] {
+        let (first, p50, p95) = first_frame_and_latency(relayed).await;
+        println!(
+            "{label:<24} {:>22} {p50:>9.0} {p95:>9.0}",
+            first.as_millis()
+        );
+    }
 }
