@@ -12,8 +12,9 @@
 //!    after the drop, and until the encoder is back at its configured bitrate after the
 //!    rise.
 //!
-//! 3. One room, UDP blocked by the school's firewall, TURN over TCP (coturn) against the
-//!    same box on an open network (direct UDP), one after the other in one run:
+//! 3. One room, UDP blocked by the school's firewall, TURN over TCP (coturn; with
+//!    `ice_transport_policy` "all" and "relay") against the same box on an open network
+//!    (direct UDP), one after the other in one run:
 //!    start_publishing → first frame decoded by a subscriber waiting in the room, and
 //!    capture→decoded p50/p95 over 10 s.
 //!
@@ -270,14 +271,18 @@ async fn section_2() {
 
 /// One room, 720p30: the first frame and the latency through TURN over TCP with UDP
 /// blocked (`relayed`), or directly.
-async fn first_frame_and_latency(relayed: bool) -> (Duration, f64, f64) {
+async fn first_frame_and_latency(relayed: bool, relay_only: bool) -> (Duration, f64, f64) {
     let net = BoxNet::create();
     let janus = Janus::start_at(&net.host_addr, "");
     let broker = Mosquitto::start_also_on(&net.host_addr);
     let relay = Coturn::start(&net.host_addr);
     let network = if relayed {
         net.block_udp();
-        format!("[network]\nturn_servers = [\"{}\"]\n", relay.url("tcp"))
+        format!(
+            "[network]\nturn_servers = [\"{}\"]\nice_transport_policy = \"{}\"\n",
+            relay.url("tcp"),
+            if relay_only { "relay" } else { "all" }
+        )
     } else {
         String::new()
     };
@@ -341,8 +346,12 @@ async fn section_3() {
         "{:<24} {:>22} {:>9} {:>9}",
         "path", "first frame after ms", "p50 ms", "p95 ms"
     );
-    for (label, relayed) in [("relay-tcp (UDP blocked)", true), ("direct udp", false)] {
-        let (first, p50, p95) = first_frame_and_latency(relayed).await;
+    for (label, relayed, relay_only) in [
+        ("relay-tcp, policy all", true, false),
+        ("relay-tcp, policy relay", true, true),
+        ("direct udp", false, false),
+    ] {
+        let (first, p50, p95) = first_frame_and_latency(relayed, relay_only).await;
         println!(
             "{label:<24} {:>22} {p50:>9.0} {p95:>9.0}",
             first.as_millis()
