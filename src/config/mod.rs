@@ -404,6 +404,7 @@ impl Config {
             quality_interval: (self.rooms.quality_interval_s > 0)
                 .then(|| std::time::Duration::from_secs(self.rooms.quality_interval_s)),
             allowed_rooms: crate::engine::RoomAllowList::new(self.rooms.allowed.clone()),
+            fanout: self.rooms.fanout,
             reconnect: crate::engine::ReconnectPolicy {
                 window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
                 ..Default::default()

@@ -20,6 +20,7 @@ fn settings(mode: RoomMode) -> EngineSettings {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
         },
+        fanout: FanoutPolicy::Device,
     }
 }
 
