@@ -1,0 +1,253 @@
+//! Server-side fan-out (`rooms.fanout`) on a real Janus 1.1.2 with real GStreamer: the box
+//! uploads a channel once, into its private carrier room, and Janus relays it into every
+//! room as a remote publisher.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use roomcast::engine::{Channel, ErrorCode, Fanout, PublisherConfig, PublisherState, User};
+use support::agent::TestAgent;
+use support::janus::Janus;
+use support::janus_ws::RawJanus;
+use support::peers::Subscriber;
+
+const CARRIER: &str = "roomcast-carrier-box-17";
+const UPLOAD: &str = "carrier-main";
+
+fn user() -> User {
+    User::parse("box-17", "Room 101 camera").unwrap()
+}
+
+fn in_room(room: &str) -> PublisherConfig {
+    PublisherConfig {
+        room_id: Some(room.into()),
+    }
+}
+
+/// Bytes per second the box's upload of `stream` sent over `window` (in server fan-out,
+/// every relayed stream reports the one upload's counters).
+async fn upload_rate(agent: &TestAgent, stream: &str, window: Duration) -> f64 {
+    let sent = async || {
+        let snapshot = agent.engine.state().await.unwrap();
+        snapshot
+            .publishing
+            .iter()
+            .find(|p| p.stream_id.as_str() == stream)
+            .and_then(|p| p.stats.bytes_sent)
+            .unwrap_or(0)
+    };
+    let before = sent().await;
+    tokio::time::sleep(window).await;
+    (sent().await - before) as f64 / window.as_secs_f64()
+}
+
+/// Three rooms, one upload: every room's own subscriber decodes the stream under its
+/// usual id; Janus receives one copy from the box (in the carrier room, none in the
+/// classroom rooms) and sends it on to each room; logging out of the first room (the one
+/// whose publish set the upload up) leaves the others flowing; logging out of all takes
+/// the relays, the upload and the carrier room away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upload_is_relayed_into_every_room() {
+    let janus = Janus::start();
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    let rooms = ["room-a", "room-b", "room-c"];
+    for room in rooms {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+    }
+    let state = agent
+        .engine
+        .start_publishing("cam-room-a", in_room("room-a"), Channel::Main)
+        .await
+        .unwrap();
+    assert_eq!(state, PublisherState::Publishing);
+    let a = Subscriber::start(&janus.ws_url(), "room-a", "cam-room-a").await;
+    a.wait_frames(30, Duration::from_secs(10)).await;
+    let one_room = upload_rate(&agent, "cam-room-a", Duration::from_secs(3)).await;
+
+    for room in &rooms[1..] {
+        agent
+            .engine
+            .start_publishing(&format!("cam-{room}"), in_room(room), Channel::Main)
+            .await
+            .unwrap();
+    }
+    let b = Subscriber::start(&janus.ws_url(), "room-b", "cam-room-b").await;
+    let c = Subscriber::start(&janus.ws_url(), "room-c", "cam-room-c").await;
+    for subscriber in [&a, &b, &c] {
+        subscriber.wait_frames(60, Duration::from_secs(10)).await;
+    }
+    assert_eq!(*b.seen.size.lock().unwrap(), Some((1280, 720)));
+    assert!(
+        !c.seen.latencies_ms.lock().unwrap().is_empty(),
+        "relayed frames carry a readable BLK1 stamp"
+    );
+
+    // Every stream says how it is published, and shows the one upload's counters.
+    let snapshot = agent.engine.state().await.unwrap();
+    assert_eq!(snapshot.publishing.len(), 3);
+    for p in &snapshot.publishing {
+        assert_eq!(p.state, PublisherState::Publishing, "{p:?}");
+        assert_eq!(p.fanout, Some(Fanout::Server), "{p:?}");
+    }
+    // In the classroom rooms the streams look as usual: listed under their ids, with the
+    // box's display.
+    for room in rooms {
+        let participants = janus.videoroom_participants(room).await;
+        let ours = participants
+            .iter()
+            .find(|p| p["id"] == format!("cam-{room}"))
+            .unwrap_or_else(|| panic!("cam-{room} listed in {room}: {participants:?}"));
+        assert_eq!(ours["publisher"], true, "{ours}");
+        assert!(
+            ours["display"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Room 101 camera"),
+            "{ours}"
+        );
+    }
+
+    // One copy on the box's uplink: the upload's rate did not grow with the rooms, and
+    // Janus has one WebRTC publisher from the box (in the carrier room) and none in the
+    // classroom rooms.
+    let three_rooms = upload_rate(&agent, "cam-room-a", Duration::from_secs(3)).await;
+    let sample = async || {
+        let upload = janus
+            .packets_in(CARRIER, UPLOAD, None)
+            .await
+            .expect("the upload in the carrier room");
+        let mut out = Vec::new();
+        for room in rooms {
+            let sent = janus.packets_out_to_subscribers(room).await;
+            assert_eq!(sent.len(), 1, "one subscriber in {room}: {sent:?}");
+            out.push(sent[0]);
+        }
+        (upload, out)
+    };
+    let before = sample().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = sample().await;
+    let upload = after.0 - before.0;
+    let relayed: Vec<u64> = after.1.iter().zip(&before.1).map(|(a, b)| a - b).collect();
+    println!(
+        "server fan-out: box upload {:.0} kbit/s with 1 room, {:.0} kbit/s with 3 rooms ({:.2}x); over 3 s Janus received {upload} packets from the box and sent {relayed:?} to the rooms' subscribers",
+        one_room * 8.0 / 1000.0,
+        three_rooms * 8.0 / 1000.0,
+        three_rooms / one_room
+    );
+    assert!(
+        three_rooms < one_room * 1.3,
+        "the upload grew with the rooms: {one_room:.0} -> {three_rooms:.0} B/s"
+    );
+    assert!(upload > 300, "the upload carries media: {upload} packets");
+    for (room, sent) in rooms.iter().zip(&relayed) {
+        assert!(
+            *sent as f64 > upload as f64 * 0.9,
+            "{room} got {sent} packets of the {upload} uploaded"
+        );
+        assert_eq!(
+            janus.packets_in(room, &format!("cam-{room}"), None).await,
+            None,
+            "no WebRTC upload from the box into {room}"
+        );
+    }
+
+    // Logging out of room-a, whose publish set the upload up: the others keep flowing.
+    let logout = Instant::now();
+    agent.engine.logout_room(Some("room-a")).await.unwrap();
+    let before = (b.seen.frames(), c.seen.frames());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(b.seen.frames() > before.0 + 60, "room-b kept flowing");
+    assert!(c.seen.frames() > before.1 + 60, "room-c kept flowing");
+    let gaps = (b.seen.max_gap_after(logout), c.seen.max_gap_after(logout));
+    println!(
+        "largest gap after logging out of room-a: room-b {} ms, room-c {} ms",
+        gaps.0.as_millis(),
+        gaps.1.as_millis()
+    );
+    assert!(gaps.0 < Duration::from_millis(500), "room-b: {gaps:?}");
+    assert!(gaps.1 < Duration::from_millis(500), "room-c: {gaps:?}");
+    let stopped_at = a.seen.frames();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.seen.frames() <= stopped_at + 2, "room-a's copy stopped");
+    let in_a = janus.videoroom_participants("room-a").await;
+    assert!(
+        !in_a.iter().any(|p| p["id"] == "cam-room-a"),
+        "room-a's remote publisher removed: {in_a:?}"
+    );
+    assert!(janus.videoroom_exists(CARRIER).await);
+
+    // Logging out of every room takes everything on Janus away.
+    agent.engine.logout_room(None).await.unwrap();
+    support::eventually(
+        "the carrier room destroyed and no remote publisher left",
+        Duration::from_secs(10),
+        async || {
+            let mut left = Vec::new();
+            for room in rooms {
+                left.extend(janus.videoroom_participants(room).await);
+            }
+            (!janus.videoroom_exists(CARRIER).await && left.is_empty()).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(janus.packets_in(CARRIER, UPLOAD, None).await, None);
+    agent.stop().await;
+}
+
+/// A room Janus will not relay into (it has an edit secret roomcast does not know):
+/// `server` refuses the publish with 1003903, `auto` publishes from the box instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_relay_gives_a_code_or_falls_back() {
+    let janus = Janus::start();
+    let mut raw = RawJanus::connect(&janus.ws_url()).await;
+    let handle = raw.attach("janus.plugin.videoroom").await;
+    let created = raw
+        .message(
+            handle,
+            serde_json::json!({"request": "create", "room": "locked", "secret": "not-ours",
+                "publishers": 16, "videocodec": "h264", "audiocodec": "opus"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        created["plugindata"]["data"]["videoroom"], "created",
+        "{created}"
+    );
+
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    agent
+        .engine
+        .login_room("locked", user(), None)
+        .await
+        .unwrap();
+    let err = agent
+        .engine
+        .start_publishing("cam", in_room("locked"), Channel::Main)
+        .await
+        .unwrap_err();
+    println!("server fan-out into a locked room: {err}");
+    assert_eq!(err.code(), ErrorCode::PUBLISH_FANOUT_UNSUPPORTED, "{err}");
+    assert!(err.to_string().contains("rooms.fanout"), "{err}");
+    assert!(agent.engine.state().await.unwrap().publishing.is_empty());
+    agent.stop().await;
+
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"auto\"", "");
+    agent
+        .engine
+        .login_room("locked", user(), None)
+        .await
+        .unwrap();
+    let state = agent
+        .engine
+        .start_publishing("cam", in_room("locked"), Channel::Main)
+        .await
+        .unwrap();
+    assert_eq!(state, PublisherState::Publishing);
+    let snapshot = agent.engine.state().await.unwrap();
+    assert_eq!(snapshot.publishing[0].fanout, Some(Fanout::Device));
+    let viewer = Subscriber::start(&janus.ws_url(), "locked", "cam").await;
+    viewer.wait_frames(30, Duration::from_secs(10)).await;
+    agent.stop().await;
+}
