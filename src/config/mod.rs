@@ -362,13 +362,14 @@ impl Config {
         let rooms = match self.rooms.mode {
             crate::engine::RoomMode::Single => "single-room mode".to_owned(),
             crate::engine::RoomMode::Multi => format!(
-                "multi-room mode (up to {} rooms, {})",
+                "multi-room mode (up to {} rooms, {}, fan-out {})",
                 self.rooms.max_rooms,
                 if self.rooms.multi_room_enabled {
                     "enabled"
                 } else {
                     "NOT enabled"
-                }
+                },
+                self.rooms.fanout
             ),
         };
         let sources: Vec<String> = self
