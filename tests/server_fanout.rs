@@ -251,3 +251,72 @@ async fn a_server_that_cannot_relay_gives_a_code_or_falls_back() {
     viewer.wait_frames(30, Duration::from_secs(10)).await;
     agent.stop().await;
 }
+
+/// A box that loses Janus while relaying (here: its connection cut, then stopped) leaves
+/// its remote publishers in the rooms, since they belong to no session. When it logs in
+/// to a room again it removes them, and relays afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_left_behind_by_a_lost_box_are_removed_when_it_comes_back() {
+    let janus = Janus::start();
+    let proxy = support::proxy::Proxy::start(janus.ws_port).await;
+    let via_proxy = format!("ws://127.0.0.1:{}", proxy.port);
+    let agent = TestAgent::start_with(&via_proxy, "fanout = \"server\"", "");
+    for room in ["room-a", "room-b"] {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+        agent
+            .engine
+            .start_publishing(&format!("cam-{room}"), in_room(room), Channel::Main)
+            .await
+            .unwrap();
+    }
+    proxy.cut();
+    agent.stop().await;
+    let listed = async |room: &str| {
+        janus
+            .videoroom_participants(room)
+            .await
+            .into_iter()
+            .any(|p| p["id"] == format!("cam-{room}") && p["remote"] == true)
+    };
+    support::eventually(
+        "the lost box's upload gone from the carrier room",
+        Duration::from_secs(5),
+        async || {
+            janus
+                .packets_in(CARRIER, UPLOAD, None)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(listed("room-a").await, "left behind in room-a");
+    assert!(listed("room-b").await, "left behind in room-b");
+
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    agent
+        .engine
+        .login_room("room-a", user(), None)
+        .await
+        .unwrap();
+    assert!(!listed("room-a").await, "removed on login");
+    let snapshot = agent.engine.state().await.unwrap();
+    assert!(
+        snapshot.rooms[0].streams.is_empty(),
+        "not reported as someone else's stream: {:?}",
+        snapshot.rooms[0].streams
+    );
+    agent
+        .engine
+        .login_room("room-b", user(), None)
+        .await
+        .unwrap();
+    agent
+        .engine
+        .start_publishing("cam-room-b", in_room("room-b"), Channel::Main)
+        .await
+        .unwrap();
+    let viewer = Subscriber::start(&janus.ws_url(), "room-b", "cam-room-b").await;
+    viewer.wait_frames(30, Duration::from_secs(10)).await;
+    agent.stop().await;
+}

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::{Handle, HandleEvent, HandleEvents, JanusClient, JanusError};
-use super::protocol::{RelayRequest, RemoteStream, VideoRoom, remote_streams};
+use super::protocol::{Publisher, RelayRequest, RemoteStream, VideoRoom, remote_streams};
 use super::room::{
     StreamContext, VIDEOROOM, ice_candidate, negotiate, negotiation_timeout, parse_videoroom,
 };
@@ -791,4 +791,53 @@ fn relay_error(error: JanusError, cx: &RelayContext) -> BackendError {
         }
         other => errors::map(other, "publish"),
     }
+}
+
+/// Removes the remote publishers an earlier life of this box left in `room` (it crashed
+/// or lost Janus while relaying: unlike a WebRTC publisher, a remote publisher has no
+/// session that ends with it). They carry the box's `display`; `publishers` is the room's
+/// list at join. Returns the ids removed. Best effort: a failure leaves them listed.
+pub(super) async fn remove_left_behind(
+    handle: &Handle,
+    room: &str,
+    display: &str,
+    publishers: &[Publisher],
+) -> Vec<String> {
+    if !publishers
+        .iter()
+        .any(|p| p.display.as_deref() == Some(display))
+    {
+        return Vec::new();
+    }
+    let listed = handle
+        .message(
+            "list the room's participants",
+            RelayRequest::Listparticipants { room }.body(),
+            None,
+        )
+        .await;
+    let participants = match listed.map(|reply| parse_videoroom(&reply)) {
+        Ok(Ok(VideoRoom::Participants { participants })) => participants,
+        _ => return Vec::new(),
+    };
+    let mut removed = Vec::new();
+    for p in participants
+        .into_iter()
+        .filter(|p| p.remote && p.display.as_deref() == Some(display))
+    {
+        let remove = RelayRequest::RemoveRemotePublisher { room, id: &p.id };
+        match handle
+            .message("remove a remote publisher left behind", remove.body(), None)
+            .await
+        {
+            Ok(_) => {
+                info!(stream = %p.id, "removed a relayed stream an earlier run left in the room");
+                removed.push(p.id);
+            }
+            Err(e) => {
+                warn!(stream = %p.id, "could not remove a relayed stream an earlier run left in the room: {e}")
+            }
+        }
+    }
+    removed
 }

@@ -258,6 +258,9 @@ pub struct Participant {
     pub display: Option<String>,
     #[serde(default)]
     pub publisher: bool,
+    /// A remote publisher (relayed into the room from another room or server).
+    #[serde(default)]
+    pub remote: bool,
 }
 
 /// VideoRoom answers and events (`plugindata.data`).
@@ -279,6 +282,11 @@ pub enum VideoRoom {
     },
     Created {
         room: String,
+    },
+    /// The answer to `listparticipants`.
+    Participants {
+        #[serde(default)]
+        participants: Vec<Participant>,
     },
     Joined {
         room: String,
@@ -324,6 +332,9 @@ pub enum VideoRoom {
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum RelayRequest<'a> {
     Exists {
+        room: &'a str,
+    },
+    Listparticipants {
         room: &'a str,
     },
     Create {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
-use super::carrier::{Carriers, RelayContext, run_relay};
+use super::carrier::{Carriers, RelayContext, remove_left_behind, run_relay};
 use super::client::{Handle, HandleEvent, HandleEvents, JanusClient, JanusError, PluginReply};
 use super::protocol::{
     CustomCommandEnvelope, Jsep, JsepType, TextEvent, TextParticipant, TextRequest, TextRoomApi,
@@ -445,6 +445,8 @@ impl RoomActor {
                 VideoRoom::Joined { publishers, .. } => publishers,
                 other => return Err(unexpected("join the VideoRoom", &other)),
             };
+            let left_behind = remove_left_behind(&presence, room, &display_of(user), &publishers).await;
+            let publishers = publishers.into_iter().filter(|p| !left_behind.contains(&p.id));
 
             debug!("VideoRoom joined");
             let channel = DataChannelPeer::new(&format!("textroom-{room}"))
