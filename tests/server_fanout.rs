@@ -320,3 +320,67 @@ async fn relays_left_behind_by_a_lost_box_are_removed_when_it_comes_back() {
     viewer.wait_frames(30, Duration::from_secs(10)).await;
     agent.stop().await;
 }
+
+/// The upload failing (Janus hangs up the box's PeerConnection to the carrier room) is a
+/// failure of every stream relayed from it: each is restarted, on a new upload, and every
+/// room's stream can be watched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_is_replaced_and_every_room_relayed_again() {
+    let janus = Janus::start();
+    let mut agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    let rooms = ["room-a", "room-b"];
+    for room in rooms {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+        agent
+            .engine
+            .start_publishing(&format!("cam-{room}"), in_room(room), Channel::Main)
+            .await
+            .unwrap();
+    }
+    let (session, handle) = janus
+        .handles()
+        .await
+        .into_iter()
+        .find(|(_, _, info)| {
+            info["plugin_specific"]["room"] == CARRIER && info["plugin_specific"]["id"] == UPLOAD
+        })
+        .map(|(session, handle, _)| (session, handle))
+        .expect("the upload's handle");
+    let hangup = janus
+        .admin(
+            &format!("/{session}/{handle}"),
+            serde_json::json!({"janus": "hangup_webrtc"}),
+        )
+        .await;
+    assert_eq!(hangup["janus"], "success", "{hangup}");
+    agent
+        .wait_event("a relayed stream failing", Duration::from_secs(5), |e| {
+            matches!(
+                e,
+                roomcast::engine::Event::PublisherStateUpdate {
+                    state: PublisherState::PublishRequesting,
+                    error_code,
+                    ..
+                } if *error_code == ErrorCode::PUBLISH_WEBRTC_FAILED
+            )
+        })
+        .await;
+    support::eventually(
+        "every stream publishing again",
+        Duration::from_secs(15),
+        async || {
+            let snapshot = agent.engine.state().await.unwrap();
+            snapshot
+                .publishing
+                .iter()
+                .all(|p| p.state == PublisherState::Publishing)
+                .then_some(())
+        },
+    )
+    .await;
+    for room in rooms {
+        let viewer = Subscriber::start(&janus.ws_url(), room, &format!("cam-{room}")).await;
+        viewer.wait_frames(30, Duration::from_secs(10)).await;
+    }
+    agent.stop().await;
+}

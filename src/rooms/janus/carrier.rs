@@ -390,6 +390,33 @@ impl CarrierActor {
             .await
             .map_err(|e| errors::map(e, "publish"))?;
         let result = async {
+            // First, before anything is created: Janus before 1.1.0 has no remote
+            // publishers ("unknown request"); a newer one answers that the probe's room or
+            // publisher does not exist.
+            let probe = RelayRequest::UnpublishRemotely {
+                room,
+                publisher_id: "roomcast-probe",
+                remote_id: "roomcast-probe",
+            };
+            let probed = match control
+                .message("check for remote publishers", probe.body(), None)
+                .await
+            {
+                Err(JanusError::Plugin {
+                    code: VIDEOROOM_INVALID_REQUEST,
+                    ..
+                }) => Err(unsupported(format!(
+                    "Janus at {} cannot relay a stream into other rooms (its VideoRoom has no remote publishers; they came in Janus 1.1.0): upgrade Janus, or set rooms.fanout = \"auto\" or \"device\"",
+                    self.client.url()
+                ))),
+                Err(
+                    e @ (JanusError::NotConnected { .. }
+                    | JanusError::ConnectionLost
+                    | JanusError::Timeout { .. }),
+                ) => Err(errors::map(e, "publish")),
+                _ => Ok(()),
+            };
+            probed?;
             let exists = control
                 .message(
                     "check the carrier room exists",
@@ -435,31 +462,7 @@ impl CarrierActor {
                     }
                 }
             }
-            // Janus before 1.1.0 has no remote publishers: "unknown request". A newer one
-            // answers that the probe's publisher does not exist.
-            let probe = RelayRequest::UnpublishRemotely {
-                room,
-                publisher_id: "roomcast-probe",
-                remote_id: "roomcast-probe",
-            };
-            match control
-                .message("check for remote publishers", probe.body(), None)
-                .await
-            {
-                Err(JanusError::Plugin {
-                    code: VIDEOROOM_INVALID_REQUEST,
-                    ..
-                }) => Err(unsupported(format!(
-                    "Janus at {} cannot relay a stream into other rooms (its VideoRoom has no remote publishers; they came in Janus 1.1.0): upgrade Janus, or set rooms.fanout = \"auto\" or \"device\"",
-                    self.client.url()
-                ))),
-                Err(
-                    e @ (JanusError::NotConnected { .. }
-                    | JanusError::ConnectionLost
-                    | JanusError::Timeout { .. }),
-                ) => Err(errors::map(e, "publish")),
-                _ => Ok(()),
-            }
+            Ok(())
         }
         .await;
         let _ = control.detach().await;
