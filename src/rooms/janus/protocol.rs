@@ -355,13 +355,6 @@ pub enum RelayRequest<'a> {
         room: &'a str,
         permanent: bool,
     },
-    Join {
-        ptype: &'a str,
-        room: &'a str,
-        id: &'a str,
-        display: &'a str,
-    },
-    Publish {},
     AddRemotePublisher {
         room: &'a str,
         id: &'a str,
