@@ -33,7 +33,8 @@ use super::room::{
 };
 use super::{JanusSettings, errors};
 use crate::engine::backend::{
-    BackendEvent, IceCandidate, MediaEngine, PeerHandle, PeerState, PeerStats, WebRtcPeer,
+    BackendEvent, IceCandidate, MediaEngine, PeerHandle, PeerState, PeerStats, StreamQuality,
+    WebRtcPeer,
 };
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::types::{Channel, RoomId, StreamId, User};
@@ -585,6 +586,10 @@ impl WebRtcPeer for RelayedPeer {
 
     fn stats(&self) -> PeerStats {
         self.inner.stats()
+    }
+
+    fn quality(&self) -> Option<StreamQuality> {
+        self.inner.quality()
     }
 
     async fn close(&self) {}
