@@ -77,6 +77,17 @@ async fn one_upload_is_relayed_into_every_room() {
     for subscriber in [&a, &b, &c] {
         subscriber.wait_frames(60, Duration::from_secs(10)).await;
     }
+    // A viewer joining a relayed stream gets a keyframe at once: its request (PLI) goes
+    // through the relay back to the box's encoder, not waiting for the next periodic one.
+    for (room, viewer) in [("room-b", &b), ("room-c", &c)] {
+        let started = viewer.seen.started.lock().unwrap().expect("subscribed");
+        let first = viewer.seen.first_frame().expect("a frame") - started;
+        println!(
+            "{room}: first frame {} ms after subscribing",
+            first.as_millis()
+        );
+        assert!(first < Duration::from_millis(1000), "{room}: {first:?}");
+    }
     assert_eq!(*b.seen.size.lock().unwrap(), Some((1280, 720)));
     assert!(
         !c.seen.latencies_ms.lock().unwrap().is_empty(),
