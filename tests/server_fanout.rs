@@ -443,3 +443,62 @@ async fn a_relayed_stream_is_as_fresh_as_a_direct_one() {
     direct.stop().await;
     relayed.stop().await;
 }
+
+/// The box's Janus session lost and back (its connection cut, then allowed again): every
+/// room is joined again, the relays it left behind are replaced, and each room's stream
+/// is relayed from a new upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_losing_janus_every_room_is_relayed_again() {
+    let janus = Janus::start();
+    let proxy = support::proxy::Proxy::start(janus.ws_port).await;
+    let via_proxy = format!("ws://127.0.0.1:{}", proxy.port);
+    let mut agent = TestAgent::start_with(&via_proxy, "fanout = \"server\"", "");
+    let rooms = ["room-a", "room-b"];
+    for room in rooms {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+        agent
+            .engine
+            .start_publishing(&format!("cam-{room}"), in_room(room), Channel::Main)
+            .await
+            .unwrap();
+    }
+    proxy.cut();
+    agent
+        .wait_event("a room reconnecting", Duration::from_secs(10), |e| {
+            matches!(
+                e,
+                roomcast::engine::Event::RoomStateChanged {
+                    reason: roomcast::engine::RoomStateReason::Reconnecting,
+                    ..
+                }
+            )
+        })
+        .await;
+    proxy.open();
+    support::eventually(
+        "every stream publishing again",
+        Duration::from_secs(20),
+        async || {
+            let snapshot = agent.engine.state().await.unwrap();
+            (snapshot.publishing.len() == 2
+                && snapshot
+                    .publishing
+                    .iter()
+                    .all(|p| p.state == PublisherState::Publishing))
+            .then_some(())
+        },
+    )
+    .await;
+    for room in rooms {
+        let viewer = Subscriber::start(&janus.ws_url(), room, &format!("cam-{room}")).await;
+        viewer.wait_frames(30, Duration::from_secs(10)).await;
+        let ours: Vec<_> = janus
+            .videoroom_participants(room)
+            .await
+            .into_iter()
+            .filter(|p| p["id"] == format!("cam-{room}"))
+            .collect();
+        assert_eq!(ours.len(), 1, "one relay in {room}: {ours:?}");
+    }
+    agent.stop().await;
+}
