@@ -242,6 +242,12 @@ async fn a_server_that_cannot_relay_gives_a_code_or_falls_back() {
     assert_eq!(err.code(), ErrorCode::PUBLISH_FANOUT_UNSUPPORTED, "{err}");
     assert!(err.to_string().contains("rooms.fanout"), "{err}");
     assert!(agent.engine.state().await.unwrap().publishing.is_empty());
+    support::eventually(
+        "the carrier room set up for it destroyed",
+        Duration::from_secs(5),
+        async || (!janus.videoroom_exists(CARRIER).await).then_some(()),
+    )
+    .await;
     agent.stop().await;
 
     let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"auto\"", "");

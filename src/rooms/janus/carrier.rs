@@ -239,8 +239,15 @@ impl CarrierActor {
         media: Arc<dyn MediaEngine>,
     ) -> Result<Lease, BackendError> {
         if !self.carriers.contains_key(&channel) {
-            let carrier = self.open(channel, user, media).await?;
-            self.carriers.insert(channel, carrier);
+            match self.open(channel, user, media).await {
+                Ok(carrier) => {
+                    self.carriers.insert(channel, carrier);
+                }
+                Err(e) => {
+                    self.destroy_room_if_unused().await;
+                    return Err(e);
+                }
+            }
         }
         let lease = self.lease(channel).ok_or_else(|| {
             BackendError::new(ErrorCode::SFU_UNREACHABLE, "the carrier task is stopping")
@@ -252,21 +259,25 @@ impl CarrierActor {
     }
 
     async fn release(&mut self, channel: Channel, generation: u64) {
-        let Some(carrier) = self.carriers.get_mut(&channel) else {
-            return;
-        };
-        if carrier.generation != generation {
-            return; // a lease on an upload that already failed
+        // A lease on an upload that already failed only counts for the room below.
+        if let Some(carrier) = self.carriers.get_mut(&channel)
+            && carrier.generation == generation
+        {
+            carrier.users = carrier.users.saturating_sub(1);
+            if carrier.users > 0 {
+                return;
+            }
+            if let Some(carrier) = self.carriers.remove(&channel) {
+                info!(%channel, room = %carrier.room, "no room relays the upload any more: taking it down");
+                let _ = carrier.state.send(PeerState::Closed);
+                self.take_down(carrier).await;
+            }
         }
-        carrier.users = carrier.users.saturating_sub(1);
-        if carrier.users > 0 {
-            return;
-        }
-        if let Some(carrier) = self.carriers.remove(&channel) {
-            info!(%channel, room = %carrier.room, "no room relays the upload any more: taking it down");
-            let _ = carrier.state.send(PeerState::Closed);
-            self.take_down(carrier).await;
-        }
+        self.destroy_room_if_unused().await;
+    }
+
+    /// Destroys the carrier room once no channel uploads into it.
+    async fn destroy_room_if_unused(&mut self) {
         if self.carriers.is_empty()
             && let Some(room) = self.room.take()
         {
