@@ -231,35 +231,39 @@ async fn server_fanout_puts_one_copy_on_a_4_mbit_uplink() {
         )
         .await
     };
-    // What the box puts on its uplink per second, over `window`; and the frames each
-    // subscriber decoded meanwhile.
+    // What the box puts on its uplink per second, over `window`; the frames each
+    // subscriber decoded meanwhile; the agent's CPU (% of one core).
+    let pid = agent.pid().to_string();
     let measure = async |subscribers: &[Subscriber], window: Duration| {
-        let (bytes, frames): (u64, Vec<u64>) = (
+        let (bytes, frames, cpu): (u64, Vec<u64>, f64) = (
             net.egress_bytes(),
             subscribers.iter().map(|s| s.seen.frames()).collect(),
+            support::cpu_seconds(&pid).unwrap_or_default(),
         );
         tokio::time::sleep(window).await;
         let rate = (net.egress_bytes() - bytes) as f64 / window.as_secs_f64();
+        let cpu =
+            (support::cpu_seconds(&pid).unwrap_or_default() - cpu) * 100.0 / window.as_secs_f64();
         let fps: Vec<f64> = subscribers
             .iter()
             .zip(frames)
             .map(|(s, before)| (s.seen.frames() - before) as f64 / window.as_secs_f64())
             .collect();
-        (rate, fps)
+        (rate, fps, cpu)
     };
     subscribers.push(publish(rooms[0]).await);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (one, _) = measure(&subscribers, Duration::from_secs(5)).await;
+    let (one, _, cpu_one) = measure(&subscribers, Duration::from_secs(5)).await;
     for room in &rooms[1..] {
         subscribers.push(publish(room).await);
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let window = Instant::now();
-    let (five, fps) = measure(&subscribers, Duration::from_secs(5)).await;
+    let (five, fps, cpu_five) = measure(&subscribers, Duration::from_secs(5)).await;
     let kbps = encoder_kbps(&dash).await;
     let reply = dash.request("get_state", json!({})).await.expect("state");
     println!(
-        "server fan-out over 4 Mbit/s: box egress {:.0} kbit/s with 1 room, {:.0} kbit/s with 5 rooms ({:.2}x); decoded fps per room {fps:.1?}; encoder {kbps:?} kbit/s; tbf drops {}",
+        "server fan-out over 4 Mbit/s: box egress {:.0} kbit/s with 1 room, {:.0} kbit/s with 5 rooms ({:.2}x); decoded fps per room {fps:.1?}; encoder {kbps:?} kbit/s; tbf drops {}; agent CPU {cpu_one:.1} % of a core with 1 room, {cpu_five:.1} % with 5",
         one * 8.0 / 1000.0,
         five * 8.0 / 1000.0,
         five / one,
