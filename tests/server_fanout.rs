@@ -508,3 +508,79 @@ async fn after_losing_janus_every_room_is_relayed_again() {
     }
     agent.stop().await;
 }
+
+/// Both channels relayed at once: one upload each in the one carrier room (the aux
+/// channel video only), each relayed into two rooms; the carrier room goes with the
+/// last upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_channel_has_its_own_upload_in_the_one_carrier_room() {
+    let janus = Janus::start();
+    let agent = TestAgent::start_with(
+        &janus.ws_url(),
+        "fanout = \"server\"",
+        "width = 640\nheight = 360\n[sources.aux]\nvideo = \"test\"\nwidth = 320\nheight = 240\naudio = \"none\"\n",
+    );
+    let rooms = ["room-a", "room-b"];
+    for room in rooms {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+        for channel in [Channel::Main, Channel::Aux] {
+            agent
+                .engine
+                .start_publishing(&format!("{channel}-{room}"), in_room(room), channel)
+                .await
+                .unwrap();
+        }
+    }
+    let main = Subscriber::start(&janus.ws_url(), "room-a", "main-room-a").await;
+    let aux = Subscriber::start(&janus.ws_url(), "room-b", "aux-room-b").await;
+    main.wait_frames(30, Duration::from_secs(10)).await;
+    aux.wait_frames(30, Duration::from_secs(10)).await;
+    assert_eq!(*main.seen.size.lock().unwrap(), Some((640, 360)));
+    assert_eq!(*aux.seen.size.lock().unwrap(), Some((320, 240)));
+    for upload in ["carrier-main", "carrier-aux"] {
+        assert!(
+            janus
+                .packets_in(CARRIER, upload, None)
+                .await
+                .is_some_and(|n| n > 0),
+            "{upload} in the carrier room"
+        );
+    }
+
+    for room in rooms {
+        agent
+            .engine
+            .stop_publishing(&format!("aux-{room}"))
+            .await
+            .unwrap();
+    }
+    support::eventually(
+        "the aux upload taken down, the main one still relayed",
+        Duration::from_secs(5),
+        async || {
+            janus
+                .packets_in(CARRIER, "carrier-aux", None)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let before = main.seen.frames();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(main.seen.frames() > before + 20, "main still flows");
+    for room in rooms {
+        agent
+            .engine
+            .stop_publishing(&format!("main-{room}"))
+            .await
+            .unwrap();
+    }
+    support::eventually(
+        "the carrier room destroyed",
+        Duration::from_secs(5),
+        async || (!janus.videoroom_exists(CARRIER).await).then_some(()),
+    )
+    .await;
+    agent.stop().await;
+}
