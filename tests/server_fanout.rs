@@ -584,3 +584,27 @@ async fn each_channel_has_its_own_upload_in_the_one_carrier_room() {
     .await;
     agent.stop().await;
 }
+
+/// Someone else publishing under the stream's id in the room: the relay is refused with
+/// 1003028, as a direct upload would be, and the other publisher is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_id_taken_in_the_room_is_1003028_and_left_alone() {
+    let janus = Janus::start();
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    agent
+        .engine
+        .login_room("room-a", user(), None)
+        .await
+        .unwrap();
+    let _teacher =
+        support::peers::TestPublisher::start(&janus.ws_url(), "room-a", "cam", "Teacher").await;
+    let err = agent
+        .engine
+        .start_publishing("cam", in_room("room-a"), Channel::Main)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PUBLISH_STREAM_ID_IN_USE, "{err}");
+    let viewer = Subscriber::start(&janus.ws_url(), "room-a", "cam").await;
+    viewer.wait_frames(30, Duration::from_secs(10)).await;
+    agent.stop().await;
+}

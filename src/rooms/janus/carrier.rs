@@ -701,22 +701,34 @@ async fn relay_into_room(cx: &RelayContext, relay: &Relay) -> Result<(), Backend
         .message("add the remote publisher", add.body(), None)
         .await
     {
-        // Left behind by an earlier life of this stream (the box restarted, or lost its
-        // session): replace it.
+        // The id is taken. Ours, left behind by an earlier life of this stream (a relay
+        // of the box's display): replace it. Anyone else's: the stream id is in use.
         Err(JanusError::Plugin {
             code: VIDEOROOM_ID_EXISTS,
             ..
         }) => {
-            debug!("replacing a remote publisher left behind");
-            let remove = RelayRequest::RemoveRemotePublisher {
+            let ours = remove_left_behind(
+                &relay.handle,
                 room,
-                id: cx.stream.as_str(),
-            };
-            relay
-                .handle
-                .message("remove the old remote publisher", remove.body(), None)
-                .await
-                .map_err(|e| relay_error(e, cx))?;
+                &cx.display,
+                &[Publisher {
+                    id: cx.stream.to_string(),
+                    display: Some(cx.display.clone()),
+                }],
+                Some(cx.stream.as_str()),
+            )
+            .await
+            .iter()
+            .any(|id| id == cx.stream.as_str());
+            if !ours {
+                return Err(BackendError::new(
+                    ErrorCode::PUBLISH_STREAM_ID_IN_USE,
+                    format!(
+                        "someone in room `{room}` already publishes under stream id `{}`",
+                        cx.stream
+                    ),
+                ));
+            }
             relay
                 .handle
                 .message("add the remote publisher", add.body(), None)
@@ -815,12 +827,14 @@ fn relay_error(error: JanusError, cx: &RelayContext) -> BackendError {
 /// Removes the remote publishers an earlier life of this box left in `room` (it crashed
 /// or lost Janus while relaying: unlike a WebRTC publisher, a remote publisher has no
 /// session that ends with it). They carry the box's `display`; `publishers` is the room's
-/// list at join. Returns the ids removed. Best effort: a failure leaves them listed.
+/// list at join; `only` limits it to one id. Returns the ids removed. Best effort: a
+/// failure leaves them listed.
 pub(super) async fn remove_left_behind(
     handle: &Handle,
     room: &str,
     display: &str,
     publishers: &[Publisher],
+    only: Option<&str>,
 ) -> Vec<String> {
     if !publishers
         .iter()
@@ -843,6 +857,7 @@ pub(super) async fn remove_left_behind(
     for p in participants
         .into_iter()
         .filter(|p| p.remote && p.display.as_deref() == Some(display))
+        .filter(|p| only.is_none_or(|id| p.id == id))
     {
         let remove = RelayRequest::RemoveRemotePublisher { room, id: &p.id };
         match handle

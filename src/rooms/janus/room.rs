@@ -445,7 +445,7 @@ impl RoomActor {
                 VideoRoom::Joined { publishers, .. } => publishers,
                 other => return Err(unexpected("join the VideoRoom", &other)),
             };
-            let left_behind = remove_left_behind(&presence, room, &display_of(user), &publishers).await;
+            let left_behind = remove_left_behind(&presence, room, &display_of(user), &publishers, None).await;
             let publishers = publishers.into_iter().filter(|p| !left_behind.contains(&p.id));
 
             debug!("VideoRoom joined");
