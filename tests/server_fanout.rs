@@ -100,6 +100,11 @@ async fn one_upload_is_relayed_into_every_room() {
     for p in &snapshot.publishing {
         assert_eq!(p.state, PublisherState::Publishing, "{p:?}");
         assert_eq!(p.fanout, Some(Fanout::Server), "{p:?}");
+        // The one upload's quality, sampled by the time room-a's stream has run a while.
+        if p.stream_id.as_str() == "cam-room-a" {
+            let quality = p.quality.as_ref().expect("room-a's quality figures");
+            assert!(quality.kbps_sent > 500, "{quality:?}");
+        }
     }
     // In the classroom rooms the streams look as usual: listed under their ids, with the
     // box's display.
