@@ -12,8 +12,18 @@ use support::janus::Janus;
 use support::janus_ws::RawJanus;
 use support::peers::Subscriber;
 
-const CARRIER: &str = "roomcast-carrier-box-17";
+/// The carrier room's name starts so (then this run's tag).
+const CARRIER_PREFIX: &str = "roomcast-carrier-box-17-";
 const UPLOAD: &str = "carrier-main";
+
+/// The carrier room `upload` is in now, from Janus's handles (it is private: not listed).
+async fn carrier_of(janus: &Janus, upload: &str) -> Option<String> {
+    janus.handles().await.into_iter().find_map(|(_, _, info)| {
+        let plugin = &info["plugin_specific"];
+        let room = plugin["room"].as_str()?;
+        (room.starts_with(CARRIER_PREFIX) && plugin["id"] == upload).then(|| room.to_owned())
+    })
+}
 
 fn user() -> User {
     User::parse("box-17", "Room 101 camera").unwrap()
@@ -128,9 +138,26 @@ async fn one_upload_is_relayed_into_every_room() {
     // Janus has one WebRTC publisher from the box (in the carrier room) and none in the
     // classroom rooms.
     let three_rooms = upload_rate(&agent, "cam-room-a", Duration::from_secs(3)).await;
+    let carrier = carrier_of(&janus, UPLOAD).await.expect("the carrier room");
+    // Private to the box: listed nowhere, and no one can watch the upload without its pin
+    // (the rooms it is relayed into may have pins of their own).
+    let mut raw = RawJanus::connect(&janus.ws_url()).await;
+    let peek = raw.attach("janus.plugin.videoroom").await;
+    let refused = raw
+        .message(
+            peek,
+            serde_json::json!({"request": "join", "ptype": "subscriber", "room": carrier,
+                "streams": [{"feed": UPLOAD}]}),
+            None,
+        )
+        .await;
+    assert!(
+        refused["plugindata"]["data"]["error_code"].is_i64(),
+        "subscribing to the upload without the pin: {refused}"
+    );
     let sample = async || {
         let upload = janus
-            .packets_in(CARRIER, UPLOAD, None)
+            .packets_in(&carrier, UPLOAD, None)
             .await
             .expect("the upload in the carrier room");
         let mut out = Vec::new();
@@ -192,7 +219,7 @@ async fn one_upload_is_relayed_into_every_room() {
         !in_a.iter().any(|p| p["id"] == "cam-room-a"),
         "room-a's remote publisher removed: {in_a:?}"
     );
-    assert!(janus.videoroom_exists(CARRIER).await);
+    assert!(janus.videoroom_exists(&carrier).await);
 
     // Logging out of every room takes everything on Janus away.
     agent.engine.logout_room(None).await.unwrap();
@@ -204,11 +231,11 @@ async fn one_upload_is_relayed_into_every_room() {
             for room in rooms {
                 left.extend(janus.videoroom_participants(room).await);
             }
-            (!janus.videoroom_exists(CARRIER).await && left.is_empty()).then_some(())
+            (!janus.videoroom_exists(&carrier).await && left.is_empty()).then_some(())
         },
     )
     .await;
-    assert_eq!(janus.packets_in(CARRIER, UPLOAD, None).await, None);
+    assert_eq!(janus.packets_in(&carrier, UPLOAD, None).await, None);
     agent.stop().await;
 }
 
@@ -248,9 +275,9 @@ async fn a_server_that_cannot_relay_gives_a_code_or_falls_back() {
     assert!(err.to_string().contains("rooms.fanout"), "{err}");
     assert!(agent.engine.state().await.unwrap().publishing.is_empty());
     support::eventually(
-        "the carrier room set up for it destroyed",
+        "the upload set up for it taken down",
         Duration::from_secs(5),
-        async || (!janus.videoroom_exists(CARRIER).await).then_some(()),
+        async || carrier_of(&janus, UPLOAD).await.is_none().then_some(()),
     )
     .await;
     agent.stop().await;
@@ -303,13 +330,7 @@ async fn relays_left_behind_by_a_lost_box_are_removed_when_it_comes_back() {
     support::eventually(
         "the lost box's upload gone from the carrier room",
         Duration::from_secs(5),
-        async || {
-            janus
-                .packets_in(CARRIER, UPLOAD, None)
-                .await
-                .is_none()
-                .then_some(())
-        },
+        async || carrier_of(&janus, UPLOAD).await.is_none().then_some(()),
     )
     .await;
     assert!(listed("room-a").await, "left behind in room-a");
@@ -364,7 +385,10 @@ async fn a_failed_upload_is_replaced_and_every_room_relayed_again() {
         .await
         .into_iter()
         .find(|(_, _, info)| {
-            info["plugin_specific"]["room"] == CARRIER && info["plugin_specific"]["id"] == UPLOAD
+            info["plugin_specific"]["room"]
+                .as_str()
+                .is_some_and(|room| room.starts_with(CARRIER_PREFIX))
+                && info["plugin_specific"]["id"] == UPLOAD
         })
         .map(|(session, handle, _)| (session, handle))
         .expect("the upload's handle");
@@ -542,10 +566,13 @@ async fn each_channel_has_its_own_upload_in_the_one_carrier_room() {
     aux.wait_frames(30, Duration::from_secs(10)).await;
     assert_eq!(*main.seen.size.lock().unwrap(), Some((640, 360)));
     assert_eq!(*aux.seen.size.lock().unwrap(), Some((320, 240)));
+    let carrier = carrier_of(&janus, "carrier-main")
+        .await
+        .expect("the carrier room");
     for upload in ["carrier-main", "carrier-aux"] {
         assert!(
             janus
-                .packets_in(CARRIER, upload, None)
+                .packets_in(&carrier, upload, None)
                 .await
                 .is_some_and(|n| n > 0),
             "{upload} in the carrier room"
@@ -564,7 +591,7 @@ async fn each_channel_has_its_own_upload_in_the_one_carrier_room() {
         Duration::from_secs(5),
         async || {
             janus
-                .packets_in(CARRIER, "carrier-aux", None)
+                .packets_in(&carrier, "carrier-aux", None)
                 .await
                 .is_none()
                 .then_some(())
@@ -584,7 +611,7 @@ async fn each_channel_has_its_own_upload_in_the_one_carrier_room() {
     support::eventually(
         "the carrier room destroyed",
         Duration::from_secs(5),
-        async || (!janus.videoroom_exists(CARRIER).await).then_some(()),
+        async || (!janus.videoroom_exists(&carrier).await).then_some(()),
     )
     .await;
     agent.stop().await;

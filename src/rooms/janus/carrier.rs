@@ -9,7 +9,8 @@
 //! room until a new upload was negotiated (a second or more). No classroom logout touches
 //! the carrier room: logging out of a room removes only that room's remote publisher.
 //! The carrier's upload lives while any room relays it; the carrier room is destroyed
-//! when the last channel's upload goes.
+//! when the last channel's upload goes. It is unlisted and has a pin and a secret new for
+//! every run (see [`Credentials`]): it carries what goes into pin-protected rooms too.
 //!
 //! Janus 1.1.2 relays plain RTP (SRTP for the relay came in 1.3.0): the remote publishers
 //! are bound to 127.0.0.1, so the relay never leaves the Janus host.
@@ -32,6 +33,7 @@ use super::room::{
     StreamContext, VIDEOROOM, ice_candidate, negotiate, negotiation_timeout, parse_videoroom,
 };
 use super::{JanusSettings, errors};
+use crate::base::secret::Secret;
 use crate::engine::backend::{
     BackendEvent, IceCandidate, MediaEngine, PeerHandle, PeerState, PeerStats, StreamQuality,
     WebRtcPeer,
@@ -48,9 +50,31 @@ const VIDEOROOM_ID_EXISTS: i64 = 436;
 /// Janus binds the remote publishers' sockets here: the relay stays on the Janus host.
 const RELAY_IFACE: &str = "127.0.0.1";
 
-/// The carrier room of the box logged in as `user`.
-pub(super) fn carrier_room(user: &User) -> String {
-    format!("roomcast-carrier-{}", user.user_id)
+/// A carrier room of the box logged in as `user`; `tag` is this run's.
+pub(super) fn carrier_room(user: &User, tag: &str) -> String {
+    format!("roomcast-carrier-{}-{tag}", user.user_id)
+}
+
+/// The carrier room's credentials, new for every run of the box. The room carries what
+/// the box publishes into every room, pin-protected ones included: without its pin no one
+/// can join it or subscribe there, without its secret no one can relay from it or
+/// destroy it. A room an earlier run left (it crashed) keeps its own, so each run has a
+/// room of its own (the name carries `tag`); the one left is empty and Janus forgets it
+/// when it restarts.
+struct Credentials {
+    tag: String,
+    pin: Secret,
+    secret: Secret,
+}
+
+impl Credentials {
+    fn new() -> Self {
+        Self {
+            tag: format!("{:08x}", rand::random::<u32>()),
+            pin: Secret::new(format!("{:032x}", rand::random::<u128>())),
+            secret: Secret::new(format!("{:032x}", rand::random::<u128>())),
+        }
+    }
 }
 
 fn unsupported(message: String) -> BackendError {
@@ -91,6 +115,8 @@ pub(super) struct Lease {
     pub streams: Arc<Vec<RemoteStream>>,
     /// The upload's peer as the engine sees a relayed stream.
     pub view: PeerHandle,
+    /// The carrier room's secret, which relaying from it needs.
+    pub secret: Secret,
     ops: mpsc::UnboundedSender<CarrierOp>,
 }
 
@@ -119,6 +145,7 @@ impl Carriers {
             me: ops.downgrade(),
             carriers: BTreeMap::new(),
             room: None,
+            credentials: Credentials::new(),
             next_generation: 0,
         };
         tokio::spawn(actor.run());
@@ -170,6 +197,7 @@ struct CarrierActor {
     carriers: BTreeMap<Channel, Carrier>,
     /// The carrier room, while it exists.
     room: Option<String>,
+    credentials: Credentials,
     next_generation: u64,
 }
 
@@ -228,6 +256,7 @@ impl CarrierActor {
             publisher_id: carrier.publisher_id.clone(),
             streams: carrier.streams.clone(),
             view: carrier.view.clone(),
+            secret: self.credentials.secret.clone(),
             ops: self.me.upgrade()?,
         })
     }
@@ -304,7 +333,10 @@ impl CarrierActor {
             .wait_connected(timeout)
             .await
             .map_err(|e| errors::map(e, "publish"))?;
-        let room = self.room.clone().unwrap_or_else(|| carrier_room(user));
+        let room = self
+            .room
+            .clone()
+            .unwrap_or_else(|| carrier_room(user, &self.credentials.tag));
         self.ensure_room(&room).await?;
         self.room = Some(room.clone());
         let invalid = |e: crate::engine::EngineError| {
@@ -328,7 +360,7 @@ impl CarrierActor {
             room: room_id,
             stream: stream.clone(),
             display: super::protocol::display_of(user),
-            pin: None,
+            pin: Some(self.credentials.pin.clone()),
             publishing: true,
             events: self.events.clone(),
         };
@@ -409,6 +441,7 @@ impl CarrierActor {
                 room,
                 publisher_id: "roomcast-probe",
                 remote_id: "roomcast-probe",
+                secret: Some(self.credentials.secret.expose()),
             };
             let probed = match control
                 .message("check for remote publishers", probe.body(), None)
@@ -456,6 +489,8 @@ impl CarrierActor {
                     fir_freq: 0,
                     notify_joining: false,
                     permanent: false,
+                    pin: self.credentials.pin.expose(),
+                    secret: self.credentials.secret.expose(),
                     admin_key: self.settings.admin_key.as_ref().map(|k| k.expose()),
                 };
                 match control
@@ -487,6 +522,7 @@ impl CarrierActor {
         };
         let destroy = RelayRequest::Destroy {
             room,
+            secret: self.credentials.secret.expose(),
             permanent: false,
         };
         match control
@@ -759,6 +795,7 @@ async fn relay_into_room(cx: &RelayContext, relay: &Relay) -> Result<(), Backend
         host: &host,
         port,
         rtcp_port,
+        secret: Some(relay.lease.secret.expose()),
         admin_key: cx.settings.admin_key.as_ref().map(|k| k.expose()),
     };
     relay
@@ -776,6 +813,7 @@ async fn take_down(cx: &RelayContext, relay: &Relay) {
         room: &relay.lease.room,
         publisher_id: &relay.lease.publisher_id,
         remote_id: &relay.remote_id,
+        secret: Some(relay.lease.secret.expose()),
     };
     if let Err(e) = relay
         .handle

@@ -348,11 +348,16 @@ pub enum RelayRequest<'a> {
         fir_freq: u32,
         notify_joining: bool,
         permanent: bool,
+        /// Needed to join the room or subscribe in it.
+        pin: &'a str,
+        /// Needed to edit or destroy the room, and to relay from it.
+        secret: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         admin_key: Option<&'a str>,
     },
     Destroy {
         room: &'a str,
+        secret: &'a str,
         permanent: bool,
     },
     AddRemotePublisher {
@@ -374,12 +379,16 @@ pub enum RelayRequest<'a> {
         port: u16,
         rtcp_port: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
+        secret: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         admin_key: Option<&'a str>,
     },
     UnpublishRemotely {
         room: &'a str,
         publisher_id: &'a str,
         remote_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secret: Option<&'a str>,
     },
 }
 
