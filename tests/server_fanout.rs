@@ -640,3 +640,32 @@ async fn a_stream_id_taken_in_the_room_is_1003028_and_left_alone() {
     viewer.wait_frames(30, Duration::from_secs(10)).await;
     agent.stop().await;
 }
+
+/// A clean stop (the service stopped, no logout first) leaves nothing of the box's on
+/// Janus: no relay in the rooms, no upload, no carrier room (a new one is made each run,
+/// so one left per stop would pile up until Janus restarts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_nothing_on_janus() {
+    let janus = Janus::start();
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    let rooms = ["room-a", "room-b"];
+    for room in rooms {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+        agent
+            .engine
+            .start_publishing(&format!("cam-{room}"), in_room(room), Channel::Main)
+            .await
+            .unwrap();
+    }
+    let carrier = carrier_of(&janus, UPLOAD).await.expect("the carrier room");
+    agent.stop().await;
+    let mut left = Vec::new();
+    for room in rooms {
+        left.extend(janus.videoroom_participants(room).await);
+    }
+    assert!(left.is_empty(), "left in the rooms: {left:?}");
+    assert!(
+        !janus.videoroom_exists(&carrier).await,
+        "the carrier room is destroyed before the session closes"
+    );
+}

@@ -103,6 +103,10 @@ enum CarrierOp {
         generation: u64,
         reason: String,
     },
+    /// Answered once every op sent before it is done (shutdown: the last releases).
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A room's hold on its channel's carrier; dropping it releases the hold.
@@ -170,6 +174,16 @@ impl Carriers {
             })
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// Waits (at most `within`) until the actor has done everything asked of it so far:
+    /// after the rooms are left, the last uploads are taken down and the carrier room
+    /// destroyed, so shutdown leaves no empty room of ours on Janus.
+    pub(super) async fn flush(&self, within: std::time::Duration) {
+        let (reply, done) = oneshot::channel();
+        if self.ops.send(CarrierOp::Flush { reply }).is_ok() {
+            let _ = tokio::time::timeout(within, done).await;
+        }
     }
 }
 
@@ -239,6 +253,9 @@ impl CarrierActor {
                         )));
                         self.take_down(carrier).await;
                     }
+                }
+                CarrierOp::Flush { reply } => {
+                    let _ = reply.send(());
                 }
             }
         }

@@ -132,6 +132,13 @@ impl JanusRooms {
         &self.client
     }
 
+    /// Shutdown, after the engine left every room and before the session closes: waits
+    /// (at most `within`) for the server fan-out's last uploads to be taken down and its
+    /// carrier room destroyed.
+    pub async fn settle(&self, within: Duration) {
+        self.carriers.flush(within).await;
+    }
+
     /// Registers `op` with the room's task (starting one if needed) and returns its
     /// outcome. Registration happens now, so operations keep the caller's order.
     fn submit<T: Send + 'static>(
