@@ -44,6 +44,7 @@ pub struct Agent {
     engine_task: JoinHandle<()>,
     /// The SFU connection outlives the engine so leaving rooms can still be said.
     sfu_shutdown: CancellationToken,
+    rooms: Arc<JanusRooms>,
 }
 
 impl Agent {
@@ -62,7 +63,7 @@ impl Agent {
         let sfu_shutdown = CancellationToken::new();
         let (rooms, rooms_events) = JanusRooms::start(&config.janus, sfu_shutdown.clone());
         let (engine, engine_task) = EngineBuilder::new(config.engine_settings()).start(
-            rooms,
+            rooms.clone(),
             rooms_events,
             media.clone(),
             shutdown,
@@ -72,6 +73,7 @@ impl Agent {
             media,
             engine_task,
             sfu_shutdown,
+            rooms,
         }
     }
 
@@ -84,6 +86,8 @@ impl Agent {
         {
             warn!("the room engine did not stop within 3 s");
         }
+        // Server fan-out's last clean-up on Janus (its carrier room), bounded.
+        self.rooms.settle(Duration::from_secs(1)).await;
         self.media.shutdown();
         self.sfu_shutdown.cancel();
     }

@@ -192,3 +192,106 @@ async fn an_unconstrained_uplink_keeps_the_configured_bitrate() {
     dash.close().await;
     drop(agent);
 }
+
+/// Server fan-out (`rooms.fanout = "server"`) over a 4 Mbit/s uplink: the box uploads
+/// one copy however many rooms it publishes into, so five rooms cost the uplink what one
+/// does, the encoder keeps its configured bitrate and every room decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_fanout_puts_one_copy_on_a_4_mbit_uplink() {
+    let net = BoxNet::create();
+    let janus = Janus::start_at(&net.host_addr, "");
+    let broker = Mosquitto::start_also_on(&net.host_addr);
+    net.limit_uplink(4000);
+    let config = box_config(&broker, &janus, &net, "")
+        .replace("max_rooms = 5", "max_rooms = 5\nfanout = \"server\"");
+    let agent = AgentProcess::start(
+        &config,
+        Options {
+            netns_pid: Some(net.pid()),
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    let rooms = ["r1", "r2", "r3", "r4", "r5"];
+    let mut subscribers = Vec::new();
+    let publish = async |room: &str| {
+        ok(&dash, "login_room", json!({"room_id": room})).await;
+        ok(
+            &dash,
+            "start_publishing",
+            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
+        )
+        .await;
+        Subscriber::wait_for(
+            &janus.ws_url(),
+            room,
+            &format!("cam-{room}"),
+            Duration::from_secs(20),
+        )
+        .await
+    };
+    // What the box puts on its uplink per second, over `window`; the frames each
+    // subscriber decoded meanwhile; the agent's CPU (% of one core).
+    let pid = agent.pid().to_string();
+    let measure = async |subscribers: &[Subscriber], window: Duration| {
+        let (bytes, frames, cpu): (u64, Vec<u64>, f64) = (
+            net.egress_bytes(),
+            subscribers.iter().map(|s| s.seen.frames()).collect(),
+            support::cpu_seconds(&pid).unwrap_or_default(),
+        );
+        tokio::time::sleep(window).await;
+        let rate = (net.egress_bytes() - bytes) as f64 / window.as_secs_f64();
+        let cpu =
+            (support::cpu_seconds(&pid).unwrap_or_default() - cpu) * 100.0 / window.as_secs_f64();
+        let fps: Vec<f64> = subscribers
+            .iter()
+            .zip(frames)
+            .map(|(s, before)| (s.seen.frames() - before) as f64 / window.as_secs_f64())
+            .collect();
+        (rate, fps, cpu)
+    };
+    subscribers.push(publish(rooms[0]).await);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (one, _, cpu_one) = measure(&subscribers, Duration::from_secs(5)).await;
+    for room in &rooms[1..] {
+        subscribers.push(publish(room).await);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let window = Instant::now();
+    let (five, fps, cpu_five) = measure(&subscribers, Duration::from_secs(5)).await;
+    let kbps = encoder_kbps(&dash).await;
+    let reply = dash.request("get_state", json!({})).await.expect("state");
+    println!(
+        "server fan-out over 4 Mbit/s: box egress {:.0} kbit/s with 1 room, {:.0} kbit/s with 5 rooms ({:.2}x); decoded fps per room {fps:.1?}; encoder {kbps:?} kbit/s; tbf drops {}; agent CPU {cpu_one:.1} % of a core with 1 room, {cpu_five:.1} % with 5",
+        one * 8.0 / 1000.0,
+        five * 8.0 / 1000.0,
+        five / one,
+        net.uplink_drops()
+    );
+    for stream in reply["result"]["publishing"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(stream["fanout"], "server", "{stream}");
+    }
+    assert!(
+        five < one * 1.3,
+        "five rooms cost the uplink {five:.0} B/s against {one:.0} B/s for one; agent log:\n{}",
+        agent.log()
+    );
+    for (room, (fps, subscriber)) in rooms.iter().zip(fps.iter().zip(&subscribers)) {
+        assert!(*fps >= 25.0, "{room} decoded {fps:.1} fps");
+        assert!(
+            subscriber.seen.max_gap_after(window) < Duration::from_millis(500),
+            "{room}"
+        );
+    }
+    assert!(
+        kbps.is_some_and(|k| k >= 1800),
+        "the encoder came down to {kbps:?} kbit/s with one copy on a 4 Mbit/s uplink"
+    );
+    dash.close().await;
+    drop(agent);
+}

@@ -362,13 +362,14 @@ impl Config {
         let rooms = match self.rooms.mode {
             crate::engine::RoomMode::Single => "single-room mode".to_owned(),
             crate::engine::RoomMode::Multi => format!(
-                "multi-room mode (up to {} rooms, {})",
+                "multi-room mode (up to {} rooms, {}, fan-out {})",
                 self.rooms.max_rooms,
                 if self.rooms.multi_room_enabled {
                     "enabled"
                 } else {
                     "NOT enabled"
-                }
+                },
+                self.rooms.fanout
             ),
         };
         let sources: Vec<String> = self
@@ -404,6 +405,7 @@ impl Config {
             quality_interval: (self.rooms.quality_interval_s > 0)
                 .then(|| std::time::Duration::from_secs(self.rooms.quality_interval_s)),
             allowed_rooms: crate::engine::RoomAllowList::new(self.rooms.allowed.clone()),
+            fanout: self.rooms.fanout,
             reconnect: crate::engine::ReconnectPolicy {
                 window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
                 ..Default::default()

@@ -79,6 +79,28 @@ fn unknown_field_names_field_line_and_allowed_keys() {
 }
 
 #[test]
+fn fanout_defaults_to_device_and_takes_server_and_auto() {
+    use crate::engine::FanoutPolicy;
+    assert_eq!(parse(MINIMAL).unwrap().rooms.fanout, FanoutPolicy::Device);
+    for (value, policy) in [
+        ("device", FanoutPolicy::Device),
+        ("server", FanoutPolicy::Server),
+        ("auto", FanoutPolicy::Auto),
+    ] {
+        let text = format!("{MINIMAL}[rooms]\nfanout = \"{value}\"\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.rooms.fanout, policy);
+        assert_eq!(config.engine_settings().fanout, policy);
+    }
+    let message = error_text(&format!("{MINIMAL}[rooms]\nfanout = \"janus\"\n"));
+    assert!(message.contains("`rooms.fanout`"), "{message}");
+    assert!(
+        message.contains("device") && message.contains("server") && message.contains("auto"),
+        "{message}"
+    );
+}
+
+#[test]
 fn bad_enum_value_lists_the_variants() {
     let text = format!("{MINIMAL}[rooms]\nmode = \"dual\"\n");
     let message = error_text(&text);

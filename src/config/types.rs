@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 
 use crate::base::secret::Secret;
-use crate::engine::{RoomMode, User};
+use crate::engine::{FanoutPolicy, RoomMode, User};
 
 /// The most rooms `rooms.max_rooms` may allow.
 pub const MAX_ROOMS_LIMIT: usize = crate::engine::limits::MAX_ROOMS;
@@ -59,6 +59,11 @@ pub struct RoomsConfig {
     /// fails with 1002906. Empty (the default): every room.
     #[serde(default)]
     pub allowed: Vec<String>,
+    /// How a channel published into several rooms reaches them: one upload per room
+    /// (`device`), one per server relayed by Janus (`server`), or `server` where the
+    /// server can (`auto`).
+    #[serde(default)]
+    pub fanout: FanoutPolicy,
 }
 
 impl Default for RoomsConfig {
@@ -69,6 +74,7 @@ impl Default for RoomsConfig {
             multi_room_enabled: false,
             quality_interval_s: default_quality_interval(),
             allowed: Vec::new(),
+            fanout: FanoutPolicy::Device,
         }
     }
 }

@@ -21,8 +21,8 @@ use super::event::{Event, StreamInfo, UserInfo};
 use super::limits::{MAX_ROOMS, MAX_STREAMS};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
-    Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, RoomStateReason,
-    StreamId, UpdateType, User,
+    Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
+    RoomState, RoomStateReason, StreamId, UpdateType, User,
 };
 use super::{Command, EngineSettings, Reply};
 use crate::base::secret::Secret;
@@ -117,6 +117,8 @@ struct StreamEntry {
     awaiting_remote: bool,
     /// Part of the desired state: its start was answered ok, or it was restored.
     accepted: bool,
+    /// A published stream's fan-out, once decided (`auto` may fall back to `device`).
+    fanout: Option<Fanout>,
 }
 
 impl StreamEntry {
@@ -133,6 +135,7 @@ impl StreamEntry {
             attempt: 0,
             awaiting_remote: false,
             accepted: false,
+            fanout: None,
         }
     }
 }
@@ -161,6 +164,12 @@ enum Outcome {
         reply: Option<Reply<Vec<RoomId>>>,
     },
     PeerOpened {
+        key: StreamKey,
+        generation: u64,
+        result: Result<PeerHandle, BackendError>,
+    },
+    /// A stream published by server-side fan-out is relayed into its room (or not).
+    Relayed {
         key: StreamKey,
         generation: u64,
         result: Result<PeerHandle, BackendError>,
@@ -665,6 +674,29 @@ impl Engine {
         };
         entry.generation = generation;
         entry.awaiting_remote = false;
+        if let Role::Publish { channel } = entry.role {
+            let fanout = match (self.settings.fanout, entry.fanout) {
+                (FanoutPolicy::Device, _) | (FanoutPolicy::Auto, Some(Fanout::Device)) => {
+                    Fanout::Device
+                }
+                (FanoutPolicy::Server | FanoutPolicy::Auto, _) => Fanout::Server,
+            };
+            entry.fanout = Some(fanout);
+            if fanout == Fanout::Server {
+                let relayed =
+                    self.backend
+                        .publish_relayed(&entry.room, &key.1, channel, self.media.clone());
+                let key = key.clone();
+                self.ops.spawn(async move {
+                    Outcome::Relayed {
+                        key,
+                        generation,
+                        result: relayed.await,
+                    }
+                });
+                return;
+            }
+        }
         let (media, room, role, key) = (
             self.media.clone(),
             entry.room.clone(),
@@ -721,6 +753,38 @@ impl Engine {
                 result: negotiated.await,
             }
         });
+    }
+
+    /// Server-side fan-out: the relay is up (the peer is a view of the shared upload), or
+    /// it failed; under `auto`, a server that cannot relay means `device` for the stream.
+    fn on_relayed(
+        &mut self,
+        key: StreamKey,
+        generation: u64,
+        result: Result<PeerHandle, BackendError>,
+    ) {
+        if !self.current(&key, generation) {
+            return;
+        }
+        match result {
+            Ok(peer) => {
+                if let Some(entry) = self.streams.get_mut(&key) {
+                    entry.peer = Some(peer);
+                }
+                self.on_negotiated(key, generation, Ok(()));
+            }
+            Err(e)
+                if e.code == ErrorCode::PUBLISH_FANOUT_UNSUPPORTED
+                    && self.settings.fanout == FanoutPolicy::Auto =>
+            {
+                info!(stream = %key.1, "server fan-out not possible, publishing from the box: {}", e.message);
+                if let Some(entry) = self.streams.get_mut(&key) {
+                    entry.fanout = Some(Fanout::Device);
+                }
+                self.begin_stream(&key);
+            }
+            Err(e) => self.stream_failed(&key, e),
+        }
     }
 
     fn on_negotiated(&mut self, key: StreamKey, generation: u64, result: Result<(), BackendError>) {
@@ -984,6 +1048,11 @@ impl Engine {
                 generation,
                 result,
             } => self.on_peer_opened(key, generation, result),
+            Outcome::Relayed {
+                key,
+                generation,
+                result,
+            } => self.on_relayed(key, generation, result),
             Outcome::Negotiated {
                 key,
                 generation,
@@ -1561,6 +1630,7 @@ impl Engine {
                     room_id: entry.room.clone(),
                     channel,
                     state: publisher_state(entry.phase),
+                    fanout: entry.fanout,
                     stats,
                     quality: match quality {
                         Some(StreamQuality::Publisher(q)) => Some(q),

@@ -39,7 +39,33 @@ pub trait RoomBackend: Send + Sync + 'static {
     /// Publishes `peer` into `room` as `stream`; resolves once media flows to the SFU.
     fn publish(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()>;
 
-    /// Stops publishing `stream` in `room`. Unknown streams are not an error.
+    /// Server-side fan-out: makes `channel` appear in `room` as `stream`, relayed by the
+    /// SFU from the box's one upload of that channel to the room's server (opened with
+    /// `media` by the first stream that needs it, released after the last). Resolves once
+    /// the relay is set up, with a view of the shared upload's peer: its state and stats
+    /// are the upload's, and closing it releases nothing (`unpublish` does). Fails with
+    /// `PUBLISH_FANOUT_UNSUPPORTED` when the server cannot relay.
+    fn publish_relayed(
+        &self,
+        room: &RoomId,
+        stream: &StreamId,
+        channel: Channel,
+        media: Arc<dyn MediaEngine>,
+    ) -> OpFuture<PeerHandle> {
+        let _ = (stream, channel, media);
+        let message = format!(
+            "the rooms backend of `{room}` cannot relay streams (server fan-out): set rooms.fanout = \"device\""
+        );
+        Box::pin(async move {
+            Err(BackendError::new(
+                super::error::ErrorCode::PUBLISH_FANOUT_UNSUPPORTED,
+                message,
+            ))
+        })
+    }
+
+    /// Stops publishing `stream` in `room` (either way it was published). Unknown streams
+    /// are not an error.
     fn unpublish(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()>;
 
     /// Subscribes `peer` to `stream` in `room`; resolves once media flows from the SFU.

@@ -67,6 +67,9 @@ impl ErrorCode {
     pub const PUBLISH_MEDIA_FAILED: ErrorCode = ErrorCode(1003901);
     /// WebRTC negotiation or connectivity for a published stream failed.
     pub const PUBLISH_WEBRTC_FAILED: ErrorCode = ErrorCode(1003902);
+    /// `rooms.fanout = "server"` and the room's server cannot relay the box's upload into
+    /// the room (no VideoRoom remote publishers, or it refused the private carrier room).
+    pub const PUBLISH_FANOUT_UNSUPPORTED: ErrorCode = ErrorCode(1003903);
     /// No TURN relay of `network.turn_servers` gave a published stream a path (the relay
     /// refused the credentials or cannot be reached) and no direct path worked.
     pub const PUBLISH_RELAY_FAILED: ErrorCode = ErrorCode(1003904);

@@ -37,8 +37,8 @@ pub use error::{BackendError, EngineError, ErrorCode};
 pub use event::Event;
 pub use snapshot::EngineSnapshot;
 pub use types::{
-    Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, RoomStateReason,
-    StreamId, UpdateType, User, UserId,
+    Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
+    RoomState, RoomStateReason, StreamId, UpdateType, User, UserId,
 };
 
 use crate::base::secret::Secret;
@@ -59,6 +59,8 @@ pub struct EngineSettings {
     /// `rooms.allowed`: logins to other rooms fail with 1002906.
     pub allowed_rooms: RoomAllowList,
     pub reconnect: ReconnectPolicy,
+    /// How published streams reach their rooms (`rooms.fanout`).
+    pub fanout: FanoutPolicy,
 }
 
 impl Default for EngineSettings {
@@ -70,6 +72,7 @@ impl Default for EngineSettings {
             quality_interval: None,
             allowed_rooms: RoomAllowList::any(),
             reconnect: ReconnectPolicy::default(),
+            fanout: FanoutPolicy::Device,
         }
     }
 }

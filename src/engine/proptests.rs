@@ -200,6 +200,7 @@ fn settings() -> impl Strategy<Value = EngineSettings> {
                     initial_backoff: Duration::from_millis(100),
                     max_backoff: Duration::from_secs(1),
                 },
+                fanout: FanoutPolicy::Device,
             },
         )
 }

@@ -5,7 +5,8 @@ use serde::Serialize;
 use super::backend::{MediaSnapshot, PeerStats, PlayerQuality, PublisherQuality};
 use super::event::{StreamInfo, UserInfo};
 use super::types::{
-    Channel, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState, StreamId, User,
+    Channel, Fanout, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState,
+    StreamId, User,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,6 +39,11 @@ pub struct PublishSnapshot {
     pub room_id: RoomId,
     pub channel: Channel,
     pub state: PublisherState,
+    /// How the stream reaches its room: its own upload (`device`) or relayed by the SFU
+    /// from the box's one upload to that server (`server`). Absent until it is decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<Fanout>,
+    /// In `server` fan-out these are the counters of the one shared upload.
     pub stats: PeerStats,
     /// The latest quality figures (as in `publisher_quality_update`), once sampled.
     #[serde(skip_serializing_if = "Option::is_none")]

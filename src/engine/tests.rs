@@ -20,6 +20,7 @@ fn settings(mode: RoomMode) -> EngineSettings {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
         },
+        fanout: FanoutPolicy::Device,
     }
 }
 
@@ -270,6 +271,38 @@ async fn channel_busy_in_a_room_1003023_but_fans_out_to_other_rooms() {
         .unwrap();
     let state = h.engine.state().await.unwrap();
     assert_eq!(state.publishing.len(), 3);
+}
+
+/// A backend that cannot relay (the double, like a Janus before 1.1.0): `server` fan-out
+/// refuses the publish with 1003903 and keeps nothing; `auto` publishes from the box.
+#[tokio::test]
+async fn fanout_server_refused_1003903_auto_falls_back_to_device() {
+    let mut s = settings(RoomMode::Multi);
+    s.fanout = FanoutPolicy::Server;
+    let h = Harness::start(s);
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    assert_eq!(
+        code(
+            h.engine
+                .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+                .await
+        ),
+        1003903
+    );
+    assert!(h.engine.state().await.unwrap().publishing.is_empty());
+
+    let mut s = settings(RoomMode::Multi);
+    s.fanout = FanoutPolicy::Auto;
+    let h = Harness::start(s);
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    let state = h
+        .engine
+        .start_publishing("main-big", in_room("bigclass"), Channel::Main)
+        .await
+        .unwrap();
+    assert_eq!(state, PublisherState::Publishing);
+    let snapshot = h.engine.state().await.unwrap();
+    assert_eq!(snapshot.publishing[0].fanout, Some(Fanout::Device));
 }
 
 #[tokio::test]

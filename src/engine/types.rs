@@ -206,6 +206,40 @@ impl fmt::Display for RoomMode {
     }
 }
 
+/// How a channel published into several rooms reaches them (`rooms.fanout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FanoutPolicy {
+    /// One WebRTC upload per room from the box (one shared encode, N copies sent).
+    #[default]
+    Device,
+    /// One upload per server; the SFU relays it into every room (remote publishers).
+    /// A publish fails with 1003903 when the server cannot.
+    Server,
+    /// `server` when the room's server can relay, `device` otherwise.
+    Auto,
+}
+
+impl fmt::Display for FanoutPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FanoutPolicy::Device => "device",
+            FanoutPolicy::Server => "server",
+            FanoutPolicy::Auto => "auto",
+        })
+    }
+}
+
+/// How one published stream actually reaches its room (the state snapshot's `fanout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fanout {
+    /// Its own WebRTC upload from the box.
+    Device,
+    /// Relayed by the SFU from the box's one upload to that server.
+    Server,
+}
+
 /// Which captured source a stream publishes.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,

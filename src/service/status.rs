@@ -103,6 +103,7 @@ mod tests {
             room_id: RoomId::parse(room).unwrap(),
             channel,
             state,
+            fanout: None,
             stats: PeerStats::default(),
             quality: None,
         }

@@ -11,6 +11,16 @@ use super::TempDir;
 
 /// Config text for an agent against `janus_url` (MQTT is not started by `Agent`).
 pub fn config_text(janus_url: &str, state_dir: &std::path::Path, extra: &str) -> String {
+    config_text_with(janus_url, state_dir, "", extra)
+}
+
+/// Like [`config_text`], with `rooms` (TOML) added to the `[rooms]` table.
+pub fn config_text_with(
+    janus_url: &str,
+    state_dir: &std::path::Path,
+    rooms: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 device_id = "box-17"
@@ -21,6 +31,7 @@ user_name = "Room 101 camera"
 [rooms]
 mode = "multi"
 multi_room_enabled = true
+{rooms}
 [sources.main]
 video = "test"
 audio = "test"
@@ -49,8 +60,14 @@ impl TestAgent {
     /// Starts an agent; `extra` is TOML inserted after `[sources.main]` (e.g. more of
     /// that table, or more tables).
     pub fn start(janus_url: &str, extra: &str) -> Self {
+        Self::start_with(janus_url, "", extra)
+    }
+
+    /// Like [`TestAgent::start`], with `rooms` (TOML) added to the `[rooms]` table, e.g.
+    /// `fanout = "server"`.
+    pub fn start_with(janus_url: &str, rooms: &str, extra: &str) -> Self {
         let dir = TempDir::new("agent");
-        let text = config_text(janus_url, dir.path(), extra);
+        let text = config_text_with(janus_url, dir.path(), rooms, extra);
         let config = Config::parse(&text, std::path::Path::new("test-agent.toml"))
             .expect("test config is valid");
         Self::with_config(&config, dir)

@@ -260,6 +260,40 @@ impl Janus {
         })
     }
 
+    /// Packets Janus sent to each subscriber in `room` so far (one entry per subscriber
+    /// handle: what the room's viewers received).
+    pub async fn packets_out_to_subscribers(&self, room: &str) -> Vec<u64> {
+        self.handles()
+            .await
+            .into_iter()
+            .filter_map(|(_, _, info)| {
+                let plugin = &info["plugin_specific"];
+                if plugin["room"] != room || plugin["type"] != "subscriber" {
+                    return None;
+                }
+                let media = info["webrtc"]["media"].as_object()?;
+                Some(
+                    media
+                        .values()
+                        .filter_map(|m| m["stats"]["out"]["packets"].as_u64())
+                        .sum(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether a VideoRoom exists (listed or private).
+    pub async fn videoroom_exists(&self, room: &str) -> bool {
+        let reply = self
+            .admin(
+                "",
+                serde_json::json!({"janus": "message_plugin", "plugin": "janus.plugin.videoroom",
+                    "request": {"request": "exists", "room": room}}),
+            )
+            .await;
+        reply["response"]["exists"] == true
+    }
+
     /// `listparticipants` of a VideoRoom, via the Admin API's plugin messaging.
     pub async fn videoroom_participants(&self, room: &str) -> Vec<serde_json::Value> {
         let reply = self

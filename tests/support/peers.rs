@@ -42,6 +42,23 @@ impl Seen {
             .unwrap_or_default()
     }
 
+    /// How many stamped frames were seen so far (a mark for `latency_percentile`).
+    pub fn stamped(&self) -> usize {
+        self.latencies_ms.lock().unwrap().len()
+    }
+
+    /// The `p`-th percentile (0 to 100) of the capture→decoded latencies of the stamped
+    /// frames after mark `from`, in ms.
+    pub fn latency_percentile(&self, from: usize, p: f64) -> Option<f64> {
+        let mut latencies = self.latencies_ms.lock().unwrap().get(from..)?.to_vec();
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_by(f64::total_cmp);
+        let index = ((latencies.len() - 1) as f64 * p / 100.0).round() as usize;
+        latencies.get(index).copied()
+    }
+
     pub fn first_frame(&self) -> Option<Instant> {
         self.arrivals.lock().unwrap().first().copied()
     }

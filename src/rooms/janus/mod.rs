@@ -2,6 +2,7 @@
 //! users and messages, string room ids. One WebSocket session for the whole agent; one
 //! task per room owning that room's handles.
 
+mod carrier;
 pub mod client;
 mod errors;
 pub mod protocol;
@@ -15,14 +16,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use self::carrier::Carriers;
 use self::client::{ClientConfig, JanusClient};
 use self::protocol::Auth;
 use self::room::{RoomActor, RoomOp};
 use crate::base::secret::Secret;
 use crate::config::JanusConfig;
-use crate::engine::backend::{BackendEvent, OpFuture, PeerHandle, RoomBackend};
+use crate::engine::backend::{BackendEvent, MediaEngine, OpFuture, PeerHandle, RoomBackend};
 use crate::engine::error::{BackendError, ErrorCode};
-use crate::engine::types::{RoomId, StreamId, User, UserId};
+use crate::engine::types::{Channel, RoomId, StreamId, User, UserId};
 
 /// Room settings and policies from `[janus]`.
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub struct JanusRooms {
     created: CreatedRooms,
     next_slot: AtomicU64,
     message_ids: Arc<AtomicU64>,
+    /// The box's uploads for server-side fan-out on this server.
+    carriers: Carriers,
 }
 
 impl JanusRooms {
@@ -109,9 +113,12 @@ impl JanusRooms {
         let first_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
+        let settings = Arc::new(settings);
+        let carriers = Carriers::start(client.clone(), settings.clone(), events.clone());
         let rooms = Arc::new(Self {
             client,
-            settings: Arc::new(settings),
+            settings,
+            carriers,
             events,
             slots: Arc::new(Mutex::new(HashMap::new())),
             created: Arc::new(Mutex::new(HashMap::new())),
@@ -123,6 +130,13 @@ impl JanusRooms {
 
     pub fn client(&self) -> &JanusClient {
         &self.client
+    }
+
+    /// Shutdown, after the engine left every room and before the session closes: waits
+    /// (at most `within`) for the server fan-out's last uploads to be taken down and its
+    /// carrier room destroyed.
+    pub async fn settle(&self, within: Duration) {
+        self.carriers.flush(within).await;
     }
 
     /// Registers `op` with the room's task (starting one if needed) and returns its
@@ -152,6 +166,7 @@ impl JanusRooms {
                         created: self.created.clone(),
                         ops,
                         message_ids: self.message_ids.clone(),
+                        carriers: self.carriers.clone(),
                     };
                     tokio::spawn(actor.run());
                     slots.insert(room.clone(), RoomSlot { id, ops: ops_tx });
@@ -214,6 +229,22 @@ impl RoomBackend for JanusRooms {
         self.submit(room, |reply| RoomOp::Publish {
             stream,
             peer,
+            reply,
+        })
+    }
+
+    fn publish_relayed(
+        &self,
+        room: &RoomId,
+        stream: &StreamId,
+        channel: Channel,
+        media: Arc<dyn MediaEngine>,
+    ) -> OpFuture<PeerHandle> {
+        let stream = stream.clone();
+        self.submit(room, |reply| RoomOp::PublishRelayed {
+            stream,
+            channel,
+            media,
             reply,
         })
     }

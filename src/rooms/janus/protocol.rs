@@ -258,6 +258,9 @@ pub struct Participant {
     pub display: Option<String>,
     #[serde(default)]
     pub publisher: bool,
+    /// A remote publisher (relayed into the room from another room or server).
+    #[serde(default)]
+    pub remote: bool,
 }
 
 /// VideoRoom answers and events (`plugindata.data`).
@@ -269,9 +272,21 @@ pub enum VideoRoom {
         exists: Option<bool>,
         #[serde(default)]
         participants: Option<Vec<Participant>>,
+        /// `add_remote_publisher`: where the remote publisher receives RTP.
+        #[serde(default)]
+        ip: Option<String>,
+        #[serde(default)]
+        port: Option<u16>,
+        #[serde(default)]
+        rtcp_port: Option<u16>,
     },
     Created {
         room: String,
+    },
+    /// The answer to `listparticipants`.
+    Participants {
+        #[serde(default)]
+        participants: Vec<Participant>,
     },
     Joined {
         room: String,
@@ -309,6 +324,168 @@ pub enum VideoRoom {
     Updated {},
     #[serde(other)]
     Other,
+}
+
+/// VideoRoom requests of server-side fan-out (`body` of a `message`): the box's private
+/// carrier room, its publisher, and the remote publishers that relay it into rooms.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum RelayRequest<'a> {
+    Exists {
+        room: &'a str,
+    },
+    Listparticipants {
+        room: &'a str,
+    },
+    Create {
+        room: &'a str,
+        description: &'a str,
+        is_private: bool,
+        publishers: u32,
+        bitrate: u64,
+        videocodec: &'a str,
+        audiocodec: &'a str,
+        fir_freq: u32,
+        notify_joining: bool,
+        permanent: bool,
+        /// Needed to join the room or subscribe in it.
+        pin: &'a str,
+        /// Needed to edit or destroy the room, and to relay from it.
+        secret: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        admin_key: Option<&'a str>,
+    },
+    Destroy {
+        room: &'a str,
+        secret: &'a str,
+        permanent: bool,
+    },
+    AddRemotePublisher {
+        room: &'a str,
+        id: &'a str,
+        display: &'a str,
+        iface: &'a str,
+        streams: &'a [RemoteStream],
+    },
+    RemoveRemotePublisher {
+        room: &'a str,
+        id: &'a str,
+    },
+    PublishRemotely {
+        room: &'a str,
+        publisher_id: &'a str,
+        remote_id: &'a str,
+        host: &'a str,
+        port: u16,
+        rtcp_port: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secret: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        admin_key: Option<&'a str>,
+    },
+    UnpublishRemotely {
+        room: &'a str,
+        publisher_id: &'a str,
+        remote_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        secret: Option<&'a str>,
+    },
+}
+
+impl RelayRequest<'_> {
+    /// The request as a `message` body.
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// One m-line of a publisher, as `add_remote_publisher` describes it: the same `mindex`
+/// as at the source (Janus demultiplexes the relayed RTP by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteStream {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub mindex: u32,
+    pub mid: String,
+    pub codec: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h264_profile: Option<String>,
+}
+
+/// The audio and video m-lines of an SDP offer, as remote-publisher streams.
+pub fn remote_streams(sdp: &str) -> Vec<RemoteStream> {
+    struct Section {
+        kind: String,
+        payloads: Vec<String>,
+        mid: Option<String>,
+        rtpmap: Vec<(String, String)>,
+        fmtp: Vec<(String, String)>,
+    }
+    let mut sections: Vec<Section> = Vec::new();
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut parts = m.split_whitespace();
+            let kind = parts.next().unwrap_or_default().to_owned();
+            let payloads = parts.skip(2).map(str::to_owned).collect();
+            sections.push(Section {
+                kind,
+                payloads,
+                mid: None,
+                rtpmap: Vec::new(),
+                fmtp: Vec::new(),
+            });
+        } else if let Some(section) = sections.last_mut() {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                section.mid = Some(mid.to_owned());
+            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                if let Some((pt, codec)) = map.split_once(' ') {
+                    let name = codec.split('/').next().unwrap_or_default();
+                    section
+                        .rtpmap
+                        .push((pt.to_owned(), name.to_ascii_lowercase()));
+                }
+            } else if let Some(fmtp) = line.strip_prefix("a=fmtp:")
+                && let Some((pt, params)) = fmtp.split_once(' ')
+            {
+                section.fmtp.push((pt.to_owned(), params.to_owned()));
+            }
+        }
+    }
+    sections
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind == "audio" || s.kind == "video")
+        .filter_map(|(mindex, s)| {
+            // The first payload type that is a codec (not rtx, red, ulpfec).
+            let (pt, codec) = s.payloads.iter().find_map(|pt| {
+                s.rtpmap
+                    .iter()
+                    .find(|(p, name)| p == pt && !matches!(name.as_str(), "rtx" | "red" | "ulpfec"))
+                    .cloned()
+            })?;
+            let h264_profile = (codec == "h264")
+                .then(|| {
+                    s.fmtp
+                        .iter()
+                        .find(|(p, _)| *p == pt)
+                        .and_then(|(_, params)| {
+                            params.split(';').find_map(|kv| {
+                                kv.trim()
+                                    .strip_prefix("profile-level-id=")
+                                    .map(str::to_owned)
+                            })
+                        })
+                })
+                .flatten();
+            Some(RemoteStream {
+                kind: s.kind,
+                mindex: u32::try_from(mindex).ok()?,
+                mid: s.mid?,
+                codec,
+                h264_profile,
+            })
+        })
+        .collect()
 }
 
 // ---- TextRoom ----------------------------------------------------------------------
@@ -683,6 +860,47 @@ mod tests {
         );
         let info = user_of_feed("cam", None);
         assert_eq!(info.user_id, "cam");
+    }
+
+    #[test]
+    fn remote_streams_come_from_the_offer() {
+        let sdp = "v=0\r\no=- 1 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:video0\r\na=rtpmap:96 H264/90000\r\n\
+            a=fmtp:96 packetization-mode=1;profile-level-id=42c01e\r\na=rtpmap:97 rtx/90000\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio1\r\na=rtpmap:111 OPUS/48000/2\r\n";
+        let streams = remote_streams(sdp);
+        assert_eq!(
+            streams,
+            vec![
+                RemoteStream {
+                    kind: "video".into(),
+                    mindex: 0,
+                    mid: "video0".into(),
+                    codec: "h264".into(),
+                    h264_profile: Some("42c01e".into()),
+                },
+                RemoteStream {
+                    kind: "audio".into(),
+                    mindex: 1,
+                    mid: "audio1".into(),
+                    codec: "opus".into(),
+                    h264_profile: None,
+                },
+            ]
+        );
+        let request = RelayRequest::AddRemotePublisher {
+            room: "bigclass",
+            id: "cam",
+            display: "d",
+            iface: "127.0.0.1",
+            streams: &streams[1..],
+        };
+        assert_eq!(
+            request.body(),
+            serde_json::json!({"request": "add_remote_publisher", "room": "bigclass", "id": "cam",
+                "display": "d", "iface": "127.0.0.1",
+                "streams": [{"type": "audio", "mindex": 1, "mid": "audio1", "codec": "opus"}]})
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
+use super::carrier::{Carriers, RelayContext, remove_left_behind, run_relay};
 use super::client::{Handle, HandleEvent, HandleEvents, JanusClient, JanusError, PluginReply};
 use super::protocol::{
     CustomCommandEnvelope, Jsep, JsepType, TextEvent, TextParticipant, TextRequest, TextRoomApi,
@@ -22,10 +23,10 @@ use super::protocol::{
 };
 use super::{Created, CreatedRooms, JanusSettings, RoomSlots, errors};
 use crate::base::secret::Secret;
-use crate::engine::backend::{BackendEvent, IceCandidate, PeerHandle, PeerState};
+use crate::engine::backend::{BackendEvent, IceCandidate, MediaEngine, PeerHandle, PeerState};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::event::{BroadcastMessage, StreamInfo, UserInfo};
-use crate::engine::types::{RoomId, StreamId, UpdateType, User, UserId};
+use crate::engine::types::{Channel, RoomId, StreamId, UpdateType, User, UserId};
 use crate::webrtc::DataChannelPeer;
 
 pub(super) const VIDEOROOM: &str = "janus.plugin.videoroom";
@@ -47,6 +48,13 @@ pub(super) enum RoomOp {
         stream: StreamId,
         peer: PeerHandle,
         reply: Reply<()>,
+    },
+    /// Server-side fan-out: the stream appears in the room relayed from the carrier.
+    PublishRelayed {
+        stream: StreamId,
+        channel: Channel,
+        media: Arc<dyn MediaEngine>,
+        reply: Reply<PeerHandle>,
     },
     Unpublish {
         stream: StreamId,
@@ -115,6 +123,7 @@ pub(super) struct RoomActor {
     pub(super) created: CreatedRooms,
     pub(super) ops: mpsc::UnboundedReceiver<RoomOp>,
     pub(super) message_ids: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) carriers: Carriers,
 }
 
 /// Why a joined room was lost.
@@ -306,6 +315,37 @@ impl RoomActor {
                 let task = self.spawn_stream(j, stream.clone(), peer, reply, true);
                 j.publishers.insert(stream, task);
             }
+            RoomOp::PublishRelayed {
+                stream,
+                channel,
+                media,
+                reply,
+            } => {
+                let Some(j) = joined.as_mut() else {
+                    let _ = reply.send(Err(not_joined(&self.room)));
+                    return;
+                };
+                if let Some(old) = j.publishers.remove(&stream) {
+                    old.stop().await;
+                }
+                let cancel = CancellationToken::new();
+                let context = RelayContext {
+                    client: self.client.clone(),
+                    carriers: self.carriers.clone(),
+                    settings: self.settings.clone(),
+                    room: self.room.clone(),
+                    stream: stream.clone(),
+                    channel,
+                    user: j.user.clone(),
+                    display: display_of(&j.user),
+                    media,
+                };
+                let span = info_span!("relay", stream = %stream);
+                let task = tokio::spawn(run_relay(context, reply, cancel.clone()).instrument(span));
+                // Among the publishers: it is stopped, and filtered from the room's
+                // feeds, like a stream the box uploads to the room itself.
+                j.publishers.insert(stream, StreamTask { cancel, task });
+            }
             RoomOp::Unpublish { stream, reply } => {
                 if let Some(task) = joined.as_mut().and_then(|j| j.publishers.remove(&stream)) {
                     task.stop().await;
@@ -405,6 +445,8 @@ impl RoomActor {
                 VideoRoom::Joined { publishers, .. } => publishers,
                 other => return Err(unexpected("join the VideoRoom", &other)),
             };
+            let left_behind = remove_left_behind(&presence, room, &display_of(user), &publishers, None).await;
+            let publishers = publishers.into_iter().filter(|p| !left_behind.contains(&p.id));
 
             debug!("VideoRoom joined");
             let channel = DataChannelPeer::new(&format!("textroom-{room}"))
@@ -1064,14 +1106,14 @@ impl RoomActor {
     }
 }
 
-struct StreamContext {
-    client: JanusClient,
-    room: RoomId,
-    stream: StreamId,
-    display: String,
-    pin: Option<Secret>,
-    publishing: bool,
-    events: mpsc::Sender<BackendEvent>,
+pub(super) struct StreamContext {
+    pub(super) client: JanusClient,
+    pub(super) room: RoomId,
+    pub(super) stream: StreamId,
+    pub(super) display: String,
+    pub(super) pin: Option<Secret>,
+    pub(super) publishing: bool,
+    pub(super) events: mpsc::Sender<BackendEvent>,
 }
 
 /// Negotiates one stream on its own handle, then watches the handle until the stream
@@ -1149,14 +1191,17 @@ async fn run_stream(
         .await;
 }
 
-async fn negotiate(
+/// Negotiates `peer` on `handle` until Janus says it is up; a publisher's SDP offer is
+/// returned (server fan-out describes the streams it relays from it).
+pub(super) async fn negotiate(
     cx: &StreamContext,
     handle: &Handle,
     events: &mut HandleEvents,
     peer: &PeerHandle,
-) -> Result<(), BackendError> {
+) -> Result<Option<String>, BackendError> {
     let room = cx.room.as_str();
     let context = if cx.publishing { "publish" } else { "play" };
+    let mut offered = None;
     if cx.publishing {
         let mut join = json!({"request": "join", "ptype": "publisher", "room": room, "id": cx.stream.as_str(), "display": cx.display});
         if let Some(pin) = &cx.pin {
@@ -1167,6 +1212,7 @@ async fn negotiate(
             .await
             .map_err(|e| errors::map(e, context))?;
         let offer = peer.create_offer().await?;
+        offered = Some(offer.clone());
         let answer = handle
             .message(
                 "publish",
@@ -1221,7 +1267,7 @@ async fn negotiate(
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(HandleEvent::WebrtcUp) => return Ok(()),
+                Some(HandleEvent::WebrtcUp) => return Ok(offered),
                 Some(HandleEvent::Trickle(candidate)) => {
                     if let Some(candidate) = ice_candidate(&candidate) {
                         let _ = peer.add_remote_candidate(&candidate);
@@ -1274,7 +1320,7 @@ async fn trickle(handle: Handle, mut candidates: mpsc::UnboundedReceiver<IceCand
         .await;
 }
 
-fn ice_candidate(candidate: &TrickleCandidate) -> Option<IceCandidate> {
+pub(super) fn ice_candidate(candidate: &TrickleCandidate) -> Option<IceCandidate> {
     match candidate {
         TrickleCandidate::Candidate {
             candidate,
@@ -1289,7 +1335,7 @@ fn ice_candidate(candidate: &TrickleCandidate) -> Option<IceCandidate> {
 }
 
 /// Time allowed for a negotiation up to connected media.
-fn negotiation_timeout(request_timeout: Duration) -> Duration {
+pub(super) fn negotiation_timeout(request_timeout: Duration) -> Duration {
     (request_timeout * 2).max(Duration::from_secs(10))
 }
 
@@ -1298,7 +1344,7 @@ fn next_transaction(j: &mut Joined) -> String {
     format!("rc-{}", j.next_transaction)
 }
 
-fn parse_videoroom(reply: &PluginReply) -> Result<VideoRoom, BackendError> {
+pub(super) fn parse_videoroom(reply: &PluginReply) -> Result<VideoRoom, BackendError> {
     serde_json::from_value(reply.data.data.clone()).map_err(|e| {
         BackendError::new(
             ErrorCode::SFU_REFUSED,
