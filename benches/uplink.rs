@@ -18,6 +18,11 @@
 //!    start_publishing → first frame decoded by a subscriber waiting in the room, and
 //!    capture→decoded p50/p95 over 10 s.
 //!
+//! 4. Server fan-out (`rooms.fanout = "server"`): box egress with 5 rooms ÷ with 1 room
+//!    over a 4 Mbit/s uplink, every room's fps, the encoder's bitrate; and on an
+//!    unshaped link capture→decoded p50 of 5 rooms relayed against 5 rooms device
+//!    fan-out.
+//!
 //! `ROOMCAST_BENCH_ONLY=N` runs section N alone.
 
 #[path = "../tests/support/mod.rs"]
@@ -56,6 +61,9 @@ fn main() {
         if run("3") {
             section_3().await;
         }
+        if run("4") {
+            section_4().await;
+        }
     });
 }
 
@@ -69,11 +77,14 @@ struct Setup {
     subscribers: Vec<(String, Subscriber)>,
 }
 
-async fn setup(rooms: usize, uplink_kbit: u32) -> (Setup, Instant) {
+async fn setup(rooms: usize, uplink_kbit: u32, fanout: &str) -> (Setup, Instant) {
     let net = BoxNet::create();
     let janus = Janus::start_at(&net.host_addr, "");
     let broker = Mosquitto::start_also_on(&net.host_addr);
-    net.limit_uplink(uplink_kbit);
+    // 0: an unshaped link.
+    if uplink_kbit > 0 {
+        net.limit_uplink(uplink_kbit);
+    }
     let text = config_text(
         &broker.url_at(&net.host_addr),
         &janus.ws_url(),
@@ -83,7 +94,8 @@ async fn setup(rooms: usize, uplink_kbit: u32) -> (Setup, Instant) {
     .replace(
         "width = 320\nheight = 240\nframerate = 15",
         "width = 1280\nheight = 720\nframerate = 30",
-    );
+    )
+    .replace("max_rooms = 5", &format!("max_rooms = 5\nfanout = \"{fanout}\""));
     let agent = AgentProcess::start(
         &text,
         Options {
@@ -142,7 +154,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn section_1() {
     println!("== 1. 5 rooms, device fan-out, 4 Mbit/s uplink, 720p30 at 2000 kbit/s ==");
-    let (setup, started) = setup(5, 4000).await;
+    let (setup, started) = setup(5, 4000, "device").await;
     let window_start = started + Duration::from_secs(15);
     tokio::time::sleep_until(window_start.into()).await;
     let frames0: Vec<u64> = setup
@@ -197,7 +209,7 @@ async fn section_1() {
 
 async fn section_2() {
     println!("== 2. 3 rooms, uplink 8 -> 2 -> 8 Mbit/s, 720p30 at 2000 kbit/s ==");
-    let (setup, _) = setup(3, 8000).await;
+    let (setup, _) = setup(3, 8000, "device").await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     println!(
         "before the drop: encoder {} kbit/s",
@@ -357,4 +369,61 @@ async fn section_3() {
             first.as_millis()
         );
     }
+}
+
+/// Egress kbit/s, per-room fps and p50 latency over 10 s, from 10 s after publishing.
+async fn steady(setup: &Setup, started: Instant) -> (f64, Vec<f64>, Vec<f64>) {
+    tokio::time::sleep_until((started + Duration::from_secs(10)).into()).await;
+    let window = Duration::from_secs(10);
+    let frames0: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+    let lat0: Vec<usize> = setup
+        .subscribers
+        .iter()
+        .map(|(_, s)| s.seen.latencies_ms.lock().unwrap().len())
+        .collect();
+    let egress0 = setup.net.egress_bytes();
+    tokio::time::sleep(window).await;
+    let seconds = window.as_secs_f64();
+    let egress = (setup.net.egress_bytes() - egress0) as f64 * 8.0 / 1000.0 / seconds;
+    let mut fps = Vec::new();
+    let mut p50 = Vec::new();
+    for (i, (_, s)) in setup.subscribers.iter().enumerate() {
+        fps.push((s.seen.frames() - frames0[i]) as f64 / seconds);
+        let mut l: Vec<f64> = s.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
+        l.sort_by(f64::total_cmp);
+        p50.push(percentile(&l, 0.5));
+    }
+    (egress, fps, p50)
+}
+
+async fn section_4() {
+    println!("== 4. Server fan-out, 720p30 at 2000 kbit/s ==");
+    let (one, started) = setup(1, 4000, "server").await;
+    let (egress_1, fps_1, _) = steady(&one, started).await;
+    drop(one);
+    let (five, started) = setup(5, 4000, "server").await;
+    let (egress_5, fps_5, _) = steady(&five, started).await;
+    let encoder = encoder_kbps(&five.dash).await.unwrap_or(0);
+    drop(five);
+    println!(
+        "4 Mbit/s uplink: box egress 1 room {egress_1:.0} kbit/s ({:.1} fps), 5 rooms {egress_5:.0} kbit/s = {:.2}x; fps per room {:?}; encoder {encoder} kbit/s",
+        fps_1[0],
+        egress_5 / egress_1,
+        fps_5.iter().map(|f| (f * 10.0).round() / 10.0).collect::<Vec<_>>()
+    );
+    let (device, started) = setup(5, 0, "device").await;
+    let (_, _, p50_device) = steady(&device, started).await;
+    drop(device);
+    let (server, started) = setup(5, 0, "server").await;
+    let (_, _, p50_server) = steady(&server, started).await;
+    drop(server);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(v, 0.5)
+    };
+    println!(
+        "unshaped link, 5 rooms: capture->decoded p50 device fan-out {:.1} ms, server fan-out {:.1} ms (median over rooms)",
+        median(&mut p50_device.clone()),
+        median(&mut p50_server.clone())
+    );
 }
