@@ -95,7 +95,10 @@ async fn setup(rooms: usize, uplink_kbit: u32, fanout: &str) -> (Setup, Instant)
         "width = 320\nheight = 240\nframerate = 15",
         "width = 1280\nheight = 720\nframerate = 30",
     )
-    .replace("max_rooms = 5", &format!("max_rooms = 5\nfanout = \"{fanout}\""));
+    .replace(
+        "max_rooms = 5",
+        &format!("max_rooms = 5\nfanout = \"{fanout}\""),
+    );
     let agent = AgentProcess::start(
         &text,
         Options {
@@ -375,7 +378,11 @@ async fn section_3() {
 async fn steady(setup: &Setup, started: Instant) -> (f64, Vec<f64>, Vec<f64>) {
     tokio::time::sleep_until((started + Duration::from_secs(10)).into()).await;
     let window = Duration::from_secs(10);
-    let frames0: Vec<u64> = setup.subscribers.iter().map(|(_, s)| s.seen.frames()).collect();
+    let frames0: Vec<u64> = setup
+        .subscribers
+        .iter()
+        .map(|(_, s)| s.seen.frames())
+        .collect();
     let lat0: Vec<usize> = setup
         .subscribers
         .iter()
@@ -409,7 +416,10 @@ async fn section_4() {
         "4 Mbit/s uplink: box egress 1 room {egress_1:.0} kbit/s ({:.1} fps), 5 rooms {egress_5:.0} kbit/s = {:.2}x; fps per room {:?}; encoder {encoder} kbit/s",
         fps_1[0],
         egress_5 / egress_1,
-        fps_5.iter().map(|f| (f * 10.0).round() / 10.0).collect::<Vec<_>>()
+        fps_5
+            .iter()
+            .map(|f| (f * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
     );
     let (device, started) = setup(5, 0, "device").await;
     let (_, _, p50_device) = steady(&device, started).await;

@@ -62,8 +62,8 @@ pub struct Publisher {
     bytes: Arc<AtomicU64>,
     /// Video frames that passed the gate (one buffer list each).
     frames: Arc<AtomicU64>,
-    /// The room's congestion controller, once webrtcbin made its transport.
-    estimator: Arc<std::sync::Mutex<Option<gst::glib::WeakRef<gst::Element>>>>,
+    /// The room's congestion-control estimator (`congestion::Estimator`), when on.
+    estimator: Option<congestion::Estimator>,
     quality: Latest<PublisherQuality>,
     /// The path ICE chose (`crate::webrtc::selected_path`), sampled with the quality.
     path: Latest<String>,
@@ -138,27 +138,20 @@ impl Publisher {
     ) -> Result<Arc<Self>, BackendError> {
         let negotiator = Negotiator::new(&format!("{prefix}webrtcbin")).map_err(webrtc_error)?;
         let webrtcbin = negotiator.element().clone();
-        let estimator = Arc::new(std::sync::Mutex::new(None));
-        if let Some(bounds) = source.congestion_bounds() {
-            let created = estimator.clone();
-            let weak_source = Arc::downgrade(source);
-            let branch = prefix.to_owned();
-            congestion::install(
-                &webrtcbin,
-                bounds,
-                move |element| {
-                    if let Ok(mut slot) = created.lock() {
-                        *slot = Some(element.downgrade());
-                    }
-                },
-                move |bps| {
+        let estimator = match source.congestion_bounds() {
+            Some(bounds) => {
+                let weak_source = Arc::downgrade(source);
+                let branch = prefix.to_owned();
+                let estimator = congestion::Estimator::start(bounds, move |bps| {
                     if let Some(source) = weak_source.upgrade() {
                         source.report_measured(&branch, bps);
                     }
-                },
-            )
-            .map_err(media_error)?;
-        }
+                })
+                .map_err(media_error)?;
+                Some(estimator)
+            }
+            None => None,
+        };
         running.pipeline.add(&webrtcbin).map_err(media_error)?;
         let packets = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
@@ -193,6 +186,11 @@ impl Publisher {
                 let error = media_error(format!("cannot link the branch to the tee: {e:?}"));
                 take_down(&running.pipeline, legs, &webrtcbin);
                 return Err(error);
+            }
+        }
+        if let Some(estimator) = &estimator {
+            for leg in &legs {
+                estimator.listen_on(&leg.webrtc_pad);
             }
         }
         Ok(Arc::new(Self {
@@ -334,7 +332,10 @@ impl Publisher {
     /// passed the gate, the room's estimate, and the SFU's receiver reports.
     fn sample_quality(&self) {
         let (bytes, frames) = (self.bytes.clone(), self.frames.clone());
-        let estimator = self.estimator.clone();
+        let estimator = self
+            .estimator
+            .as_ref()
+            .map(congestion::Estimator::downgrade);
         let webrtcbin = self.negotiator.element().downgrade();
         let path = self.path.clone();
         let (mut sent, mut shown) = (Growth::default(), Growth::default());
@@ -345,9 +346,8 @@ impl Publisher {
             let fps =
                 quality::per_second(shown.since_last(frames.load(Ordering::Relaxed)), elapsed);
             let estimate_kbps = estimator
-                .lock()
-                .ok()
-                .and_then(|slot| slot.as_ref().and_then(|weak| weak.upgrade()))
+                .as_ref()
+                .and_then(|weak| weak.upgrade())
                 .map(|element| element.property::<u32>("estimated-bitrate") / 1000);
             let webrtcbin = webrtcbin.upgrade();
             if let (Some(chosen), Ok(mut slot)) = (
