@@ -64,7 +64,10 @@ fn child_main(spec: &str) {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), "");
+        // ROOMCAST_BENCH_AGENT_TOML: more config for the agent under test (e.g. to compare
+        // with `[network] retransmissions = false`).
+        let extra = std::env::var("ROOMCAST_BENCH_AGENT_TOML").unwrap_or_default();
+        let text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), &extra);
         let config = Config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
         let shutdown = CancellationToken::new();
         let mut agents: Vec<(String, Agent)> = Vec::new();

@@ -110,15 +110,7 @@ async fn setup(rooms: usize, uplink_kbit: u32, fanout: &str) -> (Setup, Instant)
     let dash = dashboard(&broker.url()).await;
     let names: Vec<String> = (1..=rooms).map(|i| format!("room{i}")).collect();
     let started = Instant::now();
-    for room in &names {
-        ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
-            &dash,
-            "start_publishing",
-            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-        )
-        .await;
-    }
+    support::dashboard::publish_in_rooms(&dash, &names).await;
     let mut subscribers = Vec::new();
     for room in &names {
         let subscriber = Subscriber::wait_for(

@@ -268,15 +268,7 @@ async fn broker_killed_and_restarted_disturbs_no_room() {
     wait_online(broker.port).await;
     let dash = dashboard(&broker.url()).await;
     let rooms = ["bigclass", "group-3"];
-    for room in rooms {
-        ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
-            &dash,
-            "start_publishing",
-            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-        )
-        .await;
-    }
+    support::dashboard::publish_in_rooms(&dash, &rooms).await;
     dash.close().await;
     let participants = async || {
         let mut ids = Vec::new();

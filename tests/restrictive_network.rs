@@ -384,15 +384,7 @@ async fn three_percent_loss_keeps_every_room_playing() {
         );
         wait_online(school.broker.port).await;
         let dash = dashboard(&school.broker.url()).await;
-        for room in ["bigclass", "group-3"] {
-            ok(&dash, "login_room", json!({"room_id": room})).await;
-            ok(
-                &dash,
-                "start_publishing",
-                json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-            )
-            .await;
-        }
+        support::dashboard::publish_in_rooms(&dash, &["bigclass", "group-3"]).await;
         let window = Duration::from_secs(20);
         let (a, b) = tokio::join!(
             watch_room(&school, "bigclass", window),

@@ -87,15 +87,7 @@ async fn agent_in_rooms(
     let agent = AgentProcess::start(&text, options);
     wait_online(broker.port).await;
     let dash = dashboard(&broker.url()).await;
-    for room in rooms {
-        ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
-            &dash,
-            "start_publishing",
-            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-        )
-        .await;
-    }
+    support::dashboard::publish_in_rooms(&dash, rooms).await;
     (agent, dash)
 }
 
@@ -206,15 +198,7 @@ async fn notify_ready_status_watchdog_and_stopping() {
     );
 
     let dash = dashboard(&broker.url()).await;
-    for room in ["bigclass", "group-3"] {
-        ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
-            &dash,
-            "start_publishing",
-            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-        )
-        .await;
-    }
+    support::dashboard::publish_in_rooms(&dash, &["bigclass", "group-3"]).await;
     let (_, status) = agent.wait_notification(
         "STATUS with two rooms publishing",
         0,

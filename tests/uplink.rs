@@ -57,15 +57,7 @@ async fn five_rooms_over_a_4_mbit_uplink_settle_under_it() {
     events.subscribe(&topics().events).await;
     let dash = dashboard(&broker.url()).await;
     let rooms = ["r1", "r2", "r3", "r4", "r5"];
-    for room in rooms {
-        ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
-            &dash,
-            "start_publishing",
-            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-        )
-        .await;
-    }
+    support::dashboard::publish_in_rooms(&dash, &rooms).await;
     let mut subscribers = Vec::new();
     for room in rooms {
         subscribers.push(
@@ -149,15 +141,7 @@ async fn an_unconstrained_uplink_keeps_the_configured_bitrate() {
     );
     wait_online(broker.port).await;
     let dash = dashboard(&broker.url()).await;
-    for room in ["r1", "r2"] {
-        ok(&dash, "login_room", json!({"room_id": room})).await;
-        ok(
-            &dash,
-            "start_publishing",
-            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
-        )
-        .await;
-    }
+    support::dashboard::publish_in_rooms(&dash, &["r1", "r2"]).await;
     let subscriber =
         Subscriber::wait_for(&janus.ws_url(), "r1", "cam-r1", Duration::from_secs(20)).await;
     assert!(subscriber.wait_frames(30, Duration::from_secs(10)).await >= 30);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use roomcast::config::MqttUrl;
 use roomcast::control::client::CommandClient;
 use roomcast::control::{BrokerSettings, Topics};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::mqtt::Observer;
 
@@ -50,6 +50,21 @@ pub async fn ok(dash: &CommandClient, op: &str, args: Value) -> Value {
     assert_eq!(reply["ok"], true, "{op} should succeed: {reply}");
     assert!(reply.get("error").is_none(), "{reply}");
     reply["result"].clone()
+}
+
+/// Logs the box in to each room and publishes its main channel there as `cam-<room>`
+/// (both must succeed).
+pub async fn publish_in_rooms<R: AsRef<str>>(dash: &CommandClient, rooms: &[R]) {
+    for room in rooms {
+        let room = room.as_ref();
+        ok(dash, "login_room", json!({"room_id": room})).await;
+        ok(
+            dash,
+            "start_publishing",
+            json!({"stream_id": format!("cam-{room}"), "room_id": room}),
+        )
+        .await;
+    }
 }
 
 /// Waits until the agent says `online` on the broker at 127.0.0.1:`port` (it has
