@@ -131,22 +131,6 @@ async fn encoder_kbps(agent: &TestAgent) -> Option<u32> {
     snapshot.media.sources.first().and_then(|s| s.bitrate_kbps)
 }
 
-/// Bytes per second `stream` sent over `window`.
-async fn send_rate(agent: &TestAgent, stream: &str, window: Duration) -> f64 {
-    let sent = async || {
-        let snapshot = agent.engine.state().await.unwrap();
-        snapshot
-            .publishing
-            .iter()
-            .find(|p| p.stream_id.as_str() == stream)
-            .and_then(|p| p.stats.bytes_sent)
-            .unwrap_or(0)
-    };
-    let before = sent().await;
-    tokio::time::sleep(window).await;
-    (sent().await - before) as f64 / window.as_secs_f64()
-}
-
 /// Waits until the encoder runs at `kbps`; returns how long that took.
 async fn wait_kbps(agent: &TestAgent, kbps: u32, within: Duration) -> Duration {
     let started = Instant::now();
@@ -186,7 +170,7 @@ async fn the_shared_encoder_follows_the_narrowest_room() {
     // Past Janus's ramp (a quarter of the cap first): still the configured bitrate.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(encoder_kbps(&agent).await, Some(2000));
-    let full = send_rate(&agent, "cam-wide", Duration::from_secs(3)).await;
+    let full = agent.send_rate("cam-wide", Duration::from_secs(3)).await;
 
     let joined = Instant::now();
     agent
@@ -197,7 +181,7 @@ async fn the_shared_encoder_follows_the_narrowest_room() {
     wait_kbps(&agent, 500, Duration::from_secs(20)).await;
     let followed = joined.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let narrow = send_rate(&agent, "cam-wide", Duration::from_secs(3)).await;
+    let narrow = agent.send_rate("cam-wide", Duration::from_secs(3)).await;
 
     agent.engine.logout_room(Some("narrow")).await.unwrap();
     let back = wait_kbps(&agent, 2000, Duration::from_secs(5)).await;

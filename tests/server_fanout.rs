@@ -35,23 +35,6 @@ fn in_room(room: &str) -> PublisherConfig {
     }
 }
 
-/// Bytes per second the box's upload of `stream` sent over `window` (in server fan-out,
-/// every relayed stream reports the one upload's counters).
-async fn upload_rate(agent: &TestAgent, stream: &str, window: Duration) -> f64 {
-    let sent = async || {
-        let snapshot = agent.engine.state().await.unwrap();
-        snapshot
-            .publishing
-            .iter()
-            .find(|p| p.stream_id.as_str() == stream)
-            .and_then(|p| p.stats.bytes_sent)
-            .unwrap_or(0)
-    };
-    let before = sent().await;
-    tokio::time::sleep(window).await;
-    (sent().await - before) as f64 / window.as_secs_f64()
-}
-
 /// Three rooms, one upload: every room's own subscriber decodes the stream under its
 /// usual id; Janus receives one copy from the box (in the carrier room, none in the
 /// classroom rooms) and sends it on to each room; logging out of the first room (the one
@@ -73,7 +56,7 @@ async fn one_upload_is_relayed_into_every_room() {
     assert_eq!(state, PublisherState::Publishing);
     let a = Subscriber::start(&janus.ws_url(), "room-a", "cam-room-a").await;
     a.wait_frames(30, Duration::from_secs(10)).await;
-    let one_room = upload_rate(&agent, "cam-room-a", Duration::from_secs(3)).await;
+    let one_room = agent.send_rate("cam-room-a", Duration::from_secs(3)).await;
 
     for room in &rooms[1..] {
         agent
@@ -137,7 +120,7 @@ async fn one_upload_is_relayed_into_every_room() {
     // One copy on the box's uplink: the upload's rate did not grow with the rooms, and
     // Janus has one WebRTC publisher from the box (in the carrier room) and none in the
     // classroom rooms.
-    let three_rooms = upload_rate(&agent, "cam-room-a", Duration::from_secs(3)).await;
+    let three_rooms = agent.send_rate("cam-room-a", Duration::from_secs(3)).await;
     let carrier = carrier_of(&janus, UPLOAD).await.expect("the carrier room");
     // Private to the box: listed nowhere, and no one can watch the upload without its pin
     // (the rooms it is relayed into may have pins of their own).

@@ -87,6 +87,23 @@ impl TestAgent {
         }
     }
 
+    /// Bytes per second `stream` sent over `window`, from the engine's snapshot (in
+    /// server fan-out, every relayed stream reports the one upload's counters).
+    pub async fn send_rate(&self, stream: &str, window: Duration) -> f64 {
+        let sent = async || {
+            let snapshot = self.engine.state().await.expect("the engine answers");
+            snapshot
+                .publishing
+                .iter()
+                .find(|p| p.stream_id.as_str() == stream)
+                .and_then(|p| p.stats.bytes_sent)
+                .unwrap_or(0)
+        };
+        let before = sent().await;
+        tokio::time::sleep(window).await;
+        (sent().await - before) as f64 / window.as_secs_f64()
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(agent) = self.agent.take() {
