@@ -279,45 +279,80 @@ pub fn salvage_state(bytes: &[u8]) -> Result<Salvaged, StateError> {
             Ok(room) => state.rooms.push(room),
         }
     }
-    let has_room =
-        |rooms: &[DesiredRoom], id: &crate::engine::RoomId| rooms.iter().any(|r| &r.room_id == id);
-    for (i, raw) in found.publishing.into_iter().enumerate() {
-        let streams = state.publishing.len() + state.playing.len();
-        match DesiredPublish::deserialize(raw) {
-            Err(e) => left_out.push(format!("published stream #{}: {e}", i + 1)),
-            Ok(p) if !has_room(&state.rooms, &p.room_id) => left_out.push(format!(
-                "published stream `{}`: its room `{}` is not kept",
-                p.stream_id, p.room_id
-            )),
-            Ok(p) if state.publishing.iter().any(|q| q.stream_id == p.stream_id) => {
-                left_out.push(format!("published stream `{}`: listed twice", p.stream_id));
-            }
-            Ok(p) if streams >= MAX_STREAMS => left_out.push(format!(
-                "published stream `{}`: more than {MAX_STREAMS} streams",
-                p.stream_id
-            )),
-            Ok(p) => state.publishing.push(p),
-        }
-    }
-    for (i, raw) in found.playing.into_iter().enumerate() {
-        let streams = state.publishing.len() + state.playing.len();
-        match DesiredPlay::deserialize(raw) {
-            Err(e) => left_out.push(format!("played stream #{}: {e}", i + 1)),
-            Ok(p) if !has_room(&state.rooms, &p.room_id) => left_out.push(format!(
-                "played stream `{}`: its room `{}` is not kept",
-                p.stream_id, p.room_id
-            )),
-            Ok(p) if state.playing.iter().any(|q| q.stream_id == p.stream_id) => {
-                left_out.push(format!("played stream `{}`: listed twice", p.stream_id));
-            }
-            Ok(p) if streams >= MAX_STREAMS => left_out.push(format!(
-                "played stream `{}`: more than {MAX_STREAMS} streams",
-                p.stream_id
-            )),
-            Ok(p) => state.playing.push(p),
-        }
-    }
+    salvage_streams(
+        found.publishing,
+        "published",
+        &state.rooms,
+        0,
+        &mut state.publishing,
+        &mut left_out,
+    );
+    let published = state.publishing.len();
+    salvage_streams(
+        found.playing,
+        "played",
+        &state.rooms,
+        published,
+        &mut state.playing,
+        &mut left_out,
+    );
     Ok(Salvaged { state, left_out })
+}
+
+/// A published or played stream entry of the state file.
+trait StreamEntry: for<'de> Deserialize<'de> {
+    fn stream_id(&self) -> &crate::engine::StreamId;
+    fn room_id(&self) -> &crate::engine::RoomId;
+}
+
+impl StreamEntry for DesiredPublish {
+    fn stream_id(&self) -> &crate::engine::StreamId {
+        &self.stream_id
+    }
+    fn room_id(&self) -> &crate::engine::RoomId {
+        &self.room_id
+    }
+}
+
+impl StreamEntry for DesiredPlay {
+    fn stream_id(&self) -> &crate::engine::StreamId {
+        &self.stream_id
+    }
+    fn room_id(&self) -> &crate::engine::RoomId {
+        &self.room_id
+    }
+}
+
+/// Keeps the valid `raws` (`what`: "published" or "played") in `kept`: each must parse,
+/// be in a kept room, be listed once, and fit [`MAX_STREAMS`] with the `others` streams
+/// already kept. What is left out is said in `left_out`.
+fn salvage_streams<T: StreamEntry>(
+    raws: Vec<Value>,
+    what: &str,
+    rooms: &[DesiredRoom],
+    others: usize,
+    kept: &mut Vec<T>,
+    left_out: &mut Vec<String>,
+) {
+    for (i, raw) in raws.into_iter().enumerate() {
+        let streams = others + kept.len();
+        match T::deserialize(raw) {
+            Err(e) => left_out.push(format!("{what} stream #{}: {e}", i + 1)),
+            Ok(s) if !rooms.iter().any(|r| &r.room_id == s.room_id()) => left_out.push(format!(
+                "{what} stream `{}`: its room `{}` is not kept",
+                s.stream_id(),
+                s.room_id()
+            )),
+            Ok(s) if kept.iter().any(|k| k.stream_id() == s.stream_id()) => {
+                left_out.push(format!("{what} stream `{}`: listed twice", s.stream_id()));
+            }
+            Ok(s) if streams >= MAX_STREAMS => left_out.push(format!(
+                "{what} stream `{}`: more than {MAX_STREAMS} streams",
+                s.stream_id()
+            )),
+            Ok(s) => kept.push(s),
+        }
+    }
 }
 
 /// The file's bytes for `state` (what [`parse_state`] reads back).
