@@ -135,7 +135,7 @@ async fn setup(rooms: usize, uplink_kbit: u32, fanout: &str) -> (Setup, Instant)
     )
 }
 
-async fn encoder_kbps(dash: &CommandClient) -> Option<u64> {
+async fn encoder_kbps_now(dash: &CommandClient) -> Option<u64> {
     let reply = dash.request("get_state", json!({})).await.ok()?;
     reply["result"]["sources"][0]["bitrate_kbps"].as_u64()
 }
@@ -147,11 +147,26 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn section_1() {
-    println!("== 1. 5 rooms, device fan-out, 4 Mbit/s uplink, 720p30 at 2000 kbit/s ==");
-    let (setup, started) = setup(5, 4000, "device").await;
-    let window_start = started + Duration::from_secs(15);
-    tokio::time::sleep_until(window_start.into()).await;
+/// What one room's subscriber saw over a window.
+struct RoomFigures {
+    fps: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    longest_gap: Duration,
+}
+
+/// What the box and every room's subscriber did over `window`, starting at `from`:
+/// box egress kbit/s, tbf drops, the encoder's bitrate sampled every second (sorted),
+/// and per room.
+struct WindowFigures {
+    egress_kbit: f64,
+    drops: u64,
+    encoder_kbps: Vec<u64>,
+    rooms: Vec<RoomFigures>,
+}
+
+async fn measure(setup: &Setup, from: Instant, window: Duration) -> WindowFigures {
+    tokio::time::sleep_until(from.into()).await;
     let frames0: Vec<u64> = setup
         .subscribers
         .iter()
@@ -163,37 +178,61 @@ async fn section_1() {
         .map(|(_, s)| s.seen.latencies_ms.lock().unwrap().len())
         .collect();
     let (egress0, drops0) = (setup.net.egress_bytes(), setup.net.uplink_drops());
-    let mut encoder = Vec::new();
-    let until = Instant::now() + WINDOW;
+    let mut encoder_kbps = Vec::new();
+    let until = Instant::now() + window;
     while Instant::now() < until {
-        if let Some(kbps) = encoder_kbps(&setup.dash).await {
-            encoder.push(kbps);
+        if let Some(kbps) = encoder_kbps_now(&setup.dash).await {
+            encoder_kbps.push(kbps);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let seconds = WINDOW.as_secs_f64();
+    encoder_kbps.sort_unstable();
+    let seconds = window.as_secs_f64();
+    let rooms = setup
+        .subscribers
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| {
+            let mut latencies: Vec<f64> = s.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
+            latencies.sort_by(f64::total_cmp);
+            RoomFigures {
+                fps: (s.seen.frames() - frames0[i]) as f64 / seconds,
+                p50_ms: percentile(&latencies, 0.5),
+                p95_ms: percentile(&latencies, 0.95),
+                longest_gap: s.seen.max_gap_after(from),
+            }
+        })
+        .collect();
+    WindowFigures {
+        egress_kbit: (setup.net.egress_bytes() - egress0) as f64 * 8.0 / 1000.0 / seconds,
+        drops: setup.net.uplink_drops() - drops0,
+        encoder_kbps,
+        rooms,
+    }
+}
+
+async fn section_1() {
+    println!("== 1. 5 rooms, device fan-out, 4 Mbit/s uplink, 720p30 at 2000 kbit/s ==");
+    let (setup, started) = setup(5, 4000, "device").await;
+    let figures = measure(&setup, started + Duration::from_secs(15), WINDOW).await;
     println!(
         "{:<8} {:>8} {:>9} {:>9} {:>12}",
         "room", "fps", "p50 ms", "p95 ms", "max gap ms"
     );
-    for (i, (room, subscriber)) in setup.subscribers.iter().enumerate() {
-        let fps = (subscriber.seen.frames() - frames0[i]) as f64 / seconds;
-        let mut latencies: Vec<f64> =
-            subscriber.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
-        latencies.sort_by(f64::total_cmp);
-        let gap = subscriber.seen.max_gap_after(window_start);
+    for ((room, _), r) in setup.subscribers.iter().zip(&figures.rooms) {
         println!(
-            "{room:<8} {fps:>8.1} {:>9.0} {:>9.0} {:>12}",
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.95),
-            gap.as_millis()
+            "{room:<8} {:>8.1} {:>9.0} {:>9.0} {:>12}",
+            r.fps,
+            r.p50_ms,
+            r.p95_ms,
+            r.longest_gap.as_millis()
         );
     }
-    let egress_kbit = (setup.net.egress_bytes() - egress0) as f64 * 8.0 / 1000.0 / seconds;
-    encoder.sort_unstable();
+    let encoder = &figures.encoder_kbps;
     println!(
-        "box egress {egress_kbit:.0} kbit/s (uplink 4000), tbf drops {} packets in the window, encoder kbit/s min {} median {} max {}",
-        setup.net.uplink_drops() - drops0,
+        "box egress {:.0} kbit/s (uplink 4000), tbf drops {} packets in the window, encoder kbit/s min {} median {} max {}",
+        figures.egress_kbit,
+        figures.drops,
         encoder.first().copied().unwrap_or(0),
         encoder.get(encoder.len() / 2).copied().unwrap_or(0),
         encoder.last().copied().unwrap_or(0),
@@ -208,7 +247,7 @@ async fn section_2() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     println!(
         "before the drop: encoder {} kbit/s",
-        encoder_kbps(&setup.dash).await.unwrap_or(0)
+        encoder_kbps_now(&setup.dash).await.unwrap_or(0)
     );
     setup.net.limit_uplink(2000);
     let dropped = Instant::now();
@@ -232,7 +271,7 @@ async fn section_2() {
         println!(
             "  +{:>2.0} s after the drop: fps per room {fps:?}, encoder {} kbit/s",
             dropped.elapsed().as_secs_f64(),
-            encoder_kbps(&setup.dash).await.unwrap_or(0)
+            encoder_kbps_now(&setup.dash).await.unwrap_or(0)
         );
         if fps.iter().any(|f| *f < 20) {
             fell = true;
@@ -256,7 +295,7 @@ async fn section_2() {
     let rose = Instant::now();
     let mut back = None;
     while rose.elapsed() < Duration::from_secs(90) {
-        if encoder_kbps(&setup.dash).await == Some(2000) {
+        if encoder_kbps_now(&setup.dash).await == Some(2000) {
             back = Some(rose.elapsed());
             break;
         }
@@ -269,7 +308,7 @@ async fn section_2() {
         ),
         None => println!(
             "encoder not back at 2000 kbit/s 90 s after the rise (at {} kbit/s)",
-            encoder_kbps(&setup.dash).await.unwrap_or(0)
+            encoder_kbps_now(&setup.dash).await.unwrap_or(0)
         ),
     }
     drop(setup.agent);
@@ -366,44 +405,28 @@ async fn section_3() {
     }
 }
 
-/// Egress kbit/s, per-room fps and p50 latency over 10 s, from 10 s after publishing.
-async fn steady(setup: &Setup, started: Instant) -> (f64, Vec<f64>, Vec<f64>) {
-    tokio::time::sleep_until((started + Duration::from_secs(10)).into()).await;
-    let window = Duration::from_secs(10);
-    let frames0: Vec<u64> = setup
-        .subscribers
-        .iter()
-        .map(|(_, s)| s.seen.frames())
-        .collect();
-    let lat0: Vec<usize> = setup
-        .subscribers
-        .iter()
-        .map(|(_, s)| s.seen.latencies_ms.lock().unwrap().len())
-        .collect();
-    let egress0 = setup.net.egress_bytes();
-    tokio::time::sleep(window).await;
-    let seconds = window.as_secs_f64();
-    let egress = (setup.net.egress_bytes() - egress0) as f64 * 8.0 / 1000.0 / seconds;
-    let mut fps = Vec::new();
-    let mut p50 = Vec::new();
-    for (i, (_, s)) in setup.subscribers.iter().enumerate() {
-        fps.push((s.seen.frames() - frames0[i]) as f64 / seconds);
-        let mut l: Vec<f64> = s.seen.latencies_ms.lock().unwrap()[lat0[i]..].to_vec();
-        l.sort_by(f64::total_cmp);
-        p50.push(percentile(&l, 0.5));
-    }
-    (egress, fps, p50)
+/// Ten seconds from ten seconds after publishing.
+async fn steady(setup: &Setup, started: Instant) -> WindowFigures {
+    measure(
+        setup,
+        started + Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 async fn section_4() {
     println!("== 4. Server fan-out, 720p30 at 2000 kbit/s ==");
     let (one, started) = setup(1, 4000, "server").await;
-    let (egress_1, fps_1, _) = steady(&one, started).await;
+    let one_room = steady(&one, started).await;
     drop(one);
     let (five, started) = setup(5, 4000, "server").await;
-    let (egress_5, fps_5, _) = steady(&five, started).await;
-    let encoder = encoder_kbps(&five.dash).await.unwrap_or(0);
+    let five_rooms = steady(&five, started).await;
     drop(five);
+    let (egress_1, egress_5) = (one_room.egress_kbit, five_rooms.egress_kbit);
+    let fps_1: Vec<f64> = one_room.rooms.iter().map(|r| r.fps).collect();
+    let fps_5: Vec<f64> = five_rooms.rooms.iter().map(|r| r.fps).collect();
+    let encoder = five_rooms.encoder_kbps.last().copied().unwrap_or(0);
     println!(
         "4 Mbit/s uplink: box egress 1 room {egress_1:.0} kbit/s ({:.1} fps), 5 rooms {egress_5:.0} kbit/s = {:.2}x; fps per room {:?}; encoder {encoder} kbit/s",
         fps_1[0],
@@ -414,10 +437,20 @@ async fn section_4() {
             .collect::<Vec<_>>()
     );
     let (device, started) = setup(5, 0, "device").await;
-    let (_, _, p50_device) = steady(&device, started).await;
+    let p50_device: Vec<f64> = steady(&device, started)
+        .await
+        .rooms
+        .iter()
+        .map(|r| r.p50_ms)
+        .collect();
     drop(device);
     let (server, started) = setup(5, 0, "server").await;
-    let (_, _, p50_server) = steady(&server, started).await;
+    let p50_server: Vec<f64> = steady(&server, started)
+        .await
+        .rooms
+        .iter()
+        .map(|r| r.p50_ms)
+        .collect();
     drop(server);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
