@@ -81,6 +81,11 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// MQTT packets larger than this cannot be received (the command limit is 64 KiB; this
 /// only has to be large enough to read and refuse a bigger one).
 pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+
+/// The MQTT socket's receive buffer (the kernel doubles it for its own bookkeeping): room
+/// for a few commands of the largest size, not for a flood. See
+/// [`BrokerSettings::network_options`].
+pub const TCP_RECEIVE_BUFFER: u32 = 128 * 1024;
 /// Largest packet the MQTT client sends: a backstop only, payloads are bounded far below
 /// (`publish::MAX_PAYLOAD_BYTES`), since a QoS 1 publish that cannot be encoded would be
 /// retried first on every reconnect.
@@ -114,10 +119,17 @@ pub struct BrokerSettings {
 
 impl BrokerSettings {
     /// TCP settings: Nagle's algorithm off (commands and replies are small and latency
-    /// matters more than packet count), and a connect timeout.
+    /// matters more than packet count), a connect timeout, and a small receive buffer.
+    ///
+    /// The receive buffer bounds what a flood of large payloads can hold: rumqttc reads up
+    /// to ten packets in one go when the socket already holds them, so with the kernel's
+    /// default (several MiB) ten oversized payloads could sit in memory at once. With
+    /// [`TCP_RECEIVE_BUFFER`] at most one packet larger than it is read before the agent has
+    /// refused the one before.
     pub(crate) fn network_options() -> rumqttc::NetworkOptions {
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);
+        network.set_tcp_recv_buffer_size(TCP_RECEIVE_BUFFER);
         network.set_connection_timeout(10);
         network
     }
