@@ -10,4 +10,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Build (and fetch crates) outside the namespace: inside it there is no network at all.
 cargo test --no-run --locked
-exec ./scripts/in-netns.sh cargo test --offline --locked "$@"
+# --no-fail-fast: one failing test binary must not hide the others.
+exec ./scripts/in-netns.sh cargo test --offline --locked --no-fail-fast "$@"
