@@ -67,7 +67,11 @@ fn child_main(spec: &str) {
         // ROOMCAST_BENCH_AGENT_TOML: more config for the agent under test (e.g. to compare
         // with `[network] retransmissions = false`).
         let extra = std::env::var("ROOMCAST_BENCH_AGENT_TOML").unwrap_or_default();
-        let text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), &extra);
+        let mut text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), &extra);
+        // ROOMCAST_BENCH_AUDIO: the main channel's audio input instead of the test tone.
+        if let Ok(audio) = std::env::var("ROOMCAST_BENCH_AUDIO") {
+            text = text.replace("audio = \"test\"", &format!("audio = \"{audio}\""));
+        }
         let config = Config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
         let shutdown = CancellationToken::new();
         let mut agents: Vec<(String, Agent)> = Vec::new();
@@ -395,6 +399,65 @@ async fn per_room_a_b(
     );
 }
 
+/// Four agents at once on the simulated room's microphone: processing all off and at its
+/// defaults (echo cancellation, moderate noise suppression, gain control, high-pass),
+/// each in 1 and in 5 rooms. The processing's cost is the difference at equal rooms.
+async fn audio_processing_cost(janus: &Janus) {
+    const ROUNDS: usize = 3;
+    let off = "[audio_processing]\necho_cancel = false\nnoise_suppression = \"off\"\ngain_control = false\nhigh_pass_filter = false\n";
+    let on = "[audio_processing]\n";
+    println!(
+        "7. audio processing at 48 kHz (audio = \"test-room\"), four agents at once, CPU ms/s over {} s:",
+        WINDOW.as_secs()
+    );
+    let (mut cost_one, mut cost_five) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let mut agents = Vec::new();
+        for toml in [off, on] {
+            for rooms in [1, 5] {
+                let env = [
+                    ("ROOMCAST_BENCH_AUDIO", "test-room"),
+                    ("ROOMCAST_BENCH_AGENT_TOML", toml),
+                ];
+                let mut agent = AgentProcess::start_with_env(janus, "shared", &env);
+                for i in 0..rooms {
+                    let room = format!("aproc{round}-{}-{rooms}-{i}", toml.len());
+                    agent.send(&format!("login {room}"));
+                    agent.send(&format!("publish cam-{i} {room}"));
+                }
+                agents.push(agent);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await; // settle
+        let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
+        tokio::time::sleep(WINDOW).await;
+        let used: Vec<f64> = agents
+            .iter()
+            .zip(&start)
+            .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
+            .collect();
+        for agent in agents {
+            agent.stop();
+        }
+        let (off1, off5, on1, on5) = (used[0], used[1], used[2], used[3]);
+        cost_one.push(on1 - off1);
+        cost_five.push(on5 - off5);
+        println!(
+            "   round {}: off 1 room {off1:.1}, 5 rooms {off5:.1}; defaults 1 room {on1:.1}, 5 rooms {on5:.1}; processing costs {:.1} (1 room) and {:.1} (5 rooms)",
+            round + 1,
+            on1 - off1,
+            on5 - off5
+        );
+    }
+    println!(
+        "   processing cost, median of {ROUNDS}: 1 room {:.1} ms/s ({:.1} % of a core), 5 rooms {:.1} ms/s ({:.1} % of a core)",
+        percentile(&mut cost_one, 0.5),
+        percentile(&mut cost_one, 0.5) / 10.0,
+        percentile(&mut cost_five, 0.5),
+        percentile(&mut cost_five, 0.5) / 10.0
+    );
+}
+
 async fn parent_main() {
     support::require_netns();
     let janus = Janus::start();
@@ -458,6 +521,11 @@ async fn parent_main() {
             percentile(&mut together, 0.5),
             listed.join(", ")
         );
+    }
+
+    // 7. Audio processing: what it costs, and that it does not grow with rooms.
+    if run("7") {
+        audio_processing_cost(&janus).await;
     }
 
     // 5. SRTP primitives: libsrtp's own (NSS) against roomcast's, per room.

@@ -2,6 +2,7 @@
 //! Nothing else in roomcast reads TOML. `config/roomcast.example.toml` documents every
 //! field; keep the two in step.
 
+pub mod audio_processing;
 mod error;
 mod locate;
 pub mod network;

@@ -385,20 +385,44 @@ async fn reload(
     }
     match scope {
         reload::Scope::Nothing => Ok(current),
-        reload::Scope::Control => {
-            let control = match Control::new(&config) {
-                Ok(control) => control,
-                Err(e) => {
-                    error!("reload refused, the running configuration is kept: {e}");
-                    return Ok(current);
+        reload::Scope::InPlace {
+            control: restart_control,
+            audio_processing,
+        } => {
+            let control = if restart_control {
+                match Control::new(&config) {
+                    Ok(control) => Some(control),
+                    Err(e) => {
+                        error!("reload refused, the running configuration is kept: {e}");
+                        return Ok(current);
+                    }
                 }
+            } else {
+                None
             };
             notifier.reloading();
-            // The old connection goes first (two connections with one client id would
-            // take the broker session from each other): `offline`, then `online` again.
-            let old = current.control;
-            old.stop().await;
-            current.control = control.start(current.agent.engine.clone());
+            if audio_processing {
+                match current
+                    .agent
+                    .media
+                    .set_audio_processing(&config.audio_processing)
+                {
+                    Ok(()) => info!(
+                        "reload: audio processing is now {}",
+                        config.audio_processing
+                    ),
+                    Err(e) => error!(
+                        "reload: the microphones' processing could not be changed ({e}); it stays as it was until the next restart of the source"
+                    ),
+                }
+            }
+            if let Some(control) = control {
+                // The old connection goes first (two connections with one client id would
+                // take the broker session from each other): `offline`, then `online` again.
+                let old = current.control;
+                old.stop().await;
+                current.control = control.start(current.agent.engine.clone());
+            }
             current.config = config;
             current.text = Some(text);
             Ok(current)

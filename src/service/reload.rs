@@ -8,10 +8,15 @@ use toml::{Table, Value};
 pub enum Scope {
     /// The file means the same: nothing to do.
     Nothing,
-    /// Only remote control changed (`[mqtt]`, `device_id`, `[identity]`, which only the
-    /// MQTT `login_room` default uses): the MQTT connection is restarted; rooms, media
-    /// and streams are not touched.
-    Control,
+    /// Only parts that change in place: rooms, media and streams are not touched.
+    /// `control`: remote control changed (`[mqtt]`, `device_id`, `[identity]`, which only
+    /// the MQTT `login_room` default uses), so the MQTT connection is restarted.
+    /// `audio_processing`: `[audio_processing]` changed, so each microphone's processing
+    /// is swapped while it runs.
+    InPlace {
+        control: bool,
+        audio_processing: bool,
+    },
     /// Anything else (Janus, sources, encoder, rooms rules, state_dir, …): the agent
     /// leaves its rooms, rebuilds media, the SFU connection and the engine with the new
     /// settings, and takes up the same desired state again (a second or two without
@@ -19,20 +24,26 @@ pub enum Scope {
     Everything,
 }
 
+fn is_under(key: &str, section: &str) -> bool {
+    key == section
+        || key
+            .strip_prefix(section)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
 impl Scope {
     pub fn of(changed: &[String]) -> Scope {
         if changed.is_empty() {
             return Scope::Nothing;
         }
-        let control_only = changed.iter().all(|key| {
-            key == "device_id"
-                || key == "mqtt"
-                || key.starts_with("mqtt.")
-                || key == "identity"
-                || key.starts_with("identity.")
-        });
-        if control_only {
-            Scope::Control
+        let is_control =
+            |key: &str| key == "device_id" || is_under(key, "mqtt") || is_under(key, "identity");
+        let is_audio = |key: &str| is_under(key, "audio_processing");
+        if changed.iter().all(|key| is_control(key) || is_audio(key)) {
+            Scope::InPlace {
+                control: changed.iter().any(|key| is_control(key)),
+                audio_processing: changed.iter().any(|key| is_audio(key)),
+            }
         } else {
             Scope::Everything
         }
@@ -41,7 +52,19 @@ impl Scope {
     pub fn describe(self) -> &'static str {
         match self {
             Scope::Nothing => "nothing to do",
-            Scope::Control => "restarting MQTT control only (rooms and streams are not touched)",
+            Scope::InPlace {
+                control: true,
+                audio_processing: false,
+            } => "restarting MQTT control only (rooms and streams are not touched)",
+            Scope::InPlace {
+                control: false,
+                audio_processing: _,
+            } => {
+                "changing the microphones' processing in place (rooms and streams are not touched)"
+            }
+            Scope::InPlace { .. } => {
+                "restarting MQTT control and changing the microphones' processing in place (rooms and streams are not touched)"
+            }
             Scope::Everything => {
                 "restarting rooms, media and control with the same rooms and streams"
             }
@@ -111,8 +134,36 @@ mod tests {
                 "identity.user_name",
                 "device_id"
             ])),
-            Scope::Control
+            Scope::InPlace {
+                control: true,
+                audio_processing: false
+            }
         );
+        assert_eq!(
+            Scope::of(&keys(&[
+                "audio_processing.echo_cancel",
+                "audio_processing.noise_suppression"
+            ])),
+            Scope::InPlace {
+                control: false,
+                audio_processing: true
+            }
+        );
+        assert_eq!(
+            Scope::of(&keys(&["audio_processing", "mqtt.url"])),
+            Scope::InPlace {
+                control: true,
+                audio_processing: true
+            }
+        );
+        assert_eq!(
+            Scope::of(&keys(&[
+                "audio_processing.gain_control",
+                "encoder.bitrate_kbps"
+            ])),
+            Scope::Everything
+        );
+        assert_eq!(Scope::of(&keys(&["audio_processingx"])), Scope::Everything);
         assert_eq!(
             Scope::of(&keys(&["mqtt.url", "janus.url"])),
             Scope::Everything
