@@ -184,16 +184,17 @@ async fn echo_is_cancelled_and_the_near_end_is_kept() {
         far_off > near_reference - 12.0,
         "with echo_cancel = false the far end must be heard back: far {far_off:.1} dB, near {near_reference:.1} dB"
     );
-    // The goals are >= 20 dB and within 3 dB (figures in docs/performance.md: met for the
-    // echo at the defaults, not yet for the near end); CI holds the line where a run
-    // cannot be mistaken for working without the canceller, or for losing the talker.
-    assert!(erle >= 10.0, "echo return loss enhancement {erle:.1} dB");
+    // The goals are >= 20 dB and within 3 dB; both are met at the median of runs here
+    // (docs/performance.md), each with a spread of a few dB from run to run, so CI holds
+    // the line where a run cannot pass without a working canceller or with the talker
+    // suppressed.
+    assert!(erle >= 15.0, "echo return loss enhancement {erle:.1} dB");
     for (what, level) in [
         ("while both talk", near_double_talk),
         ("alone", near_single_talk),
     ] {
         assert!(
-            level >= near_reference - 9.0,
+            level >= near_reference - 6.0,
             "the near end {what}: {level:.1} dB processed against {near_reference:.1} dB unprocessed"
         );
     }

@@ -20,8 +20,8 @@ use gst::prelude::*;
 
 use crate::engine::types::Channel;
 
-/// The near-end talker's voice: a 190 Hz sawtooth (harmonics at every multiple, as a
-/// voice has), apart from the voices the tests play as the far end.
+/// The near-end talker's voice: a sawtooth around 190 Hz (harmonics at every multiple,
+/// as a voice has; see [`pitch`]), apart from the voices the tests play as the far end.
 pub const TALKER_HZ: u32 = 190;
 /// The talker's element (an `identity` whose output the envelope shapes).
 pub const TALKER: &str = "talker";
@@ -100,11 +100,18 @@ pub fn envelope(t: Duration) -> f64 {
     }
 }
 
+/// The talker's pitch at running time `t`, Hz: gliding between 175 and 205 Hz, as a
+/// voice's intonation does (a perfectly steady voice is taken for noise).
+pub fn pitch(t: Duration) -> f64 {
+    f64::from(TALKER_HZ) + 15.0 * (2.0 * std::f64::consts::PI * t.as_secs_f64() / 1.3).sin()
+}
+
 /// Shapes the talker, delays the echo and registers the echo input of a source pipeline
 /// built with a test room.
 pub fn install(pipeline: &gst::Pipeline, channel: Channel) {
+    let voice = pipeline.by_name("asrc");
     if let Some(pad) = pipeline.by_name(TALKER).and_then(|e| e.static_pad("src")) {
-        pad.add_probe(gst::PadProbeType::BUFFER, |pad, info| {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let rate = 48_000u64;
             let segment = pad
                 .sticky_event::<gst::event::Segment>(0)
@@ -116,6 +123,10 @@ pub fn install(pipeline: &gst::Pipeline, channel: Channel) {
                 .pts()
                 .and_then(|pts| segment.as_ref().and_then(|s| s.to_running_time(pts)))
                 .map_or(Duration::ZERO, Duration::from);
+            // Intonation: the voice glides (the next buffers take the new pitch).
+            if let Some(voice) = &voice {
+                voice.set_property("freq", pitch(start));
+            }
             let buffer = buffer.make_mut();
             let Ok(mut map) = buffer.map_writable() else {
                 return gst::PadProbeReturn::Ok;

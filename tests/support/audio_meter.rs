@@ -12,12 +12,14 @@ pub const RATE: f64 = 48_000.0;
 
 /// The far end's fundamental (what the box plays: `TestPublisher::start_talking`).
 pub const FAR_END_HZ: f64 = 285.0;
-/// The near end's talker (`audio = "test-room"`): its 190 Hz voice.
-pub const NEAR_END_HZ: f64 = 190.0;
+/// The near end's talker (`audio = "test-room"`): its voice glides from 175 to 205 Hz,
+/// measured as the power in these bins together.
+pub const NEAR_END_HZ: [f64; 5] = [170.0, 180.0, 190.0, 200.0, 210.0];
 
-/// Per-second mean power of each watched frequency, dB relative to a full-scale sine.
+/// Per-second mean power of each watched band (a set of frequencies whose powers add),
+/// dB relative to a full-scale sine.
 pub struct ToneMeter {
-    frequencies: Vec<f64>,
+    bands: Vec<Vec<f64>>,
     block: Vec<f32>,
     /// Summed power per frequency in the current second, and its block count.
     sums: Vec<f64>,
@@ -29,16 +31,16 @@ pub struct ToneMeter {
 impl Default for ToneMeter {
     /// Watches the far end (column 0) and the near end (column 1).
     fn default() -> Self {
-        Self::new(&[FAR_END_HZ, NEAR_END_HZ])
+        Self::new(&[&[FAR_END_HZ][..], &NEAR_END_HZ[..]])
     }
 }
 
 impl ToneMeter {
-    pub fn new(frequencies: &[f64]) -> Self {
+    pub fn new(bands: &[&[f64]]) -> Self {
         Self {
-            frequencies: frequencies.to_vec(),
+            bands: bands.iter().map(|b| b.to_vec()).collect(),
             block: Vec::with_capacity(BLOCK),
-            sums: vec![0.0; frequencies.len()],
+            sums: vec![0.0; bands.len()],
             blocks: 0,
             seconds: Vec::new(),
         }
@@ -48,8 +50,11 @@ impl ToneMeter {
         for &sample in samples {
             self.block.push(sample);
             if self.block.len() == BLOCK {
-                for (sum, &f) in self.sums.iter_mut().zip(&self.frequencies) {
-                    *sum += goertzel_power(&self.block, f);
+                for (sum, band) in self.sums.iter_mut().zip(&self.bands) {
+                    *sum += band
+                        .iter()
+                        .map(|&f| goertzel_power(&self.block, f))
+                        .sum::<f64>();
                 }
                 self.block.clear();
                 self.blocks += 1;
