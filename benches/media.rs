@@ -530,7 +530,10 @@ async fn parent_main() {
 
     // 5. SRTP primitives: libsrtp's own (NSS) against roomcast's, per room.
     if run("5") {
-        let libsrtp = [(roomcast::webrtc::srtp_crypto::OPT_OUT_ENV, "libsrtp")];
+        let libsrtp = [(
+            "ROOMCAST_BENCH_AGENT_TOML",
+            "[media]\nsrtp_primitives = false\n",
+        )];
         println!(
             "5. SRTP per room: libsrtp's own AES-ICM/HMAC-SHA1 (NSS) against roomcast's, four agents at once, CPU ms/s over {} s:",
             WINDOW.as_secs()
@@ -540,7 +543,10 @@ async fn parent_main() {
 
     // 6. The sending path: every pad of webrtcbin's against the shortened one, per room.
     if run("6") {
-        let long = [(roomcast::media::SENDING_PATH_ENV, "webrtcbin")];
+        let long = [(
+            "ROOMCAST_BENCH_AGENT_TOML",
+            "[media]\nsending_path_shortcut = false\n",
+        )];
         println!(
             "\n6. sending path per room: webrtcbin's every pad against roomcast's shortcuts past its ghost pads, clocksync and funnel, four agents at once, CPU ms/s over {} s:",
             WINDOW.as_secs()

@@ -5,6 +5,7 @@
 pub mod audio_processing;
 mod error;
 mod locate;
+pub mod media;
 pub mod network;
 mod types;
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub network: super::network::NetworkConfig,
     #[serde(default)]
     pub audio_processing: super::audio_processing::AudioProcessingConfig,
+    #[serde(default)]
+    pub media: super::media::MediaConfig,
 }
 
 fn default_state_dir() -> PathBuf {

@@ -319,6 +319,10 @@ pub struct MediaSnapshot {
     /// The microphones' processing; absent when no channel has a microphone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_processing: Option<AudioProcessingSnapshot>,
+    /// Each fast path (`[media]`, docs/workarounds.md): `engaged` (with how many streams
+    /// took it, for those installed per stream) or `off: <why>`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fast_paths: std::collections::BTreeMap<String, String>,
 }
 
 /// What is done to the microphones now (`[audio_processing]`, as a reload left it).

@@ -21,17 +21,14 @@ pub mod bandwidth;
 pub mod congestion;
 pub mod devices;
 pub mod encoder;
-mod fec_bypass;
-mod framelist;
-mod hops;
 mod player;
 mod publisher;
 mod quality;
-mod shared_segment;
 pub mod source;
 mod speaker;
 pub mod stamp;
 pub mod test_room;
+pub mod workarounds;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,7 +38,6 @@ use tracing::info;
 
 use self::audio_processing::EchoReference;
 use self::encoder::Selected;
-pub use self::hops::OPT_OUT_ENV as SENDING_PATH_ENV;
 use self::player::Player;
 use self::publisher::Publisher;
 use self::source::{CameraFormat, EncoderBitrate, Source};
@@ -168,6 +164,8 @@ impl GstMedia {
             info!(stun = ?ice.stun, turn = ?relays, policy = ice.policy.nick(), "ICE servers");
         }
         crate::webrtc::configure_ice(ice);
+        // Before any peer: the SRTP primitives are process-wide.
+        workarounds::decide(&config.media);
         for (element, package) in REQUIRED {
             if !encoder::element_exists(element) {
                 return Err(MediaError::Setup(format!(
@@ -363,6 +361,7 @@ impl MediaEngine for GstMedia {
                 .collect(),
             encoder: Some(self.encoder.spec.element.clone()),
             audio_processing: self.audio_processing_snapshot(),
+            fast_paths: workarounds::snapshot(),
         }
     }
 }

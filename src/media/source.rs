@@ -25,7 +25,8 @@ use super::bandwidth::{BitrateFollower, Origin};
 use super::congestion::{self, EstimatorBounds};
 use super::encoder::{self, EncoderSpec, Selected};
 use super::stamp;
-use super::{framelist, shared_segment, test_room};
+use super::test_room;
+use super::workarounds::{self, FastPath, framelist, shared_segment};
 use crate::config::audio_processing::AudioProcessingConfig;
 use crate::config::{AudioInput, EncoderConfig, SourceConfig, VideoInput};
 use crate::engine::types::Channel;
@@ -717,14 +718,18 @@ impl Source {
         let video_tee = pipeline
             .by_name("vtee")
             .ok_or_else(|| MediaError::Setup("pipeline has no vtee".into()))?;
-        gather_frames_before(&pipeline, &video_tee)?;
+        if workarounds::engaged(FastPath::FrameLists) {
+            gather_frames_before(&pipeline, &video_tee)?;
+        }
         let audio_tee = pipeline.by_name("atee");
         let tee_sinks: Vec<gst::Pad> = [Some(&video_tee), audio_tee.as_ref()]
             .into_iter()
             .flatten()
             .filter_map(|tee| tee.static_pad("sink"))
             .collect();
-        shared_segment::install(&tee_sinks);
+        if workarounds::engaged(FastPath::SharedSegment) {
+            shared_segment::install(&tee_sinks);
+        }
         let frames_encoded = Arc::new(AtomicU64::new(0));
         let keyframes = Arc::new(KeyframeGate::default());
 
