@@ -143,7 +143,7 @@ fn child_main(spec: &str) {
         }
         shutdown.cancel();
         for (_, agent) in agents {
-            agent.stopped().await;
+            agent.stopped(std::time::Duration::from_secs(4)).await;
         }
     });
 }

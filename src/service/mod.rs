@@ -45,6 +45,9 @@ use crate::{Agent, Config, RunError};
 /// A stop (SIGTERM, or a reload's restart) gets this long to leave the rooms and say
 /// `offline`; then the agent stops anyway (the broker's last will says `offline`).
 pub const STOP_BUDGET: Duration = Duration::from_millis(2500);
+/// What of [`STOP_BUDGET`] is kept for saving the state and saying `offline` after the
+/// rooms are left; the rest is the agent's ([`crate::Agent::stopped`]).
+const AFTER_ROOMS: Duration = Duration::from_millis(500);
 
 /// How often `STATUS=` is brought up to date (it is sent only when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -141,7 +144,7 @@ impl Generation {
         } = self;
         let orderly = async move {
             // The engine leaves the rooms first, so their events still reach dashboards.
-            agent.stopped().await;
+            agent.stopped(STOP_BUDGET.saturating_sub(AFTER_ROOMS)).await;
             persister.finish().await;
             control.stop().await;
         };
