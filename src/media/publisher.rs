@@ -4,8 +4,8 @@
 //! every room, and each tee pad feeds its room's webrtcbin from the tee's own thread.
 //! No queue (and no thread) per room: a room's sending is SRTP and a non-blocking UDP
 //! send per packet, and done back to back for every room from a warm cache it costs
-//! less than handing each packet to a thread of its own (measured: README,
-//! Performance). What could stall the tee is webrtcbin itself, which holds data at its
+//! less than handing each packet to a thread of its own (measured: docs/performance.md).
+//! What could stall the tee is webrtcbin itself, which holds data at its
 //! transport until that room's DTLS is up: a gate on the tee pad drops the room's
 //! packets until its peer connection is connected and again once it failed or closed,
 //! so the encoder thread never waits on one room. Removal blocks the tee pads with an
