@@ -332,6 +332,36 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[index]
 }
 
+/// CPU ms/s of four agents running at once over [`WINDOW`]: environment `a` in 1 and in 5
+/// rooms, then `b` in 1 and in 5 rooms (in that order). Running all four together lets
+/// load from elsewhere hit both sides alike.
+async fn four_agents(janus: &Janus, tag: &str, a: &[(&str, &str)], b: &[(&str, &str)]) -> Vec<f64> {
+    let mut agents = Vec::new();
+    for (k, env) in [a, b].iter().enumerate() {
+        for rooms in [1, 5] {
+            let mut agent = AgentProcess::start_with_env(janus, "shared", env);
+            for i in 0..rooms {
+                let room = format!("{tag}-{k}-{rooms}-{i}");
+                agent.send(&format!("login {room}"));
+                agent.send(&format!("publish cam-{i} {room}"));
+            }
+            agents.push(agent);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // settle
+    let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
+    tokio::time::sleep(WINDOW).await;
+    let used = agents
+        .iter()
+        .zip(&start)
+        .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
+        .collect();
+    for agent in agents {
+        agent.stop();
+    }
+    used
+}
+
 /// Four agents at once, 1 and 5 rooms each with environment `a` and `b`, over
 /// [`WINDOW`], for `ROUNDS` rounds: what a room costs with each (CPU ms/s per extra
 /// room). Running all four together lets load from elsewhere hit both sides alike.
@@ -345,29 +375,7 @@ async fn per_room_a_b(
     let mut per_room = [Vec::new(), Vec::new()];
     let mut ratios = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
-        let mut agents = Vec::new();
-        for (k, (_, env)) in [a, b].iter().enumerate() {
-            for rooms in [1, 5] {
-                let mut agent = AgentProcess::start_with_env(janus, "shared", env);
-                for i in 0..rooms {
-                    let room = format!("{tag}{round}-{k}-{rooms}-{i}");
-                    agent.send(&format!("login {room}"));
-                    agent.send(&format!("publish cam-{i} {room}"));
-                }
-                agents.push(agent);
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await; // settle
-        let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
-        tokio::time::sleep(WINDOW).await;
-        let used: Vec<f64> = agents
-            .iter()
-            .zip(&start)
-            .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
-            .collect();
-        for agent in agents {
-            agent.stop();
-        }
+        let used = four_agents(janus, &format!("{tag}{round}"), a.1, b.1).await;
         let mut line = format!("   round {}:", round + 1);
         for (k, name) in [a.0, b.0].iter().enumerate() {
             let (one, five) = (used[2 * k], used[2 * k + 1]);
@@ -412,33 +420,13 @@ async fn audio_processing_cost(janus: &Janus) {
     );
     let (mut cost_one, mut cost_five) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let mut agents = Vec::new();
-        for toml in [off, on] {
-            for rooms in [1, 5] {
-                let env = [
-                    ("ROOMCAST_BENCH_AUDIO", "test-room"),
-                    ("ROOMCAST_BENCH_AGENT_TOML", toml),
-                ];
-                let mut agent = AgentProcess::start_with_env(janus, "shared", &env);
-                for i in 0..rooms {
-                    let room = format!("aproc{round}-{}-{rooms}-{i}", toml.len());
-                    agent.send(&format!("login {room}"));
-                    agent.send(&format!("publish cam-{i} {room}"));
-                }
-                agents.push(agent);
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await; // settle
-        let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
-        tokio::time::sleep(WINDOW).await;
-        let used: Vec<f64> = agents
-            .iter()
-            .zip(&start)
-            .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
-            .collect();
-        for agent in agents {
-            agent.stop();
-        }
+        let env = |toml| {
+            [
+                ("ROOMCAST_BENCH_AUDIO", "test-room"),
+                ("ROOMCAST_BENCH_AGENT_TOML", toml),
+            ]
+        };
+        let used = four_agents(janus, &format!("aproc{round}"), &env(off), &env(on)).await;
         let (off1, off5, on1, on5) = (used[0], used[1], used[2], used[3]);
         cost_one.push(on1 - off1);
         cost_five.push(on5 - off5);

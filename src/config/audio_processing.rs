@@ -12,20 +12,16 @@ use serde::{Deserialize, Serialize};
 pub struct AudioProcessingConfig {
     /// Cancel what the speaker plays out of the microphone. Off for USB speakerphones
     /// that cancel echo themselves.
-    #[serde(default = "default_true")]
+    #[serde(default = "super::types::default_true")]
     pub echo_cancel: bool,
     #[serde(default)]
     pub noise_suppression: NoiseSuppression,
     /// Automatic digital gain: a quiet or distant talker is brought up, a loud one down.
-    #[serde(default = "default_true")]
+    #[serde(default = "super::types::default_true")]
     pub gain_control: bool,
     /// Removes rumble below speech (about 80 Hz): air conditioning, handling noise.
-    #[serde(default = "default_true")]
+    #[serde(default = "super::types::default_true")]
     pub high_pass_filter: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl Default for AudioProcessingConfig {

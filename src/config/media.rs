@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
-    #[serde(default = "default_true")]
+    #[serde(default = "super::types::default_true")]
     pub fast_paths: bool,
     #[serde(default)]
     pub frame_lists: Option<bool>,
@@ -22,10 +22,6 @@ pub struct MediaConfig {
     pub shared_segment: Option<bool>,
     #[serde(default)]
     pub srtp_primitives: Option<bool>,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl Default for MediaConfig {

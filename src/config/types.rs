@@ -553,7 +553,7 @@ pub struct JanusConfig {
     pub room: JanusRoomSettings,
 }
 
-fn default_true() -> bool {
+pub(super) fn default_true() -> bool {
     true
 }
 fn default_request_timeout() -> u64 {
