@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod media;
+pub mod peer;
 pub mod rooms;
 pub mod service;
 pub mod webrtc;

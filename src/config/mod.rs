@@ -122,7 +122,7 @@ impl Config {
             );
             check(
                 !source.stamp_enabled()
-                    || crate::media::stamp::fits(source.width as usize, source.height as usize),
+                    || crate::base::stamp::fits(source.width as usize, source.height as usize),
                 &field("stamp"),
                 format!(
                     "a {}x{} picture is too small for the BLK1 stamp (66 blocks of 32x32 pixels); set stamp = false or a larger size",

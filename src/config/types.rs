@@ -308,8 +308,11 @@ impl Default for EncoderConfig {
     }
 }
 
+/// The default of `encoder.min_bitrate_kbps`: under this a 720p picture is mush.
+pub const DEFAULT_MIN_BITRATE_KBPS: u32 = 150;
+
 fn default_min_bitrate() -> u32 {
-    crate::media::bandwidth::DEFAULT_FLOOR_KBPS
+    DEFAULT_MIN_BITRATE_KBPS
 }
 
 fn default_bitrate() -> u32 {

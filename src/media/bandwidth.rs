@@ -22,8 +22,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The default floor (`encoder.min_bitrate_kbps`): under this a 720p picture is mush.
-pub const DEFAULT_FLOOR_KBPS: u32 = 150;
+/// The default floor (`encoder.min_bitrate_kbps`).
+pub const DEFAULT_FLOOR_KBPS: u32 = crate::config::DEFAULT_MIN_BITRATE_KBPS;
 /// A branch's REMB estimates count from this long after its first one.
 pub const SETTLE: Duration = Duration::from_secs(4);
 /// Relative change under which the encoder is left alone.

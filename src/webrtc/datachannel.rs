@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Negotiator, WebRtcError};
 use crate::base::lossy;
-use crate::engine::backend::{IceCandidate, PeerState};
+use crate::peer::{IceCandidate, PeerState};
 
 /// The label Janus's TextRoom expects.
 const LABEL: &str = "JanusDataChannel";

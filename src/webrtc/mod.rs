@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use datachannel::DataChannelPeer;
 
 use crate::config::network::IceServers;
-use crate::engine::backend::{IceCandidate, PeerState};
+use crate::peer::{IceCandidate, PeerState};
 
 /// Why a WebRTC operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
