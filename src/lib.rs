@@ -24,7 +24,7 @@ use tracing::warn;
 
 pub use config::Config;
 use engine::{EngineBuilder, EngineHandle};
-use rooms::janus::JanusRooms;
+use rooms::janus::JanusServers;
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +44,12 @@ pub struct Agent {
     engine_task: JoinHandle<()>,
     /// The SFU connection outlives the engine so leaving rooms can still be said.
     sfu_shutdown: CancellationToken,
-    rooms: Arc<JanusRooms>,
+    rooms: Arc<JanusServers>,
 }
 
 impl Agent {
-    /// Starts media, the Janus connection and the engine. Nothing is joined yet.
+    /// Starts media, the Janus servers' backend and the engine. Nothing is joined (or
+    /// connected to Janus) yet.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, RunError> {
         let media = Arc::new(media::GstMedia::new(config)?);
         Ok(Self::start_with_media(config, media, shutdown))
@@ -61,7 +62,7 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Self {
         let sfu_shutdown = CancellationToken::new();
-        let (rooms, rooms_events) = JanusRooms::start(&config.janus, sfu_shutdown.clone());
+        let (rooms, rooms_events) = JanusServers::new(&config.janus, sfu_shutdown.clone());
         let (engine, engine_task) = EngineBuilder::new(config.engine_settings()).start(
             rooms.clone(),
             rooms_events,
@@ -78,7 +79,7 @@ impl Agent {
     }
 
     /// Waits for the engine to finish (it leaves every room when its shutdown token is
-    /// cancelled), then closes the SFU session.
+    /// cancelled), then closes the SFU sessions.
     pub async fn stopped(self) {
         if tokio::time::timeout(Duration::from_secs(3), self.engine_task)
             .await

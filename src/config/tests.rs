@@ -302,3 +302,76 @@ fn janus_ca_file_is_checked_when_the_config_is() {
     assert!(error.contains("contains no certificate"), "{error}");
     std::fs::remove_file(&garbage).ok();
 }
+
+#[test]
+fn more_janus_servers_and_routes() {
+    let text = format!(
+        "{MINIMAL}[janus.servers.district]\nurl = \"wss://janus.district.example/ws\"\napi_secret = \"s3cret\"\nrequest_timeout_ms = 2000\n[janus.servers.school-2]\nurl = \"ws://10.0.0.2:8188/\"\n"
+    )
+    .replace(
+        "[mqtt]",
+        "[rooms]\nroutes = [ { rooms = \"group-*\", server = \"district\" }, { rooms = \"lab\", server = \"default\" } ]\n[mqtt]",
+    );
+    let config = parse(&text).unwrap();
+    let names: Vec<&str> = config.janus.all_servers().map(|(n, _)| n).collect();
+    assert_eq!(names, ["default", "district", "school-2"]);
+    assert_eq!(config.janus.servers["district"].request_timeout_ms, 2000);
+    let routes = config.server_routes();
+    let room = |r: &str| crate::engine::RoomId::parse(r).unwrap();
+    assert_eq!(
+        routes.resolve(&room("group-3"), None).unwrap().as_str(),
+        "district"
+    );
+    assert_eq!(
+        routes.resolve(&room("lab"), None).unwrap().as_str(),
+        "default"
+    );
+    assert_eq!(
+        routes.resolve(&room("bigclass"), None).unwrap().as_str(),
+        "default"
+    );
+    let summary = config.summary();
+    assert!(
+        summary.contains("district wss://janus.district.example/ws")
+            && summary.contains("2 routes"),
+        "{summary}"
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[test]
+fn a_route_to_an_unknown_server_is_refused() {
+    let text = MINIMAL.replace(
+        "[mqtt]",
+        "[rooms]\nroutes = [ { rooms = \"group-*\", server = \"district\" } ]\n[mqtt]",
+    );
+    let e = error_text(&text);
+    assert!(
+        e.contains("`rooms.routes[0].server`")
+            && e.contains("\"district\" is not a configured Janus server"),
+        "{e}"
+    );
+    assert!(e.contains(":3") || e.contains("test.toml"), "{e}");
+}
+
+#[test]
+fn server_sections_are_checked_like_janus() {
+    let text = format!(
+        "{MINIMAL}[janus.servers.default]\nurl = \"ws://10.0.0.2:8188/\"\n[janus.servers.b]\nurl = \"ws://10.0.0.3:8188/\"\nrequest_timeout_ms = 5\n[janus.servers.b.servers.c]\nurl = \"ws://10.0.0.4:8188/\"\n"
+    );
+    let e = error_text(&text);
+    assert!(e.contains("`janus.servers.default`"), "{e}");
+    assert!(e.contains("`janus.servers.b.request_timeout_ms`"), "{e}");
+    assert!(e.contains("`janus.servers.b.servers`"), "{e}");
+    let typo = format!("{MINIMAL}[janus.servers.b]\nurl = \"ws://10.0.0.3:8188/\"\nurll = 1\n");
+    assert!(error_text(&typo).contains("urll"));
+    let secret = format!(
+        "{MINIMAL}[janus.servers.b]\nurl = \"ws://192.168.1.9:8188/\"\napi_secret = \"x\"\n"
+    );
+    let warnings = parse(&secret).unwrap().warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("janus.servers.b.url")
+            && w.contains("janus.servers.b.api_secret is set")),
+        "{warnings:?}"
+    );
+}

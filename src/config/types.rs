@@ -64,6 +64,20 @@ pub struct RoomsConfig {
     /// server can (`auto`).
     #[serde(default)]
     pub fanout: FanoutPolicy,
+    /// Which Janus server a room is on when `login_room` names none: the first route
+    /// whose glob matches the room id; no match: the default server (`[janus]`).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One `rooms.routes` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A glob over room ids (`*`, `?`), as in `rooms.allowed`.
+    pub rooms: String,
+    /// `default` or the name of a `[janus.servers.<name>]`.
+    pub server: String,
 }
 
 impl Default for RoomsConfig {
@@ -75,6 +89,7 @@ impl Default for RoomsConfig {
             quality_interval_s: default_quality_interval(),
             allowed: Vec::new(),
             fanout: FanoutPolicy::Device,
+            routes: Vec::new(),
         }
     }
 }
@@ -541,6 +556,19 @@ pub struct JanusConfig {
     /// Settings of rooms roomcast creates.
     #[serde(default)]
     pub room: JanusRoomSettings,
+    /// More servers, by name (`[janus.servers.<name>]`), with the same keys as `[janus]`
+    /// (but no `servers` of their own). `[janus]` itself is the server named `default`.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, JanusConfig>,
+}
+
+impl JanusConfig {
+    /// Every configured server: `default` (this section) first, then
+    /// `[janus.servers.*]` by name.
+    pub fn all_servers(&self) -> impl Iterator<Item = (&str, &JanusConfig)> {
+        std::iter::once((crate::engine::ServerName::DEFAULT, self))
+            .chain(self.servers.iter().map(|(name, c)| (name.as_str(), c)))
+    }
 }
 
 fn default_true() -> bool {

@@ -19,6 +19,7 @@ use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, Res
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
 use super::limits::{MAX_ROOMS, MAX_STREAMS};
+use super::servers::ServerName;
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
     Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
@@ -85,6 +86,10 @@ fn player_state(phase: Phase) -> PlayerState {
 
 struct Room {
     state: RoomState,
+    /// The SFU server the room is on, resolved at login.
+    server: ServerName,
+    /// The server `login_room` named (kept in the desired state), if any.
+    named_server: Option<ServerName>,
     user: User,
     token: Option<Secret>,
     generation: u64,
@@ -160,7 +165,7 @@ enum Outcome {
         generation: u64,
     },
     Logout {
-        results: Vec<(RoomId, Result<(), BackendError>)>,
+        results: Vec<(RoomId, ServerName, Result<(), BackendError>)>,
         reply: Option<Reply<Vec<RoomId>>>,
     },
     PeerOpened {
@@ -300,13 +305,28 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
-    fn emit_room(&self, room: &RoomId, reason: RoomStateReason, error: Option<&BackendError>) {
+    /// A room's state change, on the server it is on (`server`: when the room is gone
+    /// from the table already, or was never in it).
+    fn emit_room_on(
+        &self,
+        room: &RoomId,
+        server: Option<&ServerName>,
+        reason: RoomStateReason,
+        error: Option<&BackendError>,
+    ) {
         self.emit(Event::RoomStateChanged {
             room_id: room.clone(),
+            server: server.cloned(),
             reason,
             error_code: error.map_or(ErrorCode::NONE, |e| e.code),
             error_message: error.map(|e| e.message.clone()),
         });
+    }
+
+    /// A state change of a room in the table.
+    fn emit_room(&self, room: &RoomId, reason: RoomStateReason, error: Option<&BackendError>) {
+        let server = self.rooms.get(room).map(|r| r.server.clone());
+        self.emit_room_on(room, server.as_ref(), reason, error);
     }
 
     fn emit_stream(
@@ -343,11 +363,12 @@ impl Engine {
         match command {
             Command::Login {
                 room,
+                server,
                 user,
                 token,
                 reply,
-            } => match self.check_login(&room, &user) {
-                Ok(()) => self.login(room, user, token, reply),
+            } => match self.check_login(&room, server.as_ref(), &user) {
+                Ok(resolved) => self.login(room, resolved, server, user, token, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -441,14 +462,21 @@ impl Engine {
         }
     }
 
-    /// The login rules, in the order the reference SDK applies them.
-    fn check_login(&self, room: &RoomId, user: &User) -> Result<(), EngineError> {
+    /// The login rules, in the order the reference SDK applies them (the allow-list and
+    /// the server first: they are the box's own); resolves the room's server.
+    fn check_login(
+        &self,
+        room: &RoomId,
+        server: Option<&ServerName>,
+        user: &User,
+    ) -> Result<ServerName, EngineError> {
         if !self.settings.allowed_rooms.allows(room) {
             return Err(EngineError::RoomNotAllowed {
                 room: room.clone(),
                 allowed: self.settings.allowed_rooms.to_string(),
             });
         }
+        let server = self.settings.servers.resolve(room, server)?;
         let multi = self.settings.mode == RoomMode::Multi;
         if multi && !self.settings.multi_room_enabled {
             return Err(EngineError::MultiRoomNotEnabled);
@@ -462,7 +490,7 @@ impl Engine {
                     current: current.clone(),
                 });
             }
-            return Ok(());
+            return Ok(server);
         }
         if let Some(current) = &self.user
             && current != user
@@ -477,19 +505,29 @@ impl Engine {
                 max: self.settings.max_rooms,
             });
         }
-        Ok(())
+        Ok(server)
     }
 
-    fn login(&mut self, room_id: RoomId, user: User, token: Option<Secret>, reply: Reply<()>) {
+    fn login(
+        &mut self,
+        room_id: RoomId,
+        server: ServerName,
+        named_server: Option<ServerName>,
+        user: User,
+        token: Option<Secret>,
+        reply: Reply<()>,
+    ) {
         let generation = self.generation();
-        info!(room = %room_id, user = %user.user_id, "logging in");
-        let login = self.backend.login(&room_id, &user, token.as_ref());
+        info!(room = %room_id, server = %server, user = %user.user_id, "logging in");
+        let login = self.backend.login(&room_id, &server, &user, token.as_ref());
         self.user = Some(user.clone());
         let had_token = token.is_some();
         self.rooms.insert(
             room_id.clone(),
             Room {
                 state: RoomState::Logining,
+                server,
+                named_server,
                 user,
                 token,
                 generation,
@@ -529,13 +567,15 @@ impl Engine {
         let mut leaving = Vec::new();
         for room in &rooms {
             info!(room = %room, "logging out");
-            self.remove_room(room, EngineError::RoomNotLoggedIn(room.clone()), None);
-            leaving.push((room.clone(), self.backend.logout(room)));
+            let server = self
+                .remove_room(room, EngineError::RoomNotLoggedIn(room.clone()), None)
+                .unwrap_or_default();
+            leaving.push((room.clone(), server, self.backend.logout(room)));
         }
         self.ops.spawn(async move {
             let mut results = Vec::new();
-            for (room, left) in leaving {
-                results.push((room, left.await));
+            for (room, server, left) in leaving {
+                results.push((room, server, left.await));
             }
             Outcome::Logout {
                 results,
@@ -961,16 +1001,15 @@ impl Engine {
             .collect()
     }
 
-    /// Removes a room and ends its streams. The SFU side is the caller's business.
+    /// Removes a room and ends its streams; returns the server it was on. The SFU side
+    /// is the caller's business.
     fn remove_room(
         &mut self,
         room_id: &RoomId,
         cancelled: EngineError,
         error: Option<&BackendError>,
-    ) {
-        let Some(room) = self.rooms.remove(room_id) else {
-            return;
-        };
+    ) -> Option<ServerName> {
+        let room = self.rooms.remove(room_id)?;
         for waiter in room.login_waiters {
             let _ = waiter.send(Err(match error {
                 Some(e) => e.clone().into(),
@@ -991,6 +1030,7 @@ impl Engine {
         if self.rooms.is_empty() {
             self.user = None;
         }
+        Some(room.server)
     }
 
     // ---- outcomes ------------------------------------------------------------------
@@ -1009,8 +1049,10 @@ impl Engine {
                 if entry.generation != generation || entry.state != RoomState::Reconnecting {
                     return;
                 }
-                debug!(room = %room, attempt = entry.attempt, "logging in again");
-                let login = self.backend.login(&room, &entry.user, entry.token.as_ref());
+                debug!(room = %room, server = %entry.server, attempt = entry.attempt, "logging in again");
+                let login =
+                    self.backend
+                        .login(&room, &entry.server, &entry.user, entry.token.as_ref());
                 self.ops.spawn(async move {
                     Outcome::Login {
                         room,
@@ -1022,15 +1064,20 @@ impl Engine {
             Outcome::Logout { results, reply } => {
                 let mut first_error = None;
                 let mut left = Vec::new();
-                for (room, result) in results {
+                for (room, server, result) in results {
                     match result {
                         Ok(()) => {
                             info!(room = %room, "logged out");
-                            self.emit_room(&room, RoomStateReason::Logout, None);
+                            self.emit_room_on(&room, Some(&server), RoomStateReason::Logout, None);
                         }
                         Err(e) => {
                             warn!(room = %room, code = %e.code, "the SFU did not confirm the logout (the room is left here regardless): {}", e.message);
-                            self.emit_room(&room, RoomStateReason::LogoutFailed, Some(&e));
+                            self.emit_room_on(
+                                &room,
+                                Some(&server),
+                                RoomStateReason::LogoutFailed,
+                                Some(&e),
+                            );
                             first_error.get_or_insert(e);
                         }
                     }
@@ -1162,8 +1209,13 @@ impl Engine {
                     e
                 };
                 warn!(room = %room_id, code = %e.code, "login failed: {}", e.message);
-                self.remove_room(&room_id, e.clone().into(), Some(&e));
-                self.emit_room(&room_id, RoomStateReason::LoginFailed, Some(&e));
+                let server = self.remove_room(&room_id, e.clone().into(), Some(&e));
+                self.emit_room_on(
+                    &room_id,
+                    server.as_ref(),
+                    RoomStateReason::LoginFailed,
+                    Some(&e),
+                );
             }
             Err(e) => {
                 let lost_for = room.lost_at.map_or(Duration::ZERO, |t| t.elapsed());
@@ -1178,8 +1230,13 @@ impl Engine {
                         ),
                     );
                     warn!(room = %room_id, "{}", failed.message);
-                    self.remove_room(&room_id, failed.clone().into(), Some(&failed));
-                    self.emit_room(&room_id, RoomStateReason::ReconnectFailed, Some(&failed));
+                    let server = self.remove_room(&room_id, failed.clone().into(), Some(&failed));
+                    self.emit_room_on(
+                        &room_id,
+                        server.as_ref(),
+                        RoomStateReason::ReconnectFailed,
+                        Some(&failed),
+                    );
                     let left = self.backend.logout(&room_id);
                     self.ops.spawn(async move {
                         let _ = left.await;
@@ -1283,8 +1340,13 @@ impl Engine {
                     return;
                 }
                 warn!(room = %room, code = %error.code, "removed from the room: {}", error.message);
-                self.remove_room(&room, error.clone().into(), Some(&error));
-                self.emit_room(&room, RoomStateReason::KickOut, Some(&error));
+                let server = self.remove_room(&room, error.clone().into(), Some(&error));
+                self.emit_room_on(
+                    &room,
+                    server.as_ref(),
+                    RoomStateReason::KickOut,
+                    Some(&error),
+                );
                 let left = self.backend.logout(&room);
                 self.ops.spawn(async move {
                     let _ = left.await;
@@ -1396,6 +1458,7 @@ impl Engine {
             .map(|(id, room)| DesiredRoom {
                 room_id: id.clone(),
                 user: room.user.clone(),
+                server: room.named_server.clone(),
                 had_token: room.had_token,
             })
             .collect();
@@ -1449,29 +1512,41 @@ impl Engine {
         for DesiredRoom {
             room_id,
             user,
+            server: named_server,
             had_token,
         } in state.rooms
         {
-            if let Err(e) = self.check_login(&room_id, &user) {
-                let error = BackendError::new(
-                    e.code(),
-                    format!("room `{room_id}` was not restored after the restart: {e}"),
-                );
-                warn!(room = %room_id, code = %error.code, "{}", error.message);
-                self.emit_room(&room_id, RoomStateReason::LoginFailed, Some(&error));
-                report
-                    .refused
-                    .push(format!("room {room_id}: {} ({})", e, e.code()));
-                continue;
-            }
+            let checked = self.check_login(&room_id, named_server.as_ref(), &user);
+            let server = match checked {
+                Ok(server) => server,
+                Err(e) => {
+                    let error = BackendError::new(
+                        e.code(),
+                        format!("room `{room_id}` was not restored after the restart: {e}"),
+                    );
+                    warn!(room = %room_id, code = %error.code, "{}", error.message);
+                    self.emit_room_on(
+                        &room_id,
+                        named_server.as_ref(),
+                        RoomStateReason::LoginFailed,
+                        Some(&error),
+                    );
+                    report
+                        .refused
+                        .push(format!("room {room_id}: {} ({})", e, e.code()));
+                    continue;
+                }
+            };
             let generation = self.generation();
-            info!(room = %room_id, user = %user.user_id, "restoring the room: logging in");
-            let login = self.backend.login(&room_id, &user, None);
+            info!(room = %room_id, server = %server, user = %user.user_id, "restoring the room: logging in");
+            let login = self.backend.login(&room_id, &server, &user, None);
             self.user = Some(user.clone());
             self.rooms.insert(
                 room_id.clone(),
                 Room {
                     state: RoomState::Logining,
+                    server: server.clone(),
+                    named_server,
                     user,
                     token: None,
                     generation,
@@ -1499,6 +1574,7 @@ impl Engine {
                 .collect();
             self.emit(Event::RoomRestored {
                 room_id: room_id.clone(),
+                server,
                 publishing,
                 playing,
             });
@@ -1661,6 +1737,7 @@ impl Engine {
                 .iter()
                 .map(|(id, room)| RoomSnapshot {
                     room_id: id.clone(),
+                    server: room.server.clone(),
                     state: room.state,
                     users: room.users.values().cloned().collect(),
                     streams: room.streams.values().cloned().collect(),
@@ -1677,6 +1754,7 @@ impl Engine {
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         let mut peers = Vec::new();
         let mut leaving = Vec::new();
+        let mut servers = Vec::new();
         for room in &rooms {
             for key in self.room_streams(room) {
                 if let Some(entry) = self.streams.get_mut(&key)
@@ -1685,7 +1763,8 @@ impl Engine {
                     peers.push(peer);
                 }
             }
-            self.remove_room(room, EngineError::EngineStopped, None);
+            let server = self.remove_room(room, EngineError::EngineStopped, None);
+            servers.push(server);
             leaving.push(self.backend.logout(room));
         }
         self.ops.abort_all();
@@ -1693,10 +1772,17 @@ impl Engine {
         let left = join_all(leaving);
         match tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join(left, closing)).await {
             Ok((results, _)) => {
-                for (room, result) in rooms.iter().zip(results) {
+                for ((room, server), result) in rooms.iter().zip(&servers).zip(results) {
                     match result {
-                        Ok(()) => self.emit_room(room, RoomStateReason::Logout, None),
-                        Err(e) => self.emit_room(room, RoomStateReason::LogoutFailed, Some(&e)),
+                        Ok(()) => {
+                            self.emit_room_on(room, server.as_ref(), RoomStateReason::Logout, None)
+                        }
+                        Err(e) => self.emit_room_on(
+                            room,
+                            server.as_ref(),
+                            RoomStateReason::LogoutFailed,
+                            Some(&e),
+                        ),
                     }
                 }
             }
