@@ -218,7 +218,38 @@ impl Config {
                 mqtt.keepalive_s
             ),
         );
-        let tls = mqtt.url.is_tls();
+        let brokers = mqtt.brokers();
+        match (&mqtt.url, mqtt.urls.is_empty()) {
+            (Some(_), false) => check(
+                false,
+                "mqtt.urls",
+                "set mqtt.url (one broker) or mqtt.urls (a list of brokers), not both".to_owned(),
+            ),
+            (None, true) => check(
+                false,
+                "mqtt.url",
+                "no broker: set mqtt.url = \"mqtt(s)://host:port\", or mqtt.urls = [ … ] for several".to_owned(),
+            ),
+            _ => {}
+        }
+        check(
+            mqtt.urls.len() <= MAX_BROKERS,
+            "mqtt.urls",
+            format!("{} brokers listed; at most {MAX_BROKERS}", mqtt.urls.len()),
+        );
+        for (i, url) in mqtt.urls.iter().enumerate() {
+            check(
+                !mqtt.urls[..i].contains(url),
+                &format!("mqtt.urls[{i}]"),
+                format!("{url} is listed twice"),
+            );
+        }
+        let tls = mqtt.is_tls();
+        check(
+            brokers.iter().all(|b| b.is_tls() == tls),
+            "mqtt.urls",
+            "mixes mqtt:// and mqtts:// brokers: use mqtts:// for all (roomcast never falls back to plaintext) or mqtt:// for all".to_owned(),
+        );
         check(
             mqtt.client_cert.is_some() == mqtt.client_key.is_some(),
             "mqtt.client_cert",
@@ -226,7 +257,7 @@ impl Config {
         );
         check(
             tls || (mqtt.ca_file.is_none() && mqtt.client_cert.is_none()),
-            "mqtt.url",
+            if mqtt.urls.is_empty() { "mqtt.url" } else { "mqtt.urls" },
             "TLS files are set but the URL is not mqtts://: use mqtts:// (roomcast never falls back to plaintext)".to_owned(),
         );
         check(
@@ -313,11 +344,17 @@ impl Config {
         }
         // Credentials over plaintext to anything but this machine (private addresses
         // included: a school network is shared with hundreds of devices).
-        if !self.mqtt.url.is_tls() && !self.mqtt.url.is_loopback() && self.mqtt.password.is_some() {
-            warnings.push(format!(
-                "mqtt.url {} is unencrypted and mqtt.password is set: the password and every command cross the network in clear; use mqtts:// with mqtt.ca_file",
-                self.mqtt.url
-            ));
+        for url in self.mqtt.brokers() {
+            if !url.is_tls() && !url.is_loopback() && self.mqtt.password.is_some() {
+                warnings.push(format!(
+                    "{} {url} is unencrypted and mqtt.password is set: the password and every command cross the network in clear; use mqtts:// with mqtt.ca_file",
+                    if self.mqtt.urls.is_empty() {
+                        "mqtt.url"
+                    } else {
+                        "mqtt.urls:"
+                    }
+                ));
+            }
         }
         for (name, janus) in self.janus.all_servers() {
             let prefix = if name == crate::engine::ServerName::DEFAULT {
@@ -389,7 +426,7 @@ impl Config {
             sources.join("; "),
             self.encoder.preference,
             self.encoder.bitrate_kbps,
-            self.mqtt.url,
+            self.mqtt.describe_brokers(),
             self.mqtt.topic_prefix,
             self.device_id,
             self.janus.url,
@@ -453,7 +490,16 @@ impl Config {
                 })
             })
             .collect();
-        crate::engine::ServerRoutes::new(others, routes)
+        self.janus.all_servers().fold(
+            crate::engine::ServerRoutes::new(others, routes),
+            |routes, (name, janus)| match ServerName::parse(name) {
+                Ok(name) => routes.with_reconnect_window(
+                    name,
+                    std::time::Duration::from_secs(janus.reconnect_window_s),
+                ),
+                Err(_) => routes,
+            },
+        )
     }
 
     /// The persisted state file inside `state_dir`.

@@ -37,7 +37,7 @@ fn the_example_is_valid_and_complete() {
     assert_eq!(config.rooms.allowed, ["bigclass", "group-*"]);
     assert_eq!(config.sources.main.video, VideoInput::Test);
     assert_eq!(config.sources.main.audio, AudioInput::Test);
-    assert_eq!(config.mqtt.url.port, 1883);
+    assert_eq!(config.mqtt.brokers()[0].port, 1883);
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     let summary = config.summary();
     assert!(
@@ -317,6 +317,11 @@ fn more_janus_servers_and_routes() {
     assert_eq!(names, ["default", "district", "school-2"]);
     assert_eq!(config.janus.servers["district"].request_timeout_ms, 2000);
     let routes = config.server_routes();
+    let name = |n: &str| crate::engine::ServerName::parse(n).unwrap();
+    assert_eq!(
+        routes.reconnect_window(&name("district")),
+        Some(std::time::Duration::from_secs(300))
+    );
     let room = |r: &str| crate::engine::RoomId::parse(r).unwrap();
     assert_eq!(
         routes.resolve(&room("group-3"), None).unwrap().as_str(),
@@ -374,4 +379,48 @@ fn server_sections_are_checked_like_janus() {
             && w.contains("janus.servers.b.api_secret is set")),
         "{warnings:?}"
     );
+}
+
+#[test]
+fn a_broker_list_in_mqtt_urls() {
+    let list = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtt://127.0.0.1:1883\", \"mqtt://10.0.0.9\"]",
+    );
+    let config = parse(&list).unwrap();
+    let brokers: Vec<String> = config
+        .mqtt
+        .brokers()
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(brokers, ["mqtt://127.0.0.1:1883", "mqtt://10.0.0.9:1883"]);
+    assert!(
+        config
+            .summary()
+            .contains("MQTT [mqtt://127.0.0.1:1883, mqtt://10.0.0.9:1883]")
+    );
+
+    let both = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "url = \"mqtt://127.0.0.1:1883\"\nurls = [\"mqtt://10.0.0.9\"]",
+    );
+    assert!(error_text(&both).contains("`mqtt.urls`: set mqtt.url (one broker) or mqtt.urls"));
+    let none = MINIMAL.replace("url = \"mqtt://127.0.0.1:1883\"", "");
+    assert!(error_text(&none).contains("`mqtt.url`: no broker"));
+    let mixed = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtts://a.example\", \"mqtt://b.example\"]\nca_file = \"/etc/hostname\"",
+    );
+    assert!(error_text(&mixed).contains("mixes mqtt:// and mqtts://"));
+    let twice = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtt://b.example\", \"mqtt://b.example:1883\"]",
+    );
+    assert!(error_text(&twice).contains("`mqtt.urls[1]`: mqtt://b.example:1883 is listed twice"));
+    let tls = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtts://a.example\", \"mqtts://b.example\"]",
+    );
+    assert!(error_text(&tls).contains("`mqtt.ca_file`"));
 }

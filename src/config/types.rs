@@ -428,7 +428,13 @@ impl fmt::Display for MqttUrl {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    pub url: MqttUrl,
+    /// The broker (one). Either this or `urls`.
+    pub url: Option<MqttUrl>,
+    /// Several brokers (a cluster, or bridged brokers sharing the topics), tried in
+    /// order: when the one connected goes away the box moves to the next. Either this or
+    /// `url`.
+    #[serde(default)]
+    pub urls: Vec<MqttUrl>,
     /// Defaults to `roomcast-{device_id}`.
     pub client_id: Option<String>,
     pub username: Option<String>,
@@ -442,6 +448,30 @@ pub struct MqttConfig {
     pub topic_prefix: String,
     #[serde(default = "default_mqtt_keepalive")]
     pub keepalive_s: u16,
+}
+
+/// The most brokers `mqtt.urls` may list.
+pub const MAX_BROKERS: usize = 8;
+
+impl MqttConfig {
+    /// The brokers in the order they are tried: `url`, or `urls`.
+    pub fn brokers(&self) -> Vec<MqttUrl> {
+        self.url.iter().chain(self.urls.iter()).cloned().collect()
+    }
+
+    /// Some broker is reached over TLS (then all are: the config refuses a mix).
+    pub fn is_tls(&self) -> bool {
+        self.brokers().iter().any(MqttUrl::is_tls)
+    }
+
+    /// The brokers for messages: `mqtt://a:1883`, or `[mqtt://a:1883, mqtt://b:1883]`.
+    pub fn describe_brokers(&self) -> String {
+        let brokers: Vec<String> = self.brokers().iter().map(ToString::to_string).collect();
+        match brokers.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        }
+    }
 }
 
 fn default_topic_prefix() -> String {

@@ -1219,12 +1219,17 @@ impl Engine {
             }
             Err(e) => {
                 let lost_for = room.lost_at.map_or(Duration::ZERO, |t| t.elapsed());
-                if lost_for >= self.settings.reconnect.window {
+                let window = self
+                    .settings
+                    .servers
+                    .reconnect_window(&room.server)
+                    .unwrap_or(self.settings.reconnect.window);
+                if lost_for >= window {
                     let failed = BackendError::new(
                         ErrorCode::SFU_RECONNECT_FAILED,
                         format!(
                             "could not reconnect to room `{room_id}` within {} s (last error {}: {}); the room was left",
-                            self.settings.reconnect.window.as_secs(),
+                            window.as_secs(),
                             e.code,
                             e.message
                         ),

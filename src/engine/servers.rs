@@ -4,7 +4,9 @@
 //! room id, else the default server. The engine resolves it once per login and keeps it
 //! with the room, so every later operation goes to the same server.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +88,8 @@ pub struct ServerRoutes {
     /// Every configured server, `default` included, sorted.
     known: Vec<ServerName>,
     routes: Vec<Route>,
+    /// Each server's `reconnect_window_s`, where it has its own.
+    windows: BTreeMap<ServerName, Duration>,
 }
 
 impl Default for ServerRoutes {
@@ -94,6 +98,7 @@ impl Default for ServerRoutes {
         Self {
             known: vec![ServerName::default_server()],
             routes: Vec::new(),
+            windows: BTreeMap::new(),
         }
     }
 }
@@ -111,7 +116,22 @@ impl ServerRoutes {
             .into_iter()
             .filter(|r| known.contains(&r.server))
             .collect();
-        Self { known, routes }
+        Self {
+            known,
+            routes,
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// How long a room on `server` that lost its connection is tried again before it
+    /// is left (`reconnect_window_s` of that server's section).
+    pub fn with_reconnect_window(mut self, server: ServerName, window: Duration) -> Self {
+        self.windows.insert(server, window);
+        self
+    }
+
+    pub fn reconnect_window(&self, server: &ServerName) -> Option<Duration> {
+        self.windows.get(server).copied()
     }
 
     pub fn knows(&self, server: &ServerName) -> bool {
