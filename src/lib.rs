@@ -78,6 +78,19 @@ impl Agent {
         }
     }
 
+    /// A reload changed the Janus servers in `changed` (or `rooms.routes`): the backend
+    /// takes the new servers' settings and the engine logs the rooms on the changed
+    /// servers in again where they now belong; nothing else is touched. Returns the
+    /// rooms logged in again.
+    pub async fn reroute(
+        &self,
+        config: &Config,
+        changed: Vec<engine::ServerName>,
+    ) -> Result<Vec<engine::RoomId>, engine::EngineError> {
+        self.rooms.reconfigure(&config.janus, &changed);
+        self.engine.reroute(config.server_routes(), changed).await
+    }
+
     /// Waits for the engine to finish (it leaves every room when its shutdown token is
     /// cancelled), then closes the SFU sessions.
     pub async fn stopped(self) {

@@ -13,8 +13,12 @@ use roomcast::engine::{
 };
 use support::TempDir;
 use support::agent::{TestAgent, config_text_with};
+use support::dashboard::{dashboard, publish_in_rooms, wait_online};
 use support::janus::Janus;
+use support::mosquitto::Mosquitto;
+use support::mqtt::Observer;
 use support::peers::Subscriber;
+use support::process::{AgentProcess, Options, config_text};
 
 fn user() -> User {
     User::parse("box-17", "Room 101 camera").unwrap()
@@ -279,4 +283,159 @@ async fn an_unknown_server_is_a_coded_error() {
     assert!(agent.engine.state().await.unwrap().rooms.is_empty());
     assert!(!a.videoroom_exists("bigclass").await);
     agent.stop().await;
+}
+
+async fn wait_log(agent: &AgentProcess, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !agent.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "the log never said {needle:?}:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The ids of the box's participants (its presence and its publishers) in a room.
+async fn box_participants(janus: &Janus, room: &str) -> Vec<String> {
+    let mut ids: Vec<String> = janus
+        .videoroom_participants(room)
+        .await
+        .iter()
+        .filter(|p| {
+            p["display"]
+                .as_str()
+                .is_some_and(|d| d.contains("\"box-17\""))
+        })
+        .filter_map(|p| p["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// SIGHUP with a changed server list (issue 20): server b's section now points at
+/// another Janus (c). group-3, on b, is logged in again there and plays on c; bigclass,
+/// on the default server, is not touched: no event, the same participants on Janus, its
+/// subscriber decoding throughout. The real binary, as systemd runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_only_the_rooms_of_the_server_that_changed() {
+    support::require_netns();
+    let a = Janus::start();
+    let b = Janus::start();
+    let c = Janus::start();
+    let broker = Mosquitto::start();
+    let text = config_text(
+        &broker.url(),
+        &a.ws_url(),
+        std::path::Path::new("@STATE@"),
+        &format!("[janus.servers.b]\nurl = \"{}\"\n", b.ws_url()),
+    )
+    .replace(
+        "multi_room_enabled = true",
+        "multi_room_enabled = true\nroutes = [ { rooms = \"group-*\", server = \"b\" } ]",
+    );
+    let agent = AgentProcess::start(&text, Options::default());
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    publish_in_rooms(&dash, &["bigclass", "group-3"]).await;
+    let on_a = Subscriber::start(&a.ws_url(), "bigclass", "cam-bigclass").await;
+    on_a.wait_frames(20, Duration::from_secs(10)).await;
+    let before = box_participants(&a, "bigclass").await;
+    assert_eq!(before.len(), 2, "presence and cam-bigclass: {before:?}");
+    assert_eq!(box_participants(&b, "group-3").await.len(), 2);
+
+    let mut observer = Observer::connect(broker.port, "reload-watcher").await;
+    observer
+        .subscribe("roomcast/box-17/rooms/bigclass/events")
+        .await;
+    observer
+        .subscribe("roomcast/box-17/rooms/group-3/events")
+        .await;
+    let calm = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let baseline = on_a.seen.max_gap_after(calm);
+
+    let moved = std::fs::read_to_string(&agent.config_path)
+        .unwrap()
+        .replace(&b.ws_url(), &c.ws_url());
+    std::fs::write(&agent.config_path, moved).unwrap();
+    let reload = Instant::now();
+    agent.signal(libc::SIGHUP);
+    wait_log(
+        &agent,
+        "reload: changed janus.servers.b.url; applying the Janus servers",
+        Duration::from_secs(5),
+    )
+    .await;
+    let on_c = Subscriber::wait_for(
+        &c.ws_url(),
+        "group-3",
+        "cam-group-3",
+        Duration::from_secs(15),
+    )
+    .await;
+    on_c.wait_frames(1, Duration::from_secs(10)).await;
+    let took = on_c.seen.first_frame().expect("a frame") - reload;
+    println!(
+        "group-3 decoding on the new server {} ms after SIGHUP",
+        took.as_millis()
+    );
+    assert!(
+        box_participants(&b, "group-3").await.is_empty(),
+        "the box left group-3 on the old server"
+    );
+
+    // bigclass: not touched.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = observer.drain();
+    let on_bigclass: Vec<String> = seen
+        .iter()
+        // Quality figures come every few seconds whatever happens.
+        .filter(|m| {
+            m.topic.contains("/rooms/bigclass/")
+                && !m.json()["event"]
+                    .as_str()
+                    .is_some_and(|e| e.ends_with("_quality_update"))
+        })
+        .map(|m| m.text())
+        .collect();
+    assert!(
+        on_bigclass.is_empty(),
+        "bigclass disturbed: {on_bigclass:?}"
+    );
+    let group: Vec<(String, String)> = seen
+        .iter()
+        .filter(|m| {
+            m.topic.contains("/rooms/group-3/") && m.json()["event"] == "room_state_changed"
+        })
+        .map(|m| {
+            let e = m.json();
+            (
+                e["reason"].as_str().unwrap_or("").to_owned(),
+                e["server"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        group,
+        [
+            ("Reconnecting".to_owned(), "b".to_owned()),
+            ("Reconnected".to_owned(), "b".to_owned())
+        ]
+    );
+    assert_eq!(box_participants(&a, "bigclass").await, before);
+    let gap = on_a.seen.max_gap_after(reload);
+    println!(
+        "bigclass during the reload: longest gap {} ms (3 s before: {} ms)",
+        gap.as_millis(),
+        baseline.as_millis()
+    );
+    assert!(
+        gap <= Duration::from_millis(100).max(baseline * 2),
+        "bigclass gap {gap:?} (baseline {baseline:?})"
+    );
+    dash.close().await;
+    observer.close().await;
+    drop(agent);
 }

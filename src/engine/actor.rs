@@ -19,7 +19,7 @@ use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, Res
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
 use super::limits::{MAX_ROOMS, MAX_STREAMS};
-use super::servers::ServerName;
+use super::servers::{ServerName, ServerRoutes};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
     Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
@@ -456,6 +456,13 @@ impl Engine {
             }
             Command::Restore { state, reply } => {
                 let _ = reply.send(self.restore(state));
+            }
+            Command::Reroute {
+                servers,
+                changed,
+                reply,
+            } => {
+                let _ = reply.send(self.reroute(servers, changed));
             }
             // Handled in `run` (it has to hold the task up).
             Command::FaultStall { .. } => {}
@@ -1450,6 +1457,90 @@ impl Engine {
                 generation,
             }
         });
+    }
+
+    // ---- servers changed by a reload ------------------------------------------------
+
+    fn reroute(&mut self, servers: ServerRoutes, changed: Vec<ServerName>) -> Vec<RoomId> {
+        self.settings.servers = servers;
+        let affected: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| changed.contains(&room.server))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut moved = Vec::new();
+        for room_id in affected {
+            let Some(room) = self.rooms.get(&room_id) else {
+                continue;
+            };
+            let named = room.named_server.clone();
+            match self.settings.servers.resolve(&room_id, named.as_ref()) {
+                Ok(server) => {
+                    self.rehome(&room_id, server);
+                    moved.push(room_id);
+                }
+                Err(e) => {
+                    let error = BackendError::new(
+                        e.code(),
+                        format!(
+                            "room `{room_id}` was left: the server it was logged in to is no longer configured ({e})"
+                        ),
+                    );
+                    warn!(room = %room_id, code = %error.code, "{}", error.message);
+                    let server = self.remove_room(&room_id, error.clone().into(), Some(&error));
+                    self.emit_room_on(
+                        &room_id,
+                        server.as_ref(),
+                        RoomStateReason::ReconnectFailed,
+                        Some(&error),
+                    );
+                    let left = self.backend.logout(&room_id);
+                    self.ops.spawn(async move {
+                        let _ = left.await;
+                        Outcome::Done
+                    });
+                }
+            }
+        }
+        moved
+    }
+
+    /// Logs `room_id` out of its server and in again on `server` (the same one, with
+    /// new settings, or another), as after a lost connection: `Reconnecting`, its
+    /// streams suspended and started again once it is back.
+    fn rehome(&mut self, room_id: &RoomId, server: ServerName) {
+        let generation = self.generation();
+        let left = self.backend.logout(room_id);
+        self.ops.spawn(async move {
+            let _ = left.await;
+            Outcome::Done
+        });
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        info!(room = %room_id, from = %room.server, to = %server, "the room's server changed: logging in again");
+        room.state = RoomState::Reconnecting;
+        room.generation = generation;
+        room.lost_at = Some(Instant::now());
+        room.attempt = 1;
+        room.users.clear();
+        room.streams.clear();
+        room.server = server;
+        self.emit_room(room_id, RoomStateReason::Reconnecting, None);
+        let error = BackendError::new(
+            ErrorCode::SFU_UNREACHABLE,
+            format!("room `{room_id}` moves to another Janus session (reload)"),
+        );
+        for key in self.room_streams(room_id) {
+            self.suspend_stream(&key, &error);
+            if let Some(entry) = self.streams.get_mut(&key) {
+                entry.awaiting_remote = false;
+            }
+        }
+        let room = room_id.clone();
+        self.ops
+            .spawn(async move { Outcome::RetryLogin { room, generation } });
     }
 
     // ---- desired state and restore ---------------------------------------------------

@@ -215,6 +215,13 @@ pub(crate) enum Command {
     Snapshot {
         reply: oneshot::Sender<EngineSnapshot>,
     },
+    /// A reload changed the servers (`changed`) and routes: rooms on those servers are
+    /// logged in again where they now belong.
+    Reroute {
+        servers: ServerRoutes,
+        changed: Vec<ServerName>,
+        reply: oneshot::Sender<Vec<RoomId>>,
+    },
     Restore {
         state: DesiredState,
         reply: oneshot::Sender<RestoreReport>,
@@ -290,6 +297,30 @@ impl EngineHandle {
             reply,
         })
         .await
+    }
+
+    /// A reload changed the servers named in `changed` (added, removed or with other
+    /// settings) and perhaps the routes: the engine takes `servers` as its new servers
+    /// and routes; each room on a changed server is logged in again on the server it
+    /// now belongs on (its named server, else by route): `Reconnecting` →
+    /// `Reconnected`, its streams back after. A room whose named server is gone is left
+    /// (`ReconnectFailed`, 1002908). Rooms on other servers are not touched; new routes
+    /// apply to later logins. Resolves to the rooms logged in again.
+    pub async fn reroute(
+        &self,
+        servers: ServerRoutes,
+        changed: Vec<ServerName>,
+    ) -> Result<Vec<RoomId>, EngineError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::Reroute {
+                servers,
+                changed,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::EngineStopped)?;
+        response.await.map_err(|_| EngineError::EngineStopped)
     }
 
     /// Leaves `room_id`, or every room when `None`; resolves to the rooms left. Stops the

@@ -1423,3 +1423,101 @@ async fn a_named_server_is_kept_in_the_desired_state_and_restored_there() {
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_logs_in_again_only_the_rooms_on_changed_servers() {
+    let mut h = Harness::start(EngineSettings {
+        max_rooms: 3,
+        ..two_servers()
+    });
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .login_room_on("lab", Some("district"), user(), None)
+        .await
+        .unwrap();
+    h.engine
+        .start_publishing("main-group", in_room("group-3"), Channel::Main)
+        .await
+        .unwrap();
+    h.drain_events();
+    let before = h.rooms.calls().len();
+    // district's settings changed; the new file has no route and no district for lab:
+    // group-3 now goes to default; lab (named district) is still configured.
+    let district = ServerName::parse("district").unwrap();
+    let moved = h
+        .engine
+        .reroute(
+            ServerRoutes::new([district.clone()], Vec::new()),
+            vec![district.clone()],
+        )
+        .await
+        .unwrap();
+    let moved: Vec<&str> = moved.iter().map(RoomId::as_str).collect();
+    assert_eq!(moved, ["group-3", "lab"]);
+    let state = wait_until(&h, "both back and publishing", |s| {
+        s.rooms.iter().all(|r| r.state == RoomState::Logined)
+            && s.publishing
+                .iter()
+                .all(|p| p.state == PublisherState::Publishing)
+    })
+    .await;
+    let servers: Vec<(&str, &str)> = state
+        .rooms
+        .iter()
+        .map(|r| (r.room_id.as_str(), r.server.as_str()))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("bigclass", "default"),
+            ("group-3", "default"),
+            ("lab", "district")
+        ]
+    );
+    let calls = h.rooms.calls()[before..].to_vec();
+    assert!(
+        calls.iter().all(|c| !c.contains("bigclass")),
+        "bigclass not touched: {calls:?}"
+    );
+    assert!(calls.contains(&"logout group-3".to_string()), "{calls:?}");
+    assert!(
+        calls.contains(&"login group-3 box-17".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"login lab box-17 @district".to_string()),
+        "{calls:?}"
+    );
+    let reasons: Vec<(String, RoomStateReason)> = h
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged {
+                room_id, reason, ..
+            } => Some((room_id.to_string(), reason)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.iter().all(|(room, _)| room != "bigclass"),
+        "{reasons:?}"
+    );
+
+    // district removed: lab, named there, is left with 1002908.
+    h.engine
+        .reroute(ServerRoutes::default(), vec![district])
+        .await
+        .unwrap();
+    let state = h.engine.state().await.unwrap();
+    let rooms: Vec<&str> = state.rooms.iter().map(|r| r.room_id.as_str()).collect();
+    assert_eq!(rooms, ["bigclass", "group-3"]);
+    assert!(h.drain_events().iter().any(|e| matches!(
+        e,
+        Event::RoomStateChanged {
+            reason: RoomStateReason::ReconnectFailed,
+            error_code,
+            ..
+        } if error_code.as_u32() == 1002908
+    )));
+}

@@ -39,6 +39,7 @@ use self::persist::Persister;
 use self::state::{DesiredState, Loaded, StateStore};
 use self::watchdog::MediaLiveness;
 use crate::control::{Control, RunningControl};
+use crate::engine::ServerName;
 use crate::media::GstMedia;
 use crate::{Agent, Config, RunError};
 
@@ -399,6 +400,31 @@ async fn reload(
             let old = current.control;
             old.stop().await;
             current.control = control.start(current.agent.engine.clone());
+            current.config = config;
+            current.text = Some(text);
+            Ok(current)
+        }
+        reload::Scope::Servers => {
+            let (Some(old), Some(new)) = (&old_table, &new_table) else {
+                // Not reached: without both files the scope is Everything.
+                return Ok(current);
+            };
+            let servers: Vec<ServerName> = reload::changed_servers(&changed, old, new)
+                .iter()
+                .filter_map(|name| ServerName::parse(name).ok())
+                .collect();
+            notifier.reloading();
+            match current.agent.reroute(&config, servers).await {
+                Ok(moved) if moved.is_empty() => {
+                    info!("reload: no room is on a server that changed; no room was touched")
+                }
+                Ok(moved) => info!(
+                    "reload: logging in again to {} room(s) on servers that changed [{}]; the others are not touched",
+                    moved.len(),
+                    join(&moved)
+                ),
+                Err(e) => warn!("reload: the room engine did not take the new servers: {e}"),
+            }
             current.config = config;
             current.text = Some(text);
             Ok(current)

@@ -1,6 +1,8 @@
 //! SIGHUP: what changed between two configuration files, and how much of the agent a
 //! change needs to restart. Values are never printed (some are secrets), only the keys.
 
+use std::collections::BTreeSet;
+
 use toml::{Table, Value};
 
 /// How much of the agent a reload restarts.
@@ -12,6 +14,11 @@ pub enum Scope {
     /// MQTT `login_room` default uses): the MQTT connection is restarted; rooms, media
     /// and streams are not touched.
     Control,
+    /// Only the Janus servers (`[janus.servers.<name>]`) and `rooms.routes` changed: the
+    /// rooms on the servers that changed (or were removed) are logged in again where
+    /// they now belong; rooms on every other server, media and control are not touched.
+    /// New routes apply to later logins.
+    Servers,
     /// Anything else (Janus, sources, encoder, rooms rules, state_dir, …): the agent
     /// leaves its rooms, rebuilds media, the SFU connection and the engine with the new
     /// settings, and takes up the same desired state again (a second or two without
@@ -31,8 +38,13 @@ impl Scope {
                 || key == "identity"
                 || key.starts_with("identity.")
         });
+        let servers_only = changed.iter().all(|key| {
+            key == "janus.servers" || key.starts_with("janus.servers.") || key == "rooms.routes"
+        });
         if control_only {
             Scope::Control
+        } else if servers_only {
+            Scope::Servers
         } else {
             Scope::Everything
         }
@@ -42,11 +54,39 @@ impl Scope {
         match self {
             Scope::Nothing => "nothing to do",
             Scope::Control => "restarting MQTT control only (rooms and streams are not touched)",
+            Scope::Servers => {
+                "applying the Janus servers and routes: rooms on servers that changed are logged in again, nothing else is touched"
+            }
             Scope::Everything => {
                 "restarting rooms, media and control with the same rooms and streams"
             }
         }
     }
+}
+
+/// The `[janus.servers.<name>]` that a change touches (added, removed or changed), from
+/// the changed keys and both files (`janus.servers` as a whole: every name in either).
+pub fn changed_servers(changed: &[String], old: &Table, new: &Table) -> BTreeSet<String> {
+    let names = |table: &Table| -> Vec<String> {
+        table
+            .get("janus")
+            .and_then(Value::as_table)
+            .and_then(|j| j.get("servers"))
+            .and_then(Value::as_table)
+            .map(|servers| servers.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    for key in changed {
+        if key == "janus.servers" {
+            out.extend(names(old));
+            out.extend(names(new));
+        } else if let Some(rest) = key.strip_prefix("janus.servers.") {
+            let name = rest.split('.').next().unwrap_or(rest);
+            out.insert(name.to_owned());
+        }
+    }
+    out
 }
 
 /// The dotted keys whose values differ (added, removed or changed), sorted.
@@ -122,5 +162,36 @@ mod tests {
             Scope::Everything
         );
         assert_eq!(Scope::of(&keys(&["mqttx"])), Scope::Everything);
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers.b.url", "rooms.routes"])),
+            Scope::Servers
+        );
+        assert_eq!(Scope::of(&keys(&["janus.servers"])), Scope::Servers);
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers.b.url", "janus.url"])),
+            Scope::Everything
+        );
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers.b.url", "mqtt.url"])),
+            Scope::Everything
+        );
+    }
+
+    #[test]
+    fn changed_servers_are_named() {
+        let old = table(
+            "[janus]\nurl = \"ws://x\"\n[janus.servers.a]\nurl = \"ws://a\"\n[janus.servers.b]\nurl = \"ws://b\"\n",
+        );
+        let new = table(
+            "[janus]\nurl = \"ws://x\"\n[janus.servers.a]\nurl = \"ws://a\"\n[janus.servers.b]\nurl = \"ws://b2\"\n[janus.servers.c]\nurl = \"ws://c\"\n",
+        );
+        let changed = changed_keys(&old, &new);
+        assert_eq!(changed, ["janus.servers.b.url", "janus.servers.c"]);
+        let servers: Vec<String> = changed_servers(&changed, &old, &new).into_iter().collect();
+        assert_eq!(servers, ["b", "c"]);
+        let none = table("[janus]\nurl = \"ws://x\"\n");
+        let all = changed_keys(&none, &new);
+        let servers: Vec<String> = changed_servers(&all, &none, &new).into_iter().collect();
+        assert_eq!(servers, ["a", "b", "c"]);
     }
 }

@@ -41,10 +41,15 @@ struct Open {
     session: CancellationToken,
     /// Which open of this server this is (a closed and reopened server is another).
     generation: u64,
+    /// Its configuration changed (a reload): the next login on this server opens a new
+    /// session with the new one, and this one is closed once its rooms left.
+    stale: bool,
 }
 
 #[derive(Default)]
 struct Table {
+    /// Every configured server (`default` included).
+    configs: HashMap<ServerName, JanusConfig>,
     /// The server each room is on, with the registration that put it there.
     rooms: HashMap<RoomId, (ServerName, u64)>,
     open: HashMap<ServerName, Open>,
@@ -64,7 +69,6 @@ impl Table {
 
 /// The engine's backend over every configured Janus server.
 pub struct JanusServers {
-    configs: HashMap<ServerName, JanusConfig>,
     events: mpsc::Sender<BackendEvent>,
     shutdown: CancellationToken,
     table: Arc<Mutex<Table>>,
@@ -83,10 +87,12 @@ impl JanusServers {
             .filter_map(|(name, c)| Some((ServerName::parse(name).ok()?, c.clone())))
             .collect();
         let servers = Arc::new(Self {
-            configs,
             events,
             shutdown,
-            table: Arc::new(Mutex::new(Table::default())),
+            table: Arc::new(Mutex::new(Table {
+                configs,
+                ..Table::default()
+            })),
         });
         (servers, events_rx)
     }
@@ -122,13 +128,18 @@ impl JanusServers {
         room: &RoomId,
         server: &ServerName,
     ) -> Result<(Arc<JanusRooms>, u64, u64), BackendError> {
-        let Some(config) = self.configs.get(server) else {
+        let mut table = self.lock().ok_or_else(poisoned)?;
+        let Some(config) = table.configs.get(server).cloned() else {
             return Err(BackendError::new(
                 ErrorCode::SERVER_UNKNOWN,
                 format!("no Janus server `{server}` is configured"),
             ));
         };
-        let mut table = self.lock().ok_or_else(poisoned)?;
+        if table.open.get(server).is_some_and(|o| o.stale)
+            && let Some(old) = table.open.remove(server)
+        {
+            retire(server, old);
+        }
         let registration = table.next();
         let moved_from = table
             .rooms
@@ -139,10 +150,10 @@ impl JanusServers {
             let generation = table.next();
             let session = self.shutdown.child_token();
             info!(server = %server, url = %config.url, "opening a Janus session: the first room on this server logs in");
-            let client = JanusClient::start(client_config(config), session.clone());
+            let client = JanusClient::start(client_config(&config), session.clone());
             let rooms = JanusRooms::with_events(
                 client,
-                JanusSettings::from_config(config),
+                JanusSettings::from_config(&config),
                 self.events.clone(),
             );
             table.open.insert(
@@ -151,6 +162,7 @@ impl JanusServers {
                     rooms,
                     session,
                     generation,
+                    stale: false,
                 },
             );
         }
@@ -166,6 +178,38 @@ impl JanusServers {
             self.close_if_unused(&old, None);
         }
         Ok((rooms, registration, generation))
+    }
+
+    /// A reload: `config` is the new `[janus]` (with its servers) and `changed` the
+    /// servers whose section was added, removed or changed. A changed server with no
+    /// room is closed now; one with rooms keeps serving them (their logouts go there)
+    /// until the next login on it opens a session with the new settings. Servers not in
+    /// `changed` are not touched.
+    pub fn reconfigure(&self, config: &JanusConfig, changed: &[ServerName]) {
+        let idle: Vec<ServerName> = {
+            let Some(mut table) = self.lock() else {
+                warn!("the Janus servers' table is unusable; the reloaded servers are not applied");
+                return;
+            };
+            table.configs = config
+                .all_servers()
+                .filter_map(|(name, c)| Some((ServerName::parse(name).ok()?, c.clone())))
+                .collect();
+            let mut idle = Vec::new();
+            for server in changed {
+                let in_use = table.in_use(server);
+                if let Some(open) = table.open.get_mut(server) {
+                    open.stale = true;
+                    if !in_use {
+                        idle.push(server.clone());
+                    }
+                }
+            }
+            idle
+        };
+        for server in idle {
+            self.close_if_unused(&server, None);
+        }
     }
 
     /// The backend of the server `room` is on, if it is on one.
@@ -210,6 +254,18 @@ fn poisoned() -> BackendError {
         ErrorCode::SFU_UNREACHABLE,
         "the Janus servers' table is unusable (a task panicked while holding it)",
     )
+}
+
+/// A stale server replaced by a new session: the logouts already registered with it are
+/// carried out (they are bounded by its request timeout), then it is closed.
+fn retire(server: &ServerName, old: Open) {
+    info!(server = %server, "the server's settings changed: a new session replaces the old one once its rooms left");
+    let grace = old.rooms.client().request_timeout() + Duration::from_secs(1);
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        old.rooms.settle(CLOSE_SETTLE).await;
+        old.session.cancel();
+    });
 }
 
 /// See [`JanusServers::close_if_unused`]; a free function so spawned tasks can call it.
