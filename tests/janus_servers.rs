@@ -192,8 +192,9 @@ async fn one_server_down_leaves_the_other_flowing() {
         "group-3 Reconnecting {} ms after b was killed",
         killed.elapsed().as_millis()
     );
-    // b stays down a while; bigclass keeps flowing meanwhile.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // b stays down longer than a login waits for it (request_timeout_ms, 5 s): group-3
+    // is then waiting out a backoff when b comes back, and must not wait it out.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let state = agent.engine.state().await.unwrap();
     let bigclass = state
         .rooms

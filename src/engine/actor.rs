@@ -106,6 +106,9 @@ struct Room {
     restored: bool,
     /// The login carried a token (never kept across restarts).
     had_token: bool,
+    /// Reconnecting and waiting out a backoff before logging in again (no login in
+    /// flight): a session to its server coming back ends the wait.
+    retry_waiting: bool,
 }
 
 struct StreamEntry {
@@ -546,6 +549,7 @@ impl Engine {
                 accepted: false,
                 restored: false,
                 had_token,
+                retry_waiting: false,
             },
         );
         self.emit_room(&room_id, RoomStateReason::Logining, None);
@@ -1056,6 +1060,12 @@ impl Engine {
                 if entry.generation != generation || entry.state != RoomState::Reconnecting {
                     return;
                 }
+                if let Some(room) = self.rooms.get_mut(&room) {
+                    room.retry_waiting = false;
+                }
+                let Some(entry) = self.rooms.get(&room) else {
+                    return;
+                };
                 debug!(room = %room, server = %entry.server, attempt = entry.attempt, "logging in again");
                 let login =
                     self.backend
@@ -1191,6 +1201,7 @@ impl Engine {
                 // for a lost room, within the reconnect window.
                 room.state = RoomState::Reconnecting;
                 room.attempt = 1;
+                room.retry_waiting = true;
                 let delay = self.settings.reconnect.backoff(0);
                 warn!(room = %room_id, code = %e.code, ?delay, "the restored room cannot be joined yet, retrying: {}", e.message);
                 self.emit_room(&room_id, RoomStateReason::Reconnecting, Some(&e));
@@ -1257,6 +1268,7 @@ impl Engine {
                 } else {
                     let delay = self.settings.reconnect.backoff(room.attempt);
                     room.attempt = room.attempt.saturating_add(1);
+                    room.retry_waiting = true;
                     debug!(room = %room_id, code = %e.code, ?delay, "login again failed: {}", e.message);
                     self.ops.spawn(async move {
                         tokio::time::sleep(delay).await;
@@ -1347,6 +1359,7 @@ impl Engine {
                     self.stream_failed(&key, BackendError::new(code, reason));
                 }
             }
+            BackendEvent::ServerConnected { server } => self.on_server_connected(&server),
             BackendEvent::KickedOut { room, error } => {
                 if !self.rooms.contains_key(&room) {
                     return;
@@ -1425,6 +1438,33 @@ impl Engine {
         }
     }
 
+    /// A session to `server` is up: rooms on it waiting out a backoff log in now (a new
+    /// generation: the sleeping retry is dropped when it wakes).
+    fn on_server_connected(&mut self, server: &ServerName) {
+        let waiting: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| {
+                &r.server == server && r.state == RoomState::Reconnecting && r.retry_waiting
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for room_id in waiting {
+            let generation = self.generation();
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                room.generation = generation;
+                room.retry_waiting = false;
+            }
+            debug!(room = %room_id, server = %server, "the server is reachable again: logging in now");
+            self.ops.spawn(async move {
+                Outcome::RetryLogin {
+                    room: room_id,
+                    generation,
+                }
+            });
+        }
+    }
+
     fn on_room_lost(&mut self, room_id: RoomId, reason: String) {
         let generation = self.generation();
         let Some(room) = self.rooms.get_mut(&room_id) else {
@@ -1438,6 +1478,7 @@ impl Engine {
         room.generation = generation;
         room.lost_at = Some(Instant::now());
         room.attempt = 1;
+        room.retry_waiting = true;
         room.users.clear();
         room.streams.clear();
         let error = BackendError::new(ErrorCode::SFU_UNREACHABLE, reason);
@@ -1654,6 +1695,7 @@ impl Engine {
                     accepted: true,
                     restored: true,
                     had_token,
+                    retry_waiting: false,
                 },
             );
             let publishing = state

@@ -130,6 +130,9 @@ pub enum BackendEvent {
     },
     /// The SFU removed us from the room (kicked, or the room was destroyed).
     KickedOut { room: RoomId, error: BackendError },
+    /// A session to `server` is up (again): rooms on it waiting to log in again need
+    /// not wait for their next backoff.
+    ServerConnected { server: ServerName },
 }
 
 /// The media side: sources, the shared encoders and a WebRTC peer per published or

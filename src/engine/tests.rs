@@ -1521,3 +1521,53 @@ async fn a_reload_logs_in_again_only_the_rooms_on_changed_servers() {
         } if error_code.as_u32() == 1002908
     )));
 }
+
+#[tokio::test]
+async fn a_server_back_ends_the_backoff_of_its_rooms_only() {
+    let h = Harness::start(EngineSettings {
+        reconnect: ReconnectPolicy {
+            window: Duration::from_secs(60),
+            // Far longer than the test: only the server's return can bring rooms back.
+            initial_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+        },
+        ..two_servers()
+    });
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    for room in ["group-3", "bigclass"] {
+        h.backend_events
+            .send(BackendEvent::RoomLost {
+                room: RoomId::parse(room).unwrap(),
+                reason: "session lost".into(),
+            })
+            .await
+            .unwrap();
+    }
+    wait_until(&h, "both reconnecting", |s| {
+        s.rooms.iter().all(|r| r.state == RoomState::Reconnecting)
+    })
+    .await;
+    h.backend_events
+        .send(BackendEvent::ServerConnected {
+            server: ServerName::parse("district").unwrap(),
+        })
+        .await
+        .unwrap();
+    let state = wait_until(&h, "group-3 (on district) back", |s| {
+        s.rooms
+            .iter()
+            .any(|r| r.room_id.as_str() == "group-3" && r.state == RoomState::Logined)
+    })
+    .await;
+    let bigclass = state
+        .rooms
+        .iter()
+        .find(|r| r.room_id.as_str() == "bigclass")
+        .unwrap();
+    assert_eq!(
+        bigclass.state,
+        RoomState::Reconnecting,
+        "bigclass is on default, which did not come back"
+    );
+}

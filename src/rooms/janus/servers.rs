@@ -4,8 +4,11 @@
 //! Each server in use is a [`JanusRooms`] of its own — its own WebSocket session, room
 //! tasks and server fan-out carrier — so one server's trouble (down, slow, refusing)
 //! reaches only the rooms on it. A server's session is opened when the first room on it
-//! logs in and closed when the last one leaves (or its login failed and nothing else is
-//! on it); rooms on other servers are never touched by either.
+//! logs in and closed when the last one leaves (or its first login failed and nothing
+//! else is on it); rooms on other servers are never touched by either. A room logging in
+//! again (its connection was lost) keeps its server's session even while that fails: the
+//! session reconnects by itself, and each time it is up the engine hears of it
+//! ([`BackendEvent::ServerConnected`]) so the room need not wait out its backoff.
 //!
 //! The table below is the only state: which server each room is on (set when a login is
 //! registered, so the operations after it follow it there in order) and which servers
@@ -22,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::JanusRooms;
-use super::client::JanusClient;
+use super::client::{JanusClient, Status};
 use super::{BACKEND_EVENT_BUFFER, JanusSettings, client_config};
 use crate::base::secret::Secret;
 use crate::config::JanusConfig;
@@ -122,12 +125,9 @@ impl JanusServers {
     }
 
     /// Registers `room` on `server`, opening the server if it is not; returns the
-    /// server's backend, the registration and which open of the server it is.
-    fn register(
-        &self,
-        room: &RoomId,
-        server: &ServerName,
-    ) -> Result<(Arc<JanusRooms>, u64, u64), BackendError> {
+    /// server's backend, the registration, which open of the server it is and whether
+    /// the room was on this server already (logging in again).
+    fn register(&self, room: &RoomId, server: &ServerName) -> Result<Registered, BackendError> {
         let mut table = self.lock().ok_or_else(poisoned)?;
         let Some(config) = table.configs.get(server).cloned() else {
             return Err(BackendError::new(
@@ -141,6 +141,7 @@ impl JanusServers {
             retire(server, old);
         }
         let registration = table.next();
+        let again = table.rooms.get(room).is_some_and(|(s, _)| s == server);
         let moved_from = table
             .rooms
             .insert(room.clone(), (server.clone(), registration))
@@ -155,6 +156,12 @@ impl JanusServers {
                 client,
                 JanusSettings::from_config(&config),
                 self.events.clone(),
+            );
+            watch_connected(
+                server.clone(),
+                rooms.client().status(),
+                self.events.clone(),
+                session.clone(),
             );
             table.open.insert(
                 server.clone(),
@@ -177,7 +184,12 @@ impl JanusServers {
             drop(table);
             self.close_if_unused(&old, None);
         }
-        Ok((rooms, registration, generation))
+        Ok(Registered {
+            rooms,
+            registration,
+            generation,
+            again,
+        })
     }
 
     /// A reload: `config` is the new `[janus]` (with its servers) and `changed` the
@@ -249,6 +261,42 @@ impl JanusServers {
     }
 }
 
+/// What [`JanusServers::register`] did.
+struct Registered {
+    rooms: Arc<JanusRooms>,
+    registration: u64,
+    generation: u64,
+    again: bool,
+}
+
+/// Tells the engine each time the session to `server` is up.
+fn watch_connected(
+    server: ServerName,
+    mut status: tokio::sync::watch::Receiver<Status>,
+    events: mpsc::Sender<BackendEvent>,
+    session: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = session.cancelled() => break,
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let up = matches!(*status.borrow_and_update(), Status::Connected { .. });
+                    if up {
+                        let event = BackendEvent::ServerConnected { server: server.clone() };
+                        if events.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
 fn poisoned() -> BackendError {
     BackendError::new(
         ErrorCode::SFU_UNREACHABLE,
@@ -304,7 +352,12 @@ impl RoomBackend for JanusServers {
         user: &User,
         token: Option<&Secret>,
     ) -> OpFuture<()> {
-        let (rooms, registration, generation) = match self.register(room, server) {
+        let Registered {
+            rooms,
+            registration,
+            generation,
+            again,
+        } = match self.register(room, server) {
             Ok(registered) => registered,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
@@ -312,10 +365,12 @@ impl RoomBackend for JanusServers {
         let (table, room, server) = (self.table.clone(), room.clone(), server.clone());
         Box::pin(async move {
             let result = login.await;
-            if let Err(e) = &result {
-                // A failed login leaves nothing behind: not even the session, when
-                // nothing else is on its server (a lost room's next attempt opens a
-                // fresh one).
+            if let Err(e) = &result
+                && !again
+            {
+                // A failed first login leaves nothing behind: not even the session,
+                // when nothing else is on its server. (A room logging in again stays on
+                // its server until the engine gives it up with a logout.)
                 let forgotten = match table.lock() {
                     Ok(mut t) => {
                         let ours = t.rooms.get(&room).is_some_and(|(_, r)| *r == registration);
@@ -494,6 +549,25 @@ mod tests {
         servers.logout(&room("group-3")).await.unwrap();
         assert!(servers.open_servers().is_empty());
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_room_logging_in_again_keeps_its_session_until_it_is_logged_out() {
+        let (servers, _events) = JanusServers::new(&config(TWO_SERVERS), CancellationToken::new());
+        let district = ServerName::parse("district").unwrap();
+        // A lost room's login again: registered by a first login the engine accepted
+        // (here: registered, then failed while still registered again).
+        let first = servers.login(&room("group-3"), &district, &user(), None);
+        let again = servers.login(&room("group-3"), &district, &user(), None);
+        let _ = first.await;
+        assert!(again.await.is_err());
+        assert_eq!(
+            servers.open_servers(),
+            std::slice::from_ref(&district),
+            "the session stays while the engine still has the room"
+        );
+        servers.logout(&room("group-3")).await.unwrap();
+        assert!(servers.open_servers().is_empty(), "closed after the logout");
     }
 
     #[tokio::test]
