@@ -33,11 +33,16 @@ fn in_room(room: &str) -> PublisherConfig {
 /// An agent whose default server (`[janus]`) has nothing listening, with Janus `a` and
 /// `b` as `[janus.servers.a]` / `[janus.servers.b]`, and `group-*` routed to `b`.
 fn agent_on(a: &Janus, b: &Janus) -> TestAgent {
+    agent_on_with(a, b, "")
+}
+
+/// [`agent_on`] with more of the `[rooms]` table.
+fn agent_on_with(a: &Janus, b: &Janus, rooms: &str) -> TestAgent {
     let dir = TempDir::new("agent");
     let text = config_text_with(
         "ws://127.0.0.1:1/",
         dir.path(),
-        "routes = [ { rooms = \"group-*\", server = \"b\" } ]",
+        &format!("routes = [ {{ rooms = \"group-*\", server = \"b\" }} ]\n{rooms}"),
         "",
     ) + &format!(
         "[janus.servers.a]\nurl = \"{}\"\n[janus.servers.b]\nurl = \"{}\"\n",
@@ -146,6 +151,41 @@ async fn rooms_on_two_servers_at_once() {
         !box_in(&b.videoroom_participants("group-3").await),
         "the box left group-3 on b"
     );
+    agent.stop().await;
+}
+
+/// With `rooms.fanout = "server"` the box uploads one copy per server in use, into a
+/// carrier room of its own on each, and each server relays it into its rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fanout_uploads_one_copy_per_server() {
+    support::init_logs();
+    let a = Janus::start();
+    let b = Janus::start();
+    let agent = agent_on_with(&a, &b, "fanout = \"server\"");
+    two_rooms_on_two_servers(&agent).await;
+    let on_a = Subscriber::start(&a.ws_url(), "bigclass", "cam-bigclass").await;
+    let on_b = Subscriber::start(&b.ws_url(), "group-3", "cam-group-3").await;
+    on_a.wait_frames(30, Duration::from_secs(10)).await;
+    on_b.wait_frames(30, Duration::from_secs(10)).await;
+    let state = agent.engine.state().await.unwrap();
+    for p in &state.publishing {
+        assert_eq!(p.fanout, Some(roomcast::engine::Fanout::Server), "{p:?}");
+    }
+    // One upload on each server, in its carrier room.
+    for (name, janus) in [("a", &a), ("b", &b)] {
+        let uploads: Vec<String> = janus
+            .handles()
+            .await
+            .into_iter()
+            .filter_map(|(_, _, info)| {
+                let plugin = &info["plugin_specific"];
+                let room = plugin["room"].as_str()?;
+                (room.starts_with("roomcast-carrier-box-17-") && plugin["id"] == "carrier-main")
+                    .then(|| room.to_owned())
+            })
+            .collect();
+        assert_eq!(uploads.len(), 1, "server {name}: {uploads:?}");
+    }
     agent.stop().await;
 }
 
