@@ -126,24 +126,40 @@ async fn the_box_moves_to_the_next_broker_and_runs_each_command_once() {
         .subscribe(&format!("roomcast/{DEVICE}/rooms/group-3/events"))
         .await;
     watcher.subscribe(&topics().reply).await;
+    let mut status = Observer::connect(two.port, "status").await;
+    status.subscribe(&topics().status).await;
+    status
+        .next_where(Duration::from_secs(5), |m| m.retain)
+        .await
+        .expect("the retained status, bridged to broker 2");
 
     let killed = Instant::now();
     one.kill();
-    let (reply, answered) = until_answered(
-        &dash,
-        "c-group-3",
-        "login_room",
-        json!({"room_id": "group-3"}),
-        Duration::from_secs(10),
-    )
-    .await;
+    let ((reply, answered), online) = tokio::join!(
+        until_answered(
+            &dash,
+            "c-group-3",
+            "login_room",
+            json!({"room_id": "group-3"}),
+            Duration::from_secs(10),
+        ),
+        async {
+            status
+                .next_where(Duration::from_secs(10), |m| m.text() == "online")
+                .await
+                .map(|_| Instant::now())
+        }
+    );
+    let online = online.expect("the box says online on broker 2") - killed;
     let took = answered - killed;
     println!(
-        "broker 1 killed: the box answered on broker 2 after {} ms",
+        "broker 1 killed: the box online on broker 2 after {} ms, answered there after {} ms (the dashboard tries every 2 s)",
+        online.as_millis(),
         took.as_millis()
     );
     assert_eq!(reply["ok"], true, "{reply}");
     assert!(took < Duration::from_secs(10), "{took:?}");
+    status.close().await;
 
     // Its retained status and state on broker 2 are current.
     let mut late = Observer::connect(two.port, "late").await;
