@@ -67,7 +67,11 @@ fn child_main(spec: &str) {
         // ROOMCAST_BENCH_AGENT_TOML: more config for the agent under test (e.g. to compare
         // with `[network] retransmissions = false`).
         let extra = std::env::var("ROOMCAST_BENCH_AGENT_TOML").unwrap_or_default();
-        let text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), &extra);
+        let mut text = support::agent::config_text(&janus_url, std::path::Path::new(&dir), &extra);
+        // ROOMCAST_BENCH_AUDIO: the main channel's audio input instead of the test tone.
+        if let Ok(audio) = std::env::var("ROOMCAST_BENCH_AUDIO") {
+            text = text.replace("audio = \"test\"", &format!("audio = \"{audio}\""));
+        }
         let config = Config::parse(&text, std::path::Path::new("bench.toml")).expect("config");
         let shutdown = CancellationToken::new();
         let mut agents: Vec<(String, Agent)> = Vec::new();
@@ -139,7 +143,7 @@ fn child_main(spec: &str) {
         }
         shutdown.cancel();
         for (_, agent) in agents {
-            agent.stopped().await;
+            agent.stopped(std::time::Duration::from_secs(4)).await;
         }
     });
 }
@@ -328,6 +332,36 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[index]
 }
 
+/// CPU ms/s of four agents running at once over [`WINDOW`]: environment `a` in 1 and in 5
+/// rooms, then `b` in 1 and in 5 rooms (in that order). Running all four together lets
+/// load from elsewhere hit both sides alike.
+async fn four_agents(janus: &Janus, tag: &str, a: &[(&str, &str)], b: &[(&str, &str)]) -> Vec<f64> {
+    let mut agents = Vec::new();
+    for (k, env) in [a, b].iter().enumerate() {
+        for rooms in [1, 5] {
+            let mut agent = AgentProcess::start_with_env(janus, "shared", env);
+            for i in 0..rooms {
+                let room = format!("{tag}-{k}-{rooms}-{i}");
+                agent.send(&format!("login {room}"));
+                agent.send(&format!("publish cam-{i} {room}"));
+            }
+            agents.push(agent);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // settle
+    let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
+    tokio::time::sleep(WINDOW).await;
+    let used = agents
+        .iter()
+        .zip(&start)
+        .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
+        .collect();
+    for agent in agents {
+        agent.stop();
+    }
+    used
+}
+
 /// Four agents at once, 1 and 5 rooms each with environment `a` and `b`, over
 /// [`WINDOW`], for `ROUNDS` rounds: what a room costs with each (CPU ms/s per extra
 /// room). Running all four together lets load from elsewhere hit both sides alike.
@@ -341,29 +375,7 @@ async fn per_room_a_b(
     let mut per_room = [Vec::new(), Vec::new()];
     let mut ratios = [Vec::new(), Vec::new()];
     for round in 0..ROUNDS {
-        let mut agents = Vec::new();
-        for (k, (_, env)) in [a, b].iter().enumerate() {
-            for rooms in [1, 5] {
-                let mut agent = AgentProcess::start_with_env(janus, "shared", env);
-                for i in 0..rooms {
-                    let room = format!("{tag}{round}-{k}-{rooms}-{i}");
-                    agent.send(&format!("login {room}"));
-                    agent.send(&format!("publish cam-{i} {room}"));
-                }
-                agents.push(agent);
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await; // settle
-        let start: Vec<f64> = agents.iter().map(AgentProcess::cpu_seconds).collect();
-        tokio::time::sleep(WINDOW).await;
-        let used: Vec<f64> = agents
-            .iter()
-            .zip(&start)
-            .map(|(agent, s)| (agent.cpu_seconds() - s) / WINDOW.as_secs_f64() * 1000.0)
-            .collect();
-        for agent in agents {
-            agent.stop();
-        }
+        let used = four_agents(janus, &format!("{tag}{round}"), a.1, b.1).await;
         let mut line = format!("   round {}:", round + 1);
         for (k, name) in [a.0, b.0].iter().enumerate() {
             let (one, five) = (used[2 * k], used[2 * k + 1]);
@@ -392,6 +404,45 @@ async fn per_room_a_b(
         (mean(&per_room[1]) / mean(&per_room[0]) - 1.0) * 100.0,
         mean(&ratios[0]),
         mean(&ratios[1])
+    );
+}
+
+/// Four agents at once on the simulated room's microphone: processing all off and at its
+/// defaults (echo cancellation, moderate noise suppression, gain control, high-pass),
+/// each in 1 and in 5 rooms. The processing's cost is the difference at equal rooms.
+async fn audio_processing_cost(janus: &Janus) {
+    const ROUNDS: usize = 3;
+    let off = "[audio_processing]\necho_cancel = false\nnoise_suppression = \"off\"\ngain_control = false\nhigh_pass_filter = false\n";
+    let on = "[audio_processing]\n";
+    println!(
+        "7. audio processing at 48 kHz (audio = \"test-room\"), four agents at once, CPU ms/s over {} s:",
+        WINDOW.as_secs()
+    );
+    let (mut cost_one, mut cost_five) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let env = |toml| {
+            [
+                ("ROOMCAST_BENCH_AUDIO", "test-room"),
+                ("ROOMCAST_BENCH_AGENT_TOML", toml),
+            ]
+        };
+        let used = four_agents(janus, &format!("aproc{round}"), &env(off), &env(on)).await;
+        let (off1, off5, on1, on5) = (used[0], used[1], used[2], used[3]);
+        cost_one.push(on1 - off1);
+        cost_five.push(on5 - off5);
+        println!(
+            "   round {}: off 1 room {off1:.1}, 5 rooms {off5:.1}; defaults 1 room {on1:.1}, 5 rooms {on5:.1}; processing costs {:.1} (1 room) and {:.1} (5 rooms)",
+            round + 1,
+            on1 - off1,
+            on5 - off5
+        );
+    }
+    println!(
+        "   processing cost, median of {ROUNDS}: 1 room {:.1} ms/s ({:.1} % of a core), 5 rooms {:.1} ms/s ({:.1} % of a core)",
+        percentile(&mut cost_one, 0.5),
+        percentile(&mut cost_one, 0.5) / 10.0,
+        percentile(&mut cost_five, 0.5),
+        percentile(&mut cost_five, 0.5) / 10.0
     );
 }
 
@@ -460,9 +511,17 @@ async fn parent_main() {
         );
     }
 
+    // 7. Audio processing: what it costs, and that it does not grow with rooms.
+    if run("7") {
+        audio_processing_cost(&janus).await;
+    }
+
     // 5. SRTP primitives: libsrtp's own (NSS) against roomcast's, per room.
     if run("5") {
-        let libsrtp = [(roomcast::webrtc::srtp_crypto::OPT_OUT_ENV, "libsrtp")];
+        let libsrtp = [(
+            "ROOMCAST_BENCH_AGENT_TOML",
+            "[media]\nsrtp_primitives = false\n",
+        )];
         println!(
             "5. SRTP per room: libsrtp's own AES-ICM/HMAC-SHA1 (NSS) against roomcast's, four agents at once, CPU ms/s over {} s:",
             WINDOW.as_secs()
@@ -472,7 +531,10 @@ async fn parent_main() {
 
     // 6. The sending path: every pad of webrtcbin's against the shortened one, per room.
     if run("6") {
-        let long = [(roomcast::media::SENDING_PATH_ENV, "webrtcbin")];
+        let long = [(
+            "ROOMCAST_BENCH_AGENT_TOML",
+            "[media]\nsending_path_shortcut = false\n",
+        )];
         println!(
             "\n6. sending path per room: webrtcbin's every pad against roomcast's shortcuts past its ghost pads, clocksync and funnel, four agents at once, CPU ms/s over {} s:",
             WINDOW.as_secs()

@@ -92,18 +92,45 @@ impl Agent {
     }
 
     /// Waits for the engine to finish (it leaves every room when its shutdown token is
-    /// cancelled), then closes the SFU sessions.
-    pub async fn stopped(self) {
-        if tokio::time::timeout(Duration::from_secs(3), self.engine_task)
+    /// cancelled), then closes the SFU sessions, all within `budget`: the engine gets
+    /// most of it, the server fan-out's clean-up the rest. However this ends — in time,
+    /// late, or dropped by a caller's own deadline — media stops and the SFU sessions are
+    /// closed: a stop that runs out of time never leaves a Janus session open.
+    pub async fn stopped(self, budget: Duration) {
+        let _closes = CloseOnDrop {
+            media: self.media.clone(),
+            sfu: self.sfu_shutdown.clone(),
+        };
+        let engine_budget = budget.mul_f64(ENGINE_SHARE);
+        if tokio::time::timeout(engine_budget, self.engine_task)
             .await
             .is_err()
         {
-            warn!("the room engine did not stop within 3 s");
+            warn!(
+                "the room engine did not stop within {engine_budget:?}; closing the Janus session anyway"
+            );
         }
         // Server fan-out's last clean-up on Janus (its carrier room), bounded.
-        self.rooms.settle(Duration::from_secs(1)).await;
+        self.rooms
+            .settle(budget.saturating_sub(engine_budget))
+            .await;
+    }
+}
+
+/// The share of [`Agent::stopped`]'s budget the engine has to leave the rooms.
+const ENGINE_SHARE: f64 = 0.7;
+
+/// Stops media and closes the SFU session when an [`Agent::stopped`] ends, however it
+/// ends.
+struct CloseOnDrop {
+    media: Arc<media::GstMedia>,
+    sfu: CancellationToken,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
         self.media.shutdown();
-        self.sfu_shutdown.cancel();
+        self.sfu.cancel();
     }
 }
 

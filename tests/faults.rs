@@ -324,7 +324,7 @@ async fn broker_killed_and_restarted_disturbs_no_room() {
     assert_eq!(participants().await, ids_before, "the same participants");
     dash.close().await;
     shutdown.cancel();
-    agent.stopped().await;
+    agent.stopped(std::time::Duration::from_secs(4)).await;
     control.stop().await;
 }
 

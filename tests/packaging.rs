@@ -146,6 +146,19 @@ fn every_file_the_deb_installs_is_in_the_repository() {
         if source.starts_with("target/") {
             continue; // built by cargo
         }
+        if let Some((dir, suffix)) = source.split_once("/*") {
+            // A glob (`docs/*.md`): at least one file matches.
+            let matches = std::fs::read_dir(repo(dir))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                        .count()
+                })
+                .unwrap_or(0);
+            assert!(matches > 0, "deb asset {source} matches nothing");
+            continue;
+        }
         assert!(repo(source).is_file(), "deb asset {source} missing");
     }
     assert!(targets.iter().any(|t| t == "usr/bin/"), "{targets:?}");

@@ -384,14 +384,35 @@ async fn three_percent_loss_keeps_every_room_playing() {
         );
         wait_online(school.broker.port).await;
         let dash = dashboard(&school.broker.url()).await;
-        support::dashboard::publish_in_rooms(&dash, &["bigclass", "group-3"]).await;
+        // At 3 % loss a first connection attempt can fail (1003902, seen once in CI
+        // without retransmissions): the operator sends the command again, as here.
+        let mut attempts = 0;
+        for room in ["bigclass", "group-3"] {
+            support::dashboard::ok(&dash, "login_room", json!({"room_id": room})).await;
+            loop {
+                attempts += 1;
+                let reply = support::dashboard::call(
+                    &dash,
+                    "start_publishing",
+                    json!({"stream_id": format!("cam-{room}"), "room_id": room}),
+                )
+                .await;
+                if reply["ok"] == true {
+                    break;
+                }
+                assert!(
+                    reply["error"]["code"] == 1003902 && attempts < 6,
+                    "start_publishing in {room}: {reply}"
+                );
+            }
+        }
         let window = Duration::from_secs(20);
         let (a, b) = tokio::join!(
             watch_room(&school, "bigclass", window),
             watch_room(&school, "group-3", window)
         );
         println!(
-            "3 % loss, retransmissions {retransmissions}: bigclass {:.1} fps, longest gap {} ms, {:.1} % intact; group-3 {:.1} fps, longest gap {} ms, {:.1} % intact",
+            "3 % loss, retransmissions {retransmissions}, {attempts} start_publishing for 2 streams: bigclass {:.1} fps, longest gap {} ms, {:.1} % intact; group-3 {:.1} fps, longest gap {} ms, {:.1} % intact",
             a.0,
             a.1.as_millis(),
             a.2 * 100.0,

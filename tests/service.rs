@@ -377,7 +377,13 @@ async fn signals_stop_in_time_even_when_janus_hangs() {
         first.as_millis()
     );
     assert!(status.success());
-    assert!(agent.log().contains("stopping anyway"), "{}", agent.log());
+    // The engine cannot leave the rooms of a frozen Janus: its share of the stop budget
+    // runs out, and the session is closed anyway.
+    assert!(
+        agent.log().contains("closing the Janus session anyway"),
+        "{}",
+        agent.log()
+    );
 
     // Again, and a second signal 300 ms after the first: out at once.
     agent.spawn();
@@ -882,4 +888,67 @@ async fn ids_and_argument_names_cannot_forge_log_lines() {
         );
     }
     raw.close().await;
+}
+
+/// One stop budget: a reload whose stop runs out of time (the engine stalled and cannot
+/// leave its rooms) still closes the old Janus session; the new generation opens its
+/// own. Before, the SFU session was closed only after the engine had stopped, inside the
+/// service's own deadline, and a stop cut short left it open for the life of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_runs_out_of_time_during_a_reload_leaves_no_janus_session() {
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let (agent, dash) = agent_in_rooms(
+        &janus,
+        &broker,
+        Options {
+            faults: true,
+            ..Options::default()
+        },
+        &["bigclass"],
+    )
+    .await;
+    wait_state(&dash, "publishing", Duration::from_secs(20), |s| {
+        all_up(s, &["bigclass"], 1)
+    })
+    .await;
+    let sessions = async || {
+        janus.admin("", json!({"janus": "list_sessions"})).await["sessions"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(sessions().await, 1, "the agent's one session");
+
+    assert_eq!(agent.fault("stall-engine 8"), "ok");
+    let stalled = Instant::now();
+    rewrite(
+        &agent.config_path,
+        "request_timeout_ms = 3000",
+        "request_timeout_ms = 3100",
+    );
+    agent.signal(libc::SIGHUP);
+    wait_log(&agent, "reload: left the rooms in", Duration::from_secs(10)).await;
+    let log = agent.log();
+    assert!(
+        log.contains("did not stop within") || log.contains("stopping took longer"),
+        "the stop ran out of time:\n{log}"
+    );
+    // Past the stall, the old engine has woken up: still only the new generation's one
+    // session.
+    let deadline = stalled + Duration::from_secs(12);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = sessions().await;
+    assert_eq!(
+        after,
+        1,
+        "sessions on Janus after the reload:\n{}",
+        agent.log()
+    );
+    wait_state(&dash, "publishing again", Duration::from_secs(20), |s| {
+        all_up(s, &["bigclass"], 1)
+    })
+    .await;
+    dash.close().await;
 }

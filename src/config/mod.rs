@@ -2,8 +2,10 @@
 //! Nothing else in roomcast reads TOML. `config/roomcast.example.toml` documents every
 //! field; keep the two in step.
 
+pub mod audio_processing;
 mod error;
 mod locate;
+pub mod media;
 pub mod network;
 mod types;
 

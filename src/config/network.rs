@@ -26,12 +26,8 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub turn_ca_file: Option<PathBuf>,
     /// Lost packets are asked for again (NACK) and sent again (RTX) on every stream.
-    #[serde(default = "default_true")]
+    #[serde(default = "super::types::default_true")]
     pub retransmissions: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl Default for NetworkConfig {

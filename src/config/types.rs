@@ -33,6 +33,10 @@ pub struct Config {
     pub janus: JanusConfig,
     #[serde(default)]
     pub network: super::network::NetworkConfig,
+    #[serde(default)]
+    pub audio_processing: super::audio_processing::AudioProcessingConfig,
+    #[serde(default)]
+    pub media: super::media::MediaConfig,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -197,6 +201,10 @@ impl fmt::Display for VideoInput {
 pub enum AudioInput {
     /// A test tone.
     Test,
+    /// A simulated classroom for trying the audio processing without a sound card: the
+    /// "microphone" hears a near-end talker (a 190 Hz voice in syllable-paced bursts) and
+    /// what the speaker plays, 6 dB down and 40 ms late, as a real room would.
+    TestRoom,
     /// No audio track.
     None,
     /// An ALSA capture device name, e.g. `default`, `hw:1,0`, `plughw:CARD=C920`.
@@ -208,6 +216,7 @@ impl<'de> Deserialize<'de> for AudioInput {
         let raw = String::deserialize(d)?;
         match raw.as_str() {
             "test" => Ok(AudioInput::Test),
+            "test-room" => Ok(AudioInput::TestRoom),
             "none" => Ok(AudioInput::None),
             "null" => Err(serde::de::Error::custom(
                 "ALSA's \"null\" device captures no real-time audio (it returns silence as fast as it is read); use audio = \"none\" for no audio track",
@@ -221,7 +230,7 @@ impl<'de> Deserialize<'de> for AudioInput {
                 Ok(AudioInput::Alsa(name.to_owned()))
             }
             other => Err(serde::de::Error::custom(format!(
-                "{other:?} is not an audio input: use \"test\", \"none\" or an ALSA device name such as \"default\" or \"hw:1,0\" (see `roomcast devices`)"
+                "{other:?} is not an audio input: use \"test\", \"test-room\", \"none\" or an ALSA device name such as \"default\" or \"hw:1,0\" (see `roomcast devices`)"
             ))),
         }
     }
@@ -231,6 +240,7 @@ impl fmt::Display for AudioInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AudioInput::Test => f.write_str("test"),
+            AudioInput::TestRoom => f.write_str("test-room"),
             AudioInput::None => f.write_str("none"),
             AudioInput::Alsa(name) => write!(f, "alsa:{name}"),
         }
@@ -601,7 +611,7 @@ impl JanusConfig {
     }
 }
 
-fn default_true() -> bool {
+pub(super) fn default_true() -> bool {
     true
 }
 fn default_request_timeout() -> u64 {

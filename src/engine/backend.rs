@@ -327,6 +327,25 @@ pub struct MediaSnapshot {
     /// The video encoder element in use, e.g. `x264enc`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder: Option<String>,
+    /// The microphones' processing; absent when no channel has a microphone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_processing: Option<AudioProcessingSnapshot>,
+    /// Each fast path (`[media]`, docs/workarounds.md): `engaged` (with how many streams
+    /// took it, for those installed per stream) or `off: <why>`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fast_paths: std::collections::BTreeMap<String, String>,
+}
+
+/// What is done to the microphones now (`[audio_processing]`, as a reload left it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AudioProcessingSnapshot {
+    #[serde(flatten)]
+    pub stages: crate::config::audio_processing::AudioProcessingConfig,
+    /// The channels whose microphone is processed.
+    pub channels: Vec<Channel>,
+    /// The speaker plays, so echo cancellation has a reference to cancel (without it
+    /// there is nothing to cancel and the stage idles).
+    pub echo_reference: bool,
 }
 
 /// One configured source (channel) and its health.

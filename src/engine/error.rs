@@ -1,6 +1,6 @@
 //! The engine's errors, each with the numeric code the API promises.
 //!
-//! Codes follow the reference RTC SDK's error table (see the README's rule table).
+//! Codes follow the reference RTC SDK's error table (the table in the README, "Room rules and their codes").
 //! Codes in the `xxx9xx` band are roomcast's own, for failures the SDK table has no
 //! entry for (the SFU or the media pipeline failing).
 

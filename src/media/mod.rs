@@ -16,20 +16,19 @@
 //! event, so the bundle's funnel has none to re-send when it switches between audio
 //! and video (`shared_segment.rs`).
 
+mod audio_processing;
 pub mod bandwidth;
 pub mod congestion;
 pub mod devices;
 pub mod encoder;
-mod fec_bypass;
-mod framelist;
-mod hops;
 mod player;
 mod publisher;
 mod quality;
-mod shared_segment;
 pub mod source;
 mod speaker;
 pub mod stamp;
+pub mod test_room;
+pub mod workarounds;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,15 +36,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::info;
 
+use self::audio_processing::EchoReference;
 use self::encoder::Selected;
-pub use self::hops::OPT_OUT_ENV as SENDING_PATH_ENV;
 use self::player::Player;
 use self::publisher::Publisher;
 use self::source::{CameraFormat, EncoderBitrate, Source};
 pub use self::source::{SourceFault, SourceProbe};
 use self::speaker::Speaker;
-use crate::config::{Config, VideoInput};
-use crate::engine::backend::{MediaEngine, MediaSnapshot, PeerHandle, SourceSnapshot};
+use crate::config::audio_processing::AudioProcessingConfig;
+use crate::config::{AudioInput, Config, VideoInput};
+use crate::engine::backend::{
+    AudioProcessingSnapshot, MediaEngine, MediaSnapshot, PeerHandle, SourceSnapshot,
+};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::types::{Channel, PlayOutput, RoomId, StreamId};
 
@@ -97,7 +99,14 @@ pub fn describe_all(config: &Config) -> Result<(Selected, Vec<(Channel, String)>
         };
         out.push((
             channel,
-            source::describe(source, &selected, &config.encoder, camera),
+            source::describe(
+                channel,
+                source,
+                &selected,
+                &config.encoder,
+                camera,
+                &config.audio_processing,
+            ),
         ));
     }
     Ok((selected, out))
@@ -155,6 +164,8 @@ impl GstMedia {
             info!(stun = ?ice.stun, turn = ?relays, policy = ice.policy.nick(), "ICE servers");
         }
         crate::webrtc::configure_ice(ice);
+        // Before any peer: the SRTP primitives are process-wide.
+        workarounds::decide(&config.media);
         for (element, package) in REQUIRED {
             if !encoder::element_exists(element) {
                 return Err(MediaError::Setup(format!(
@@ -185,15 +196,74 @@ impl GstMedia {
             );
             sources.insert(
                 channel,
-                Arc::new(Source::new(channel, source_config, description, bitrate)),
+                Arc::new(Source::new(
+                    channel,
+                    source_config,
+                    description,
+                    bitrate,
+                    &config.audio_processing,
+                )),
             );
         }
+        // Every microphone gets an echo probe, even with echo_cancel off now: a reload
+        // may turn it on without rebuilding the speaker.
+        let configured = || {
+            [Channel::Main, Channel::Aux]
+                .into_iter()
+                .filter_map(|channel| config.sources.get(channel).map(|s| (channel, s)))
+        };
+        let microphones: Vec<Channel> = configured()
+            .filter(|(_, source)| source::processes_audio(source))
+            .map(|(channel, _)| channel)
+            .collect();
+        if !microphones.is_empty() {
+            for element in ["webrtcdsp", "webrtcechoprobe"] {
+                if !encoder::element_exists(element) {
+                    return Err(MediaError::Setup(format!(
+                        "GStreamer element `{element}` is missing (audio processing): install gstreamer1.0-plugins-bad"
+                    )));
+                }
+            }
+        }
+        let loopbacks = configured()
+            .filter(|(_, source)| source.audio == AudioInput::TestRoom)
+            .map(|(channel, _)| test_room::loopback_name(channel))
+            .collect();
+        let speaker = Speaker::new(
+            &config.player.audio_device,
+            EchoReference::new(microphones),
+            loopbacks,
+        );
         Ok(Self {
             _turn_tunnels: turn_tunnels,
             sources,
             encoder: selected,
-            speaker: Arc::new(Speaker::new(&config.player.audio_device)),
+            speaker: Arc::new(speaker),
             player_latency_ms: config.player.latency_ms,
+        })
+    }
+
+    /// Applies a reloaded `[audio_processing]` to every microphone, in place: no room is
+    /// left, no encoder restarted.
+    pub fn set_audio_processing(&self, config: &AudioProcessingConfig) -> Result<(), MediaError> {
+        for source in self.sources.values() {
+            source.set_audio_processing(config)?;
+        }
+        Ok(())
+    }
+
+    fn audio_processing_snapshot(&self) -> Option<AudioProcessingSnapshot> {
+        let mut processed = self
+            .sources
+            .values()
+            .filter_map(|s| s.audio_processing().map(|p| (s.channel, p)));
+        let (first, stages) = processed.next()?;
+        let mut channels = vec![first];
+        channels.extend(processed.map(|(channel, _)| channel));
+        Some(AudioProcessingSnapshot {
+            stages,
+            channels,
+            echo_reference: self.speaker.is_playing(),
         })
     }
 
@@ -290,6 +360,8 @@ impl MediaEngine for GstMedia {
                 })
                 .collect(),
             encoder: Some(self.encoder.spec.element.clone()),
+            audio_processing: self.audio_processing_snapshot(),
+            fast_paths: workarounds::snapshot(),
         }
     }
 }

@@ -305,7 +305,7 @@ fn h264_chain(decoder: gst::Element) -> Result<Vec<gst::Element>, String> {
 /// sender uses (constrained baseline to high, B-frames; checked with x264 streams) and
 /// maps far less than avdec_h264: libavcodec as Debian builds it pulls in libavfilter
 /// and ~150 libraries (librsvg, flite voices…), ~30 MiB of RSS for the first player
-/// (README, Performance). After a lost packet it drops pictures until the next keyframe
+/// (docs/performance.md). After a lost packet it drops pictures until the next keyframe
 /// and asks upstream for one, where avdec_h264 would show a damaged picture meanwhile.
 /// avdec_h264 (gstreamer1.0-libav) stays the fallback, on one thread per stream (frame
 /// threads multiply its memory; a classroom stream decodes fine on one).

@@ -4,8 +4,8 @@
 //! every room, and each tee pad feeds its room's webrtcbin from the tee's own thread.
 //! No queue (and no thread) per room: a room's sending is SRTP and a non-blocking UDP
 //! send per packet, and done back to back for every room from a warm cache it costs
-//! less than handing each packet to a thread of its own (measured: README,
-//! Performance). What could stall the tee is webrtcbin itself, which holds data at its
+//! less than handing each packet to a thread of its own (measured: docs/performance.md).
+//! What could stall the tee is webrtcbin itself, which holds data at its
 //! transport until that room's DTLS is up: a gate on the tee pad drops the room's
 //! packets until its peer connection is connected and again once it failed or closed,
 //! so the encoder thread never waits on one room. Removal blocks the tee pads with an
@@ -24,7 +24,8 @@ use tracing::{debug, info, warn};
 
 use super::quality::{self, Growth, Latest};
 use super::source::{Running, Source};
-use super::{bandwidth, congestion, fec_bypass, hops};
+use super::workarounds::{self, FastPath, fec_bypass, hops};
+use super::{bandwidth, congestion};
 use crate::engine::backend::{
     IceCandidate, PeerState, PeerStats, PublisherQuality, StreamQuality, WebRtcPeer,
 };
@@ -381,16 +382,24 @@ impl Publisher {
     /// webrtcbin are connected and their FEC settings negotiated by then.
     fn bypass_idle_fec(&self) {
         let Ok(legs) = self.legs.lock() else { return };
-        for leg in legs.iter() {
-            match fec_bypass::install(&leg.webrtc_pad) {
-                Ok(()) => {
-                    debug!(stream = %self.label, pad = %leg.webrtc_pad.name(), "FEC stage bypassed")
+        if workarounds::engaged(FastPath::FecBypass) {
+            // Taken by the stream when taken by every leg (audio, video).
+            let mut outcome = Ok(());
+            for leg in legs.iter() {
+                match fec_bypass::install(&leg.webrtc_pad) {
+                    Ok(()) => {
+                        debug!(stream = %self.label, pad = %leg.webrtc_pad.name(), "FEC stage bypassed")
+                    }
+                    Err(e) => {
+                        debug!(stream = %self.label, "FEC stage kept: {e}");
+                        outcome = Err(e.to_string());
+                    }
                 }
-                Err(e) => debug!(stream = %self.label, "FEC stage kept: {e}"),
             }
+            workarounds::record(FastPath::FecBypass, outcome);
         }
         // Audio and video meet in the RTP funnel: the path after it is shared.
-        if !hops::enabled() {
+        if !workarounds::engaged(FastPath::SendingPathShortcut) {
             return;
         }
         match legs
@@ -400,8 +409,22 @@ impl Publisher {
             Some(start) => {
                 let runs = hops::shorten_sending_path(&start);
                 debug!(stream = %self.label, runs, "ghost pads on the sending path skipped");
+                workarounds::record(
+                    FastPath::SendingPathShortcut,
+                    if runs > 0 {
+                        Ok(())
+                    } else {
+                        Err("no stretch of webrtcbin's sending path had the expected shape".into())
+                    },
+                );
             }
-            None => debug!(stream = %self.label, "sending path left as it is"),
+            None => {
+                debug!(stream = %self.label, "sending path left as it is");
+                workarounds::record(
+                    FastPath::SendingPathShortcut,
+                    Err("webrtcbin's FEC stage was not found where expected".into()),
+                );
+            }
         }
     }
 

@@ -20,11 +20,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::MediaError;
+use super::audio_processing::{self, RAW_CAPS};
 use super::bandwidth::{BitrateFollower, Origin};
 use super::congestion::{self, EstimatorBounds};
 use super::encoder::{self, EncoderSpec, Selected};
 use super::stamp;
-use super::{framelist, shared_segment};
+use super::test_room;
+use super::workarounds::{self, FastPath, framelist, shared_segment};
+use crate::config::audio_processing::AudioProcessingConfig;
 use crate::config::{AudioInput, EncoderConfig, SourceConfig, VideoInput};
 use crate::engine::types::Channel;
 
@@ -95,10 +98,12 @@ fn caps_field(caps: &str, field: &str) -> Option<String> {
 /// The channel's pipeline as a gst-launch description. `camera` is the probed format of
 /// a V4L2 source (ignored for `test`).
 pub fn describe(
+    channel: Channel,
     source: &SourceConfig,
     encoder: &Selected,
     settings: &EncoderConfig,
     camera: Option<CameraFormat>,
+    processing: &AudioProcessingConfig,
 ) -> String {
     let (w, h, fps) = (source.width, source.height, source.framerate);
     let spec = &encoder.spec;
@@ -148,26 +153,44 @@ pub fn describe(
             spec.element, spec.output
         ));
     }
-    let audio_src = match &source.audio {
-        AudioInput::None => None,
-        AudioInput::Test => {
-            Some("audiotestsrc name=asrc is-live=true wave=sine freq=440 volume=0.2".to_owned())
-        }
+    let encode = format!(
+        "opusenc name=aenc bitrate={} frame-size=20 ! \
+         rtpopuspay name=apay mtu=1200 pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! tee name=atee allow-not-linked=true",
+        settings.audio_bitrate_kbps * 1000
+    );
+    // A microphone is processed once, before the shared encoder; a test tone is not.
+    let processed = |input: &str| {
+        format!(
+            "{input} ! audioconvert ! audioresample ! {RAW_CAPS} ! {} ! {encode}",
+            audio_processing::describe(processing, channel)
+        )
+    };
+    let audio = match &source.audio {
+        AudioInput::None => return video,
+        AudioInput::Test => format!(
+            "audiotestsrc name=asrc is-live=true wave=sine freq=440 volume=0.2 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! {encode}"
+        ),
         // The ALSA device paces capture (10 ms periods); the system clock stays the
         // pipeline's clock so audio and video share it.
-        AudioInput::Alsa(device) => Some(format!(
+        AudioInput::Alsa(device) => processed(&format!(
             "alsasrc name=asrc device={} provide-clock=false buffer-time=40000 latency-time=10000",
             quote(device)
         )),
-    };
-    match audio_src {
-        Some(src) => format!(
-            "{video}  {src} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! opusenc name=aenc bitrate={} frame-size=20 ! \
-             rtpopuspay name=apay mtu=1200 pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! tee name=atee allow-not-linked=true",
-            settings.audio_bitrate_kbps * 1000
+        // The simulated room: a talker plus what the speaker plays, 6 dB down (the 40 ms
+        // are a pad offset set at start, see `test_room`).
+        AudioInput::TestRoom => format!(
+            "{}  audiotestsrc name=asrc is-live=true wave=saw freq={} volume=0.5 samplesperbuffer=480 ! {RAW_CAPS} ! identity name={} silent=true ! roommic.  \
+             appsrc name={} is-live=true format=time do-timestamp=false caps={RAW_CAPS} max-bytes=96000 leaky-type=downstream ! volume volume=0.5 ! queue ! roommic.",
+            processed(&format!(
+                "audiomixer name=roommic latency={}",
+                test_room::MIXER_LATENCY.as_nanos()
+            )),
+            test_room::TALKER_HZ,
+            test_room::TALKER,
+            test_room::ECHO_PATH,
         ),
-        None => video,
-    }
+    };
+    format!("{video}  {audio}")
 }
 
 /// Forced keyframes, coalesced: at most one per [`KEYFRAME_MIN_INTERVAL`]; a request in
@@ -298,7 +321,18 @@ pub struct Source {
     width: u32,
     height: u32,
     bitrate: EncoderBitrate,
+    /// The microphone's processing: what the description was built with, and what it is
+    /// now (a reload changes it in place). `None` when the audio is not a microphone.
+    described_processing: Option<AudioProcessingConfig>,
+    processing: Mutex<Option<AudioProcessingConfig>>,
+    test_room: bool,
     state: Mutex<State>,
+}
+
+/// Whether a channel's audio goes through [`audio_processing`]: microphones (and the
+/// simulated room) do; a test tone and no audio do not.
+pub fn processes_audio(config: &SourceConfig) -> bool {
+    matches!(config.audio, AudioInput::Alsa(_) | AudioInput::TestRoom)
 }
 
 /// How the channel's encoder is driven at run time: its bitrate follows the lowest room
@@ -348,7 +382,9 @@ impl Source {
         config: &SourceConfig,
         description: String,
         bitrate: EncoderBitrate,
+        processing: &AudioProcessingConfig,
     ) -> Self {
+        let processing = processes_audio(config).then_some(*processing);
         Self {
             channel,
             description,
@@ -358,6 +394,9 @@ impl Source {
             width: config.width,
             height: config.height,
             bitrate,
+            described_processing: processing,
+            processing: Mutex::new(processing),
+            test_room: config.audio == AudioInput::TestRoom,
             state: Mutex::new(State {
                 running: None,
                 users: 0,
@@ -372,6 +411,33 @@ impl Source {
         self.state
             .lock()
             .map_err(|_| MediaError::Setup("source state poisoned".into()))
+    }
+
+    /// The microphone's processing now; `None` when this channel has no microphone.
+    pub fn audio_processing(&self) -> Option<AudioProcessingConfig> {
+        self.processing.lock().ok().and_then(|p| *p)
+    }
+
+    /// Changes the microphone's processing: at once when the source runs (its rooms and
+    /// encoder are not touched), else from its next start. Nothing to do without a
+    /// microphone.
+    pub fn set_audio_processing(&self, config: &AudioProcessingConfig) -> Result<(), MediaError> {
+        {
+            let mut current = self
+                .processing
+                .lock()
+                .map_err(|_| MediaError::Setup("audio processing state poisoned".into()))?;
+            match current.as_mut() {
+                None => return Ok(()),
+                Some(current) if current == config => return Ok(()),
+                Some(current) => *current = *config,
+            }
+        }
+        let pipeline = self.lock()?.running.as_ref().map(|r| r.pipeline.clone());
+        match pipeline {
+            Some(pipeline) => audio_processing::replace(&pipeline, config, self.channel),
+            None => Ok(()),
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -629,6 +695,17 @@ impl Source {
             .downcast::<gst::Pipeline>()
             .map_err(|_| MediaError::Setup("the description did not make a pipeline".into()))?;
         pipeline.set_property("name", format!("source-{}", self.channel));
+        // Running times must agree with the speaker's, where the echo reference is taken.
+        audio_processing::align_clock(&pipeline);
+        if self.test_room {
+            test_room::install(&pipeline, self.channel);
+        }
+        if let Some(now) = self.audio_processing()
+            && Some(now) != self.described_processing
+        {
+            // A reload changed it since the description was made.
+            audio_processing::replace(&pipeline, &now, self.channel)?;
+        }
         if self.bitrate.congestion.is_some() {
             // Every room's RTP session numbers its own copy of each packet.
             for name in ["vpay", "apay"] {
@@ -641,14 +718,18 @@ impl Source {
         let video_tee = pipeline
             .by_name("vtee")
             .ok_or_else(|| MediaError::Setup("pipeline has no vtee".into()))?;
-        gather_frames_before(&pipeline, &video_tee)?;
+        if workarounds::engaged(FastPath::FrameLists) {
+            gather_frames_before(&pipeline, &video_tee)?;
+        }
         let audio_tee = pipeline.by_name("atee");
         let tee_sinks: Vec<gst::Pad> = [Some(&video_tee), audio_tee.as_ref()]
             .into_iter()
             .flatten()
             .filter_map(|tee| tee.static_pad("sink"))
             .collect();
-        shared_segment::install(&tee_sinks);
+        if workarounds::engaged(FastPath::SharedSegment) {
+            shared_segment::install(&tee_sinks);
+        }
         let frames_encoded = Arc::new(AtomicU64::new(0));
         let keyframes = Arc::new(KeyframeGate::default());
 
@@ -921,10 +1002,12 @@ mod tests {
     #[test]
     fn test_source_description() {
         let text = describe(
+            Channel::Main,
             &source("test", "test"),
             &x264(),
             &EncoderConfig::default(),
             None,
+            &AudioProcessingConfig::default(),
         );
         assert!(
             text.starts_with("videotestsrc name=vsrc is-live=true"),
@@ -978,17 +1061,21 @@ mod tests {
         assert_eq!(choose_camera_format(&caps, 1920, 1080), CameraFormat::H264);
         assert_eq!(choose_camera_format(&caps, 640, 480), CameraFormat::Raw);
         let h264 = describe(
+            Channel::Main,
             &source("/dev/video0", "none"),
             &x264(),
             &EncoderConfig::default(),
             Some(CameraFormat::H264),
+            &AudioProcessingConfig::default(),
         );
         assert!(!h264.contains("x264enc"), "no re-encode: {h264}");
         let mjpeg = describe(
+            Channel::Main,
             &source("/dev/video0", "hw:1,0"),
             &x264(),
             &EncoderConfig::default(),
             Some(CameraFormat::Mjpeg),
+            &AudioProcessingConfig::default(),
         );
         assert!(
             mjpeg.contains("jpegdec") && mjpeg.contains("alsasrc name=asrc device=\"hw:1,0\""),

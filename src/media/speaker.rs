@@ -1,8 +1,12 @@
 //! The speaker: one ALSA playback device shared by every played stream, mixed.
 //!
-//! `interaudiosrc (one per stream) → audiomixer → alsasink`, built when the first stream
-//! plays to the speaker and stopped with the last. Players feed it through
+//! `interaudiosrc (one per stream) → audiomixer → [echo probes] → alsasink`, built when the
+//! first stream plays to the speaker and stopped with the last. Players feed it through
 //! `interaudiosink`, so a player's pipeline failing never touches the mixer.
+//!
+//! When a microphone cancels echo, what the speaker plays passes its channel's echo probe
+//! first (`audio_processing.rs`), in the processor's format; a simulated room
+//! (`test_room.rs`) also gets a copy of it.
 
 use std::sync::Mutex;
 
@@ -10,6 +14,7 @@ use gst::prelude::*;
 use tracing::{info, warn};
 
 use super::MediaError;
+use super::audio_processing::{self, EchoReference, RAW_CAPS};
 
 struct Mixer {
     pipeline: gst::Pipeline,
@@ -25,22 +30,50 @@ pub struct SpeakerInput {
 
 pub struct Speaker {
     device: String,
+    echo: EchoReference,
+    /// Simulated rooms that get a copy of what is played (`appsink` names).
+    loopbacks: Vec<String>,
     mixer: Mutex<Option<Mixer>>,
 }
 
 impl Speaker {
-    pub fn new(device: &str) -> Self {
+    pub fn new(device: &str, echo: EchoReference, loopbacks: Vec<String>) -> Self {
         Self {
             device: device.to_owned(),
+            echo,
+            loopbacks,
             mixer: Mutex::new(None),
         }
     }
 
-    fn start(&self) -> Result<Mixer, MediaError> {
-        let description = format!(
-            "audiomixer name=mix ! audioconvert ! audioresample ! alsasink name=speaker device=\"{}\"",
-            self.device.replace('"', "")
+    /// Whether the speaker plays now (the echo reference is then live).
+    pub fn is_playing(&self) -> bool {
+        self.mixer.lock().map(|m| m.is_some()).unwrap_or(false)
+    }
+
+    fn description(&self) -> String {
+        let device = self.device.replace('"', "");
+        let probes = self.echo.probes();
+        if probes.is_empty() && self.loopbacks.is_empty() {
+            return format!(
+                "audiomixer name=mix ! audioconvert ! audioresample ! alsasink name=speaker device=\"{device}\""
+            );
+        }
+        // The probes go between `reference` and `out` (they are made once, not parsed).
+        let mut text = format!(
+            "audiomixer name=mix ! audioconvert ! audioresample ! capsfilter name=reference caps={RAW_CAPS} ! tee name=out allow-not-linked=true  \
+             out. ! queue ! audioconvert ! audioresample ! alsasink name=speaker device=\"{device}\""
         );
+        for name in &self.loopbacks {
+            text.push_str(&format!(
+                "  out. ! queue max-size-time=200000000 leaky=downstream ! appsink name={name} sync=false"
+            ));
+        }
+        text
+    }
+
+    fn start(&self) -> Result<Mixer, MediaError> {
+        let description = self.description();
         let pipeline = gst::parse::launch(&description)
             .map_err(|e| MediaError::Setup(format!("cannot build the speaker pipeline: {e}")))?
             .downcast::<gst::Pipeline>()
@@ -50,19 +83,67 @@ impl Speaker {
         let mixer = pipeline
             .by_name("mix")
             .ok_or_else(|| MediaError::Setup("speaker pipeline has no mixer".into()))?;
+        // Running times must agree with the microphones' (see `audio_processing`).
+        audio_processing::align_clock(&pipeline);
+        for name in &self.loopbacks {
+            if let Some(sink) = pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            {
+                super::test_room::feed_from(&sink, name.clone());
+            }
+        }
+        if let Err(e) = self.insert_probes(&pipeline) {
+            self.remove_probes(&pipeline);
+            return Err(e);
+        }
         pipeline.set_state(gst::State::Playing).map_err(|_| {
             let _ = pipeline.set_state(gst::State::Null);
+            self.remove_probes(&pipeline);
             MediaError::Setup(format!(
                 "cannot play to ALSA device `{}`; set player.audio_device (see `roomcast devices`)",
                 self.device
             ))
         })?;
-        info!(device = %self.device, "speaker started");
+        info!(device = %self.device, echo_reference = !self.echo.probes().is_empty(), "speaker started");
         Ok(Mixer {
             pipeline,
             mixer,
             inputs: 0,
         })
+    }
+
+    fn insert_probes(&self, pipeline: &gst::Pipeline) -> Result<(), MediaError> {
+        let probes = self.echo.probes();
+        if probes.is_empty() {
+            return Ok(());
+        }
+        let err = |what: &str| MediaError::Setup(format!("speaker echo reference: {what}"));
+        let (Some(reference), Some(out)) = (pipeline.by_name("reference"), pipeline.by_name("out"))
+        else {
+            return Err(err("the pipeline has no reference point"));
+        };
+        reference.unlink(&out);
+        pipeline
+            .add_many(&probes)
+            .map_err(|e| err(&e.to_string()))?;
+        let mut chain = vec![reference];
+        chain.extend(probes);
+        chain.push(out);
+        gst::Element::link_many(&chain).map_err(|e| err(&e.to_string()))
+    }
+
+    /// Takes the probes out of a stopped pipeline so that the next one can have them.
+    fn remove_probes(&self, pipeline: &gst::Pipeline) {
+        for probe in self.echo.probes() {
+            if probe
+                .parent()
+                .is_some_and(|p| &p == pipeline.upcast_ref::<gst::Object>())
+            {
+                let _ = probe.set_state(gst::State::Null);
+                let _ = pipeline.remove(&probe);
+            }
+        }
     }
 
     /// Adds a mixer input fed by `interaudiosink channel=<channel>`.
@@ -129,9 +210,11 @@ impl Speaker {
         mixer.inputs = mixer.inputs.saturating_sub(1);
         if mixer.inputs == 0
             && let Some(mixer) = guard.take()
-            && mixer.pipeline.set_state(gst::State::Null).is_err()
         {
-            warn!("the speaker pipeline did not stop cleanly");
+            if mixer.pipeline.set_state(gst::State::Null).is_err() {
+                warn!("the speaker pipeline did not stop cleanly");
+            }
+            self.remove_probes(&mixer.pipeline);
         }
     }
 }

@@ -84,7 +84,7 @@ impl Housekeeping {
 /// media bench: no CPU cost (15.8 % vs 16.3 % of a core, 5 rooms publishing) and the
 /// soak's RSS growth from minute 1 went from +11.2 % to +5.4 % and +8.0 % (two runs).
 /// The price: ~7 % more CPU while Janus restarts over and over (churn bench, side by
-/// side), not growing over time (README, Reliability).
+/// side), not growing over time (docs/operations.md, Reliability).
 pub const ARENAS: i32 = 2;
 
 /// Limits glibc's arenas to [`ARENAS`] unless the operator set `MALLOC_ARENA_MAX`

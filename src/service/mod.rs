@@ -46,6 +46,9 @@ use crate::{Agent, Config, RunError};
 /// A stop (SIGTERM, or a reload's restart) gets this long to leave the rooms and say
 /// `offline`; then the agent stops anyway (the broker's last will says `offline`).
 pub const STOP_BUDGET: Duration = Duration::from_millis(2500);
+/// What of [`STOP_BUDGET`] is kept for saving the state and saying `offline` after the
+/// rooms are left; the rest is the agent's ([`crate::Agent::stopped`]).
+const AFTER_ROOMS: Duration = Duration::from_millis(500);
 
 /// How often `STATUS=` is brought up to date (it is sent only when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -142,7 +145,7 @@ impl Generation {
         } = self;
         let orderly = async move {
             // The engine leaves the rooms first, so their events still reach dashboards.
-            agent.stopped().await;
+            agent.stopped(STOP_BUDGET.saturating_sub(AFTER_ROOMS)).await;
             persister.finish().await;
             control.stop().await;
         };
@@ -386,44 +389,47 @@ async fn reload(
     }
     match scope {
         reload::Scope::Nothing => Ok(current),
-        reload::Scope::Control => {
-            let control = match Control::new(&config) {
-                Ok(control) => control,
-                Err(e) => {
-                    error!("reload refused, the running configuration is kept: {e}");
-                    return Ok(current);
+        reload::Scope::InPlace {
+            control: restart_control,
+            audio_processing,
+            servers,
+        } => {
+            let control = if restart_control {
+                match Control::new(&config) {
+                    Ok(control) => Some(control),
+                    Err(e) => {
+                        error!("reload refused, the running configuration is kept: {e}");
+                        return Ok(current);
+                    }
                 }
+            } else {
+                None
             };
             notifier.reloading();
-            // The old connection goes first (two connections with one client id would
-            // take the broker session from each other): `offline`, then `online` again.
-            let old = current.control;
-            old.stop().await;
-            current.control = control.start(current.agent.engine.clone());
-            current.config = config;
-            current.text = Some(text);
-            Ok(current)
-        }
-        reload::Scope::Servers => {
-            let (Some(old), Some(new)) = (&old_table, &new_table) else {
-                // Not reached: without both files the scope is Everything.
-                return Ok(current);
-            };
-            let servers: Vec<ServerName> = reload::changed_servers(&changed, old, new)
-                .iter()
-                .filter_map(|name| ServerName::parse(name).ok())
-                .collect();
-            notifier.reloading();
-            match current.agent.reroute(&config, servers).await {
-                Ok(moved) if moved.is_empty() => {
-                    info!("reload: no room is on a server that changed; no room was touched")
+            if audio_processing {
+                match current
+                    .agent
+                    .media
+                    .set_audio_processing(&config.audio_processing)
+                {
+                    Ok(()) => info!(
+                        "reload: audio processing is now {}",
+                        config.audio_processing
+                    ),
+                    Err(e) => error!(
+                        "reload: the microphones' processing could not be changed ({e}); it stays as it was until the next restart of the source"
+                    ),
                 }
-                Ok(moved) => info!(
-                    "reload: logging in again to {} room(s) on servers that changed [{}]; the others are not touched",
-                    moved.len(),
-                    join(&moved)
-                ),
-                Err(e) => warn!("reload: the room engine did not take the new servers: {e}"),
+            }
+            if servers {
+                apply_servers(&current, &config, &changed, &old_table, &new_table).await;
+            }
+            if let Some(control) = control {
+                // The old connection goes first (two connections with one client id would
+                // take the broker session from each other): `offline`, then `online` again.
+                let old = current.control;
+                old.stop().await;
+                current.control = control.start(current.agent.engine.clone());
             }
             current.config = config;
             current.text = Some(text);
@@ -451,6 +457,36 @@ async fn reload(
             );
             Generation::start(config, Some(text), Some(media), desired, None, shutdown).await
         }
+    }
+}
+
+/// A reload changed `[janus.servers.*]` or `rooms.routes`: the rooms on the servers that
+/// changed are logged in again where they now belong; nothing else is touched.
+async fn apply_servers(
+    current: &Generation,
+    config: &Config,
+    changed: &[String],
+    old_table: &Option<toml::Table>,
+    new_table: &Option<toml::Table>,
+) {
+    let (Some(old), Some(new)) = (old_table, new_table) else {
+        // Not reached: without both files the scope is Everything.
+        return;
+    };
+    let servers: Vec<ServerName> = reload::changed_servers(changed, old, new)
+        .iter()
+        .filter_map(|name| ServerName::parse(name).ok())
+        .collect();
+    match current.agent.reroute(config, servers).await {
+        Ok(moved) if moved.is_empty() => {
+            info!("reload: no room is on a server that changed; no room was touched")
+        }
+        Ok(moved) => info!(
+            "reload: logging in again to {} room(s) on servers that changed [{}]; the others are not touched",
+            moved.len(),
+            join(&moved)
+        ),
+        Err(e) => warn!("reload: the room engine did not take the new servers: {e}"),
     }
 }
 

@@ -10,15 +10,20 @@ use toml::{Table, Value};
 pub enum Scope {
     /// The file means the same: nothing to do.
     Nothing,
-    /// Only remote control changed (`[mqtt]`, `device_id`, `[identity]`, which only the
-    /// MQTT `login_room` default uses): the MQTT connection is restarted; rooms, media
-    /// and streams are not touched.
-    Control,
-    /// Only the Janus servers (`[janus.servers.<name>]`) and `rooms.routes` changed: the
-    /// rooms on the servers that changed (or were removed) are logged in again where
-    /// they now belong; rooms on every other server, media and control are not touched.
-    /// New routes apply to later logins.
-    Servers,
+    /// Only parts that change in place: rooms, media and streams are not touched.
+    /// `control`: remote control changed (`[mqtt]`, `device_id`, `[identity]`, which only
+    /// the MQTT `login_room` default uses), so the MQTT connection is restarted.
+    /// `audio_processing`: `[audio_processing]` changed, so each microphone's processing
+    /// is swapped while it runs.
+    /// `servers`: the Janus servers (`[janus.servers.<name>]`) or `rooms.routes` changed:
+    /// the rooms on the servers that changed (or were removed) are logged in again where
+    /// they now belong; rooms on every other server are not touched, and new routes
+    /// apply to later logins.
+    InPlace {
+        control: bool,
+        audio_processing: bool,
+        servers: bool,
+    },
     /// Anything else (Janus, sources, encoder, rooms rules, state_dir, …): the agent
     /// leaves its rooms, rebuilds media, the SFU connection and the engine with the new
     /// settings, and takes up the same desired state again (a second or two without
@@ -26,39 +31,73 @@ pub enum Scope {
     Everything,
 }
 
+fn is_under(key: &str, section: &str) -> bool {
+    key == section
+        || key
+            .strip_prefix(section)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
 impl Scope {
     pub fn of(changed: &[String]) -> Scope {
         if changed.is_empty() {
             return Scope::Nothing;
         }
-        let control_only = changed.iter().all(|key| {
-            key == "device_id"
-                || key == "mqtt"
-                || key.starts_with("mqtt.")
-                || key == "identity"
-                || key.starts_with("identity.")
-        });
-        let servers_only = changed.iter().all(|key| {
-            key == "janus.servers" || key.starts_with("janus.servers.") || key == "rooms.routes"
-        });
-        if control_only {
-            Scope::Control
-        } else if servers_only {
-            Scope::Servers
+        let is_control =
+            |key: &str| key == "device_id" || is_under(key, "mqtt") || is_under(key, "identity");
+        let is_audio = |key: &str| is_under(key, "audio_processing");
+        let is_servers = |key: &str| is_under(key, "janus.servers") || key == "rooms.routes";
+        if changed
+            .iter()
+            .all(|key| is_control(key) || is_audio(key) || is_servers(key))
+        {
+            Scope::InPlace {
+                control: changed.iter().any(|key| is_control(key)),
+                audio_processing: changed.iter().any(|key| is_audio(key)),
+                servers: changed.iter().any(|key| is_servers(key)),
+            }
         } else {
             Scope::Everything
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Scope::Nothing => "nothing to do",
-            Scope::Control => "restarting MQTT control only (rooms and streams are not touched)",
-            Scope::Servers => {
-                "applying the Janus servers and routes: rooms on servers that changed are logged in again, nothing else is touched"
+            Scope::Nothing => "nothing to do".to_owned(),
+            Scope::InPlace {
+                control,
+                audio_processing,
+                servers,
+            } => {
+                let parts: Vec<&str> = [
+                    (control, "restarting MQTT control"),
+                    (
+                        audio_processing,
+                        "changing the microphones' processing in place",
+                    ),
+                    (
+                        servers,
+                        "applying the Janus servers and routes (rooms on servers that changed are logged in again)",
+                    ),
+                ]
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, part)| part)
+                .collect();
+                let only = if control && !audio_processing && !servers {
+                    " only"
+                } else {
+                    ""
+                };
+                let untouched = if servers {
+                    "no other room, media or stream is touched"
+                } else {
+                    "rooms and streams are not touched"
+                };
+                format!("{}{only} ({untouched})", parts.join(" and "))
             }
             Scope::Everything => {
-                "restarting rooms, media and control with the same rooms and streams"
+                "restarting rooms, media and control with the same rooms and streams".to_owned()
             }
         }
     }
@@ -151,8 +190,39 @@ mod tests {
                 "identity.user_name",
                 "device_id"
             ])),
-            Scope::Control
+            Scope::InPlace {
+                control: true,
+                audio_processing: false,
+                servers: false
+            }
         );
+        assert_eq!(
+            Scope::of(&keys(&[
+                "audio_processing.echo_cancel",
+                "audio_processing.noise_suppression"
+            ])),
+            Scope::InPlace {
+                control: false,
+                audio_processing: true,
+                servers: false
+            }
+        );
+        assert_eq!(
+            Scope::of(&keys(&["audio_processing", "mqtt.url"])),
+            Scope::InPlace {
+                control: true,
+                audio_processing: true,
+                servers: false
+            }
+        );
+        assert_eq!(
+            Scope::of(&keys(&[
+                "audio_processing.gain_control",
+                "encoder.bitrate_kbps"
+            ])),
+            Scope::Everything
+        );
+        assert_eq!(Scope::of(&keys(&["audio_processingx"])), Scope::Everything);
         assert_eq!(
             Scope::of(&keys(&["mqtt.url", "janus.url"])),
             Scope::Everything
@@ -164,16 +234,49 @@ mod tests {
         assert_eq!(Scope::of(&keys(&["mqttx"])), Scope::Everything);
         assert_eq!(
             Scope::of(&keys(&["janus.servers.b.url", "rooms.routes"])),
-            Scope::Servers
+            Scope::InPlace {
+                control: false,
+                audio_processing: false,
+                servers: true
+            }
         );
-        assert_eq!(Scope::of(&keys(&["janus.servers"])), Scope::Servers);
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers", "mqtt.url"])),
+            Scope::InPlace {
+                control: true,
+                audio_processing: false,
+                servers: true
+            }
+        );
         assert_eq!(
             Scope::of(&keys(&["janus.servers.b.url", "janus.url"])),
             Scope::Everything
         );
+        assert_eq!(Scope::of(&keys(&["janus.serversx"])), Scope::Everything);
+    }
+
+    #[test]
+    fn scopes_are_described() {
+        let control = Scope::InPlace {
+            control: true,
+            audio_processing: false,
+            servers: false,
+        };
         assert_eq!(
-            Scope::of(&keys(&["janus.servers.b.url", "mqtt.url"])),
-            Scope::Everything
+            control.describe(),
+            "restarting MQTT control only (rooms and streams are not touched)"
+        );
+        let servers = Scope::InPlace {
+            control: false,
+            audio_processing: false,
+            servers: true,
+        };
+        assert!(
+            servers
+                .describe()
+                .starts_with("applying the Janus servers and routes"),
+            "{}",
+            servers.describe()
         );
     }
 

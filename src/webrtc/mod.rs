@@ -40,41 +40,46 @@ pub enum WebRtcError {
     RelayFailed,
 }
 
-/// Initialises GStreamer once per process, and gives libsrtp the faster SRTP primitives
-/// of [`srtp_crypto`] (unless `ROOMCAST_SRTP_CRYPTO=libsrtp`).
+/// Initialises GStreamer once per process.
 pub fn init() -> Result<(), WebRtcError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| {
-        gst::init().map_err(|e| e.to_string())?;
-        install_srtp_crypto();
-        Ok(())
-    })
-    .clone()
-    .map_err(WebRtcError::Init)
+    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(WebRtcError::Init)
 }
 
-fn install_srtp_crypto() {
-    if std::env::var(srtp_crypto::OPT_OUT_ENV).is_ok_and(|v| v == "libsrtp") {
-        tracing::info!(
-            "SRTP: libsrtp's own AES-ICM and HMAC-SHA1 ({}=libsrtp)",
-            srtp_crypto::OPT_OUT_ENV
-        );
-        return;
-    }
-    match srtp_crypto::install() {
-        Ok(_) => tracing::debug!("SRTP: AES-ICM and HMAC-SHA1 handed to libsrtp"),
-        // Expected on a Pi 4 or a 32-bit board: not a fault.
-        Err(
-            e @ (srtp_crypto::SrtpCryptoError::NoAesInstructions { .. }
-            | srtp_crypto::SrtpCryptoError::UntestedVersion { .. }),
-        ) => {
-            tracing::info!("SRTP: {e}")
-        }
-        Err(e) => tracing::warn!(
-            "SRTP stays on libsrtp's own AES-ICM and HMAC-SHA1, which cost more per packet \
-             and so per room: {e}"
-        ),
-    }
+fn srtp_primitives() -> &'static OnceLock<Result<(), srtp_crypto::SrtpCryptoError>> {
+    static INSTALLED: OnceLock<Result<(), srtp_crypto::SrtpCryptoError>> = OnceLock::new();
+    &INSTALLED
+}
+
+/// Gives libsrtp the faster SRTP primitives of [`srtp_crypto`], once per process (the
+/// `srtp_primitives` fast path, `media::workarounds`): before any peer connection.
+pub fn install_srtp_primitives() -> Result<(), srtp_crypto::SrtpCryptoError> {
+    srtp_primitives()
+        .get_or_init(|| {
+            let result = srtp_crypto::install().map(|_| ());
+            if let Err(e) = &result
+                && !matches!(
+                    e,
+                    srtp_crypto::SrtpCryptoError::NoAesInstructions { .. }
+                        | srtp_crypto::SrtpCryptoError::UntestedVersion { .. }
+                )
+            {
+                // Expected on a Pi 4 or a 32-bit board are the two above: not a fault.
+                tracing::warn!(
+                    "SRTP stays on libsrtp's own AES-ICM and HMAC-SHA1, which cost more per packet \
+                     and so per room: {e}"
+                );
+            }
+            result
+        })
+        .clone()
+}
+
+/// Whether [`install_srtp_primitives`] ran in this process, and how it went.
+pub fn srtp_primitives_installed() -> Option<Result<(), srtp_crypto::SrtpCryptoError>> {
+    srtp_primitives().get().cloned()
 }
 
 /// Why a peer that needed a relay has no path.

@@ -23,7 +23,7 @@
 //! libsrtp is found at run time (`dlopen("libsrtp2.so.1")`, the library the GStreamer
 //! SRTP plugin links), so the build needs no libsrtp headers. When it cannot be found
 //! or refuses a replacement, SRTP stays on libsrtp's own primitives and the agent says
-//! so; `ROOMCAST_SRTP_CRYPTO=libsrtp` keeps them on purpose.
+//! so; `[media] srtp_primitives = false` keeps them on purpose.
 //!
 //! The replacement relies on libsrtp's internal tables (`srtp_cipher_type_t`,
 //! `srtp_auth_type_t`) keeping the layout it was checked against, which libsrtp does not
@@ -104,9 +104,6 @@ pub fn aes_keys_set() -> u64 {
 }
 
 static AES_KEYS_SET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The environment variable that keeps libsrtp's own primitives when set to `libsrtp`.
-pub const OPT_OUT_ENV: &str = "ROOMCAST_SRTP_CRYPTO";
 
 // srtp_err_status_t values (srtp.h).
 type Status = c_int;

@@ -107,7 +107,7 @@ impl TestAgent {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(agent) = self.agent.take() {
-            agent.stopped().await;
+            agent.stopped(std::time::Duration::from_secs(4)).await;
         }
     }
 

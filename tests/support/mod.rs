@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod audio_meter;
 pub mod browser;
 pub mod certs;
 pub mod dashboard;

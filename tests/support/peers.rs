@@ -20,6 +20,8 @@ pub struct Seen {
     /// Capture→decoded latency of every stamped frame, ms.
     pub latencies_ms: Mutex<Vec<f64>>,
     pub size: Mutex<Option<(u32, u32)>>,
+    /// The decoded audio's far-end and near-end tone levels, second by second.
+    pub tones: Mutex<super::audio_meter::ToneMeter>,
     /// When the feed appeared in the room (for `wait_for`), and when Janus confirmed the
     /// subscription (`started`).
     pub feed_seen: Mutex<Option<Instant>>,
@@ -176,6 +178,33 @@ impl Subscriber {
                     .unwrap();
                 pipeline.add(&sink).unwrap();
                 sink.sync_state_with_parent().unwrap();
+                if caps.structure(0).unwrap().name().starts_with("audio/") {
+                    // Metered as 48 kHz mono float.
+                    let convert = gst::parse::bin_from_description(
+                        "audioconvert ! audioresample ! capsfilter caps=audio/x-raw,format=F32LE,rate=48000,channels=1,layout=interleaved",
+                        true,
+                    )
+                    .unwrap();
+                    pipeline.add(&convert).unwrap();
+                    convert.sync_state_with_parent().unwrap();
+                    decoded.link(&convert.static_pad("sink").unwrap()).unwrap();
+                    let metered = convert.static_pad("src").unwrap();
+                    metered.link(&sink.static_pad("sink").unwrap()).unwrap();
+                    let s = s.clone();
+                    metered.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                        if let Some(buffer) = info.buffer()
+                            && let Ok(map) = buffer.map_readable()
+                        {
+                            let samples: Vec<f32> = map
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                                .collect();
+                            s.tones.lock().unwrap().push(&samples);
+                        }
+                        gst::PadProbeReturn::Ok
+                    });
+                    return;
+                }
                 decoded.link(&sink.static_pad("sink").unwrap()).unwrap();
             });
         });
@@ -235,8 +264,37 @@ pub struct TestPublisher {
     _janus: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
 }
 
+/// The default test audio: a steady 440 Hz tone.
+const STEADY_TONE: &str = "audiotestsrc is-live=true";
+
 impl TestPublisher {
     pub async fn start(ws_url: &str, room: &str, feed: &str, display: &str) -> Self {
+        Self::start_with_audio(ws_url, room, feed, display, STEADY_TONE).await
+    }
+
+    /// A far-end talker: a 285 Hz sawtooth (a voice's harmonics, broadband as speech
+    /// is) in syllable-paced bursts (400 ms on, 270 ms off), so that it talks over the
+    /// near end part of the time, as people do.
+    pub async fn start_talking(ws_url: &str, room: &str, feed: &str, display: &str) -> Self {
+        Self::start_with_audio(
+            ws_url,
+            room,
+            feed,
+            display,
+            "audiotestsrc is-live=true wave=saw freq=285 volume=0.8 samplesperbuffer=480 ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! identity name=talker",
+        )
+        .await
+    }
+
+    /// Publishes with `audio` (a gst-launch fragment ending in raw audio) as the sound;
+    /// an element named `talker` in it is shaped into bursts.
+    pub async fn start_with_audio(
+        ws_url: &str,
+        room: &str,
+        feed: &str,
+        display: &str,
+        audio: &str,
+    ) -> Self {
         let mut janus = RawJanus::connect(ws_url).await;
         let handle = janus.attach("janus.plugin.videoroom").await;
         janus.ensure_videoroom(handle, room).await;
@@ -247,15 +305,30 @@ impl TestPublisher {
             joined["plugindata"]["data"]["videoroom"], "joined",
             "{joined}"
         );
-        let pipeline = gst::parse::launch(
+        let pipeline = gst::parse::launch(&format!(
             "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 ! \
              x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=constrained-baseline ! \
              rtph264pay config-interval=-1 pt=96 ! application/x-rtp,media=video,encoding-name=H264,payload=96 ! webrtcbin name=w bundle-policy=max-bundle \
-             audiotestsrc is-live=true ! opusenc ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.",
-        )
+             {audio} ! audioconvert ! opusenc ! rtpopuspay pt=111 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! w.",
+        ))
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
+        if let Some(pad) = pipeline.by_name("talker").and_then(|e| e.static_pad("src")) {
+            pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+                let buffer = info.buffer_mut().unwrap();
+                let start = buffer.pts().map_or(0, |t| t.nseconds());
+                let mut map = buffer.make_mut().map_writable().unwrap();
+                for (n, sample) in map.chunks_exact_mut(2).enumerate() {
+                    // 4/3 of the near end's cadence: 400 ms bursts every 667 ms.
+                    let t = Duration::from_nanos((start + n as u64 * 20_833) * 3 / 4);
+                    let gain = roomcast::media::test_room::envelope(t);
+                    let value = f64::from(i16::from_le_bytes([sample[0], sample[1]])) * gain;
+                    sample.copy_from_slice(&(value as i16).to_le_bytes());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         let webrtcbin = pipeline.by_name("w").unwrap();
         let (trickle, session) = (janus.to_ws.clone(), janus.session);
         webrtcbin.connect("on-ice-candidate", false, move |values| {

@@ -59,7 +59,7 @@ pub fn install(webrtc_sink: &gst::Pad) -> Result<(), NotInstalled> {
     idle.watch_red(&stage.redenc);
     // From webrtcbin's own sink pad, past its clocksync too; with the sending path
     // kept as it is, from the FEC stage's sink pad.
-    let run = if hops::enabled() {
+    let run = if super::engaged(super::FastPath::SendingPathShortcut) {
         hops::Run {
             entry: webrtc_sink.clone(),
             skipped: stage.skipped,

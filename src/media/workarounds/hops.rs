@@ -8,7 +8,7 @@
 //! every room, and after srtpenc a clocksync that does not sync and a funnel that
 //! merges RTP with RTCP and DTLS for the ICE sink. With five rooms that is work on cold
 //! memory the encode-once design cannot share, and it showed in the per-room profile
-//! (README, Performance). `ROOMCAST_SENDING_PATH=webrtcbin` keeps every pad.
+//! (docs/workarounds.md). `[media] sending_path_shortcut = false` keeps every pad.
 //!
 //! A [`Run`] is such a stretch: the pad where the data enters it, the pads it would
 //! pass, and the element pad after them. Once the path is set up (the answer applied),
@@ -26,29 +26,11 @@
 //! inside the tee's push into that room, so an IDLE probe on the tee pad still means
 //! what it says: nothing of that room is in flight.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use gst::glib::translate::ToGlibPtr;
 use gst::prelude::*;
-
-/// The environment variable that keeps webrtcbin's sending path as it is (but for the
-/// FEC stage, which `fec_bypass` skips either way) when set to `webrtcbin`.
-pub const OPT_OUT_ENV: &str = "ROOMCAST_SENDING_PATH";
-
-/// Whether this process shortens sending paths (read once).
-pub(crate) fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let keep = std::env::var(OPT_OUT_ENV).is_ok_and(|v| v == "webrtcbin");
-        if keep {
-            tracing::info!(
-                "{OPT_OUT_ENV}=webrtcbin: packets take every pad of webrtcbin's sending path"
-            );
-        }
-        !keep
-    })
-}
 
 /// A path longer than this is not webrtcbin's sending path (it has about a dozen
 /// elements): the walk stops.

@@ -6,7 +6,7 @@
 //! one push per frame, so the tee and every room's gate and webrtcbin are walked once
 //! per frame instead: with the FEC stage bypassed (`fec_bypass.rs`) the list reaches
 //! libnice whole, which sends it with one `sendmmsg`. What stays per packet is SRTP and
-//! the RTP session's bookkeeping. Measured: README, Performance.
+//! the RTP session's bookkeeping. Measured: docs/performance.md.
 //!
 //! It adds no delay: the payloader writes a whole access unit in one go and marks its
 //! last packet (RTP marker bit), which is when the list leaves. A packet with a new RTP
