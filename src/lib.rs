@@ -25,7 +25,7 @@ use tracing::warn;
 
 pub use config::Config;
 use engine::{EngineBuilder, EngineHandle};
-use rooms::janus::JanusRooms;
+use rooms::janus::JanusServers;
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +45,12 @@ pub struct Agent {
     engine_task: JoinHandle<()>,
     /// The SFU connection outlives the engine so leaving rooms can still be said.
     sfu_shutdown: CancellationToken,
-    rooms: Arc<JanusRooms>,
+    rooms: Arc<JanusServers>,
 }
 
 impl Agent {
-    /// Starts media, the Janus connection and the engine. Nothing is joined yet.
+    /// Starts media, the Janus servers' backend and the engine. Nothing is joined (or
+    /// connected to Janus) yet.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, RunError> {
         let media = Arc::new(media::GstMedia::new(config)?);
         Ok(Self::start_with_media(config, media, shutdown))
@@ -62,7 +63,7 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Self {
         let sfu_shutdown = CancellationToken::new();
-        let (rooms, rooms_events) = JanusRooms::start(&config.janus, sfu_shutdown.clone());
+        let (rooms, rooms_events) = JanusServers::new(&config.janus, sfu_shutdown.clone());
         let (engine, engine_task) = EngineBuilder::new(config.engine_settings()).start(
             rooms.clone(),
             rooms_events,
@@ -78,10 +79,23 @@ impl Agent {
         }
     }
 
+    /// A reload changed the Janus servers in `changed` (or `rooms.routes`): the backend
+    /// takes the new servers' settings and the engine logs the rooms on the changed
+    /// servers in again where they now belong; nothing else is touched. Returns the
+    /// rooms logged in again.
+    pub async fn reroute(
+        &self,
+        config: &Config,
+        changed: Vec<engine::ServerName>,
+    ) -> Result<Vec<engine::RoomId>, engine::EngineError> {
+        self.rooms.reconfigure(&config.janus, &changed);
+        self.engine.reroute(config.server_routes(), changed).await
+    }
+
     /// Waits for the engine to finish (it leaves every room when its shutdown token is
-    /// cancelled), then closes the SFU session, all within `budget`: the engine gets
+    /// cancelled), then closes the SFU sessions, all within `budget`: the engine gets
     /// most of it, the server fan-out's clean-up the rest. However this ends — in time,
-    /// late, or dropped by a caller's own deadline — media stops and the SFU session is
+    /// late, or dropped by a caller's own deadline — media stops and the SFU sessions are
     /// closed: a stop that runs out of time never leaves a Janus session open.
     pub async fn stopped(self, budget: Duration) {
         let _closes = CloseOnDrop {

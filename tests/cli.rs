@@ -110,3 +110,38 @@ fn check_config_warns_about_plaintext_credentials() {
     assert!(!err.contains("Q7"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Issue 20: a route to a server that is not configured is refused (exit 2), naming the
+/// route and the servers there are; the same route to a configured server is fine.
+#[test]
+fn check_config_refuses_a_route_to_an_unknown_server() {
+    let dir = std::env::temp_dir().join(format!("roomcast-cli-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("routes.toml");
+    let text = std::fs::read_to_string(example()).unwrap().replace(
+        "# routes = [ { rooms = \"group-*\", server = \"district\" } ]",
+        "routes = [ { rooms = \"group-*\", server = \"district\" } ]",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = roomcast(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`rooms.routes[0].server`: \"district\" is not a configured Janus server")
+            && err.contains("(default)"),
+        "{err}"
+    );
+    let text = text.replace(
+        "# [janus.servers.district]\n# url = \"wss://janus.district.example/ws\"",
+        "[janus.servers.district]\nurl = \"wss://janus.district.example/ws\"",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = roomcast(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("and district wss://janus.district.example/ws (1 route)"),
+        "{summary}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -146,7 +146,8 @@ async fn room_ops_succeed_and_fail_with_their_codes() {
     let result = ok(&dash, "login_room", json!({"room_id": "bigclass"})).await;
     assert_eq!(
         result,
-        json!({"room_id": "bigclass", "user": {"user_id": "box-17", "user_name": "Room 101 camera"}})
+        json!({"room_id": "bigclass", "user": {"user_id": "box-17", "user_name": "Room 101 camera"},
+            "server": "default"})
     );
     assert_eq!(
         participants(&janus.textroom_participants("bigclass").await),

@@ -220,7 +220,38 @@ impl Config {
                 mqtt.keepalive_s
             ),
         );
-        let tls = mqtt.url.is_tls();
+        let brokers = mqtt.brokers();
+        match (&mqtt.url, mqtt.urls.is_empty()) {
+            (Some(_), false) => check(
+                false,
+                "mqtt.urls",
+                "set mqtt.url (one broker) or mqtt.urls (a list of brokers), not both".to_owned(),
+            ),
+            (None, true) => check(
+                false,
+                "mqtt.url",
+                "no broker: set mqtt.url = \"mqtt(s)://host:port\", or mqtt.urls = [ … ] for several".to_owned(),
+            ),
+            _ => {}
+        }
+        check(
+            mqtt.urls.len() <= MAX_BROKERS,
+            "mqtt.urls",
+            format!("{} brokers listed; at most {MAX_BROKERS}", mqtt.urls.len()),
+        );
+        for (i, url) in mqtt.urls.iter().enumerate() {
+            check(
+                !mqtt.urls[..i].contains(url),
+                &format!("mqtt.urls[{i}]"),
+                format!("{url} is listed twice"),
+            );
+        }
+        let tls = mqtt.is_tls();
+        check(
+            brokers.iter().all(|b| b.is_tls() == tls),
+            "mqtt.urls",
+            "mixes mqtt:// and mqtts:// brokers: use mqtts:// for all (roomcast never falls back to plaintext) or mqtt:// for all".to_owned(),
+        );
         check(
             mqtt.client_cert.is_some() == mqtt.client_key.is_some(),
             "mqtt.client_cert",
@@ -228,7 +259,7 @@ impl Config {
         );
         check(
             tls || (mqtt.ca_file.is_none() && mqtt.client_cert.is_none()),
-            "mqtt.url",
+            if mqtt.urls.is_empty() { "mqtt.url" } else { "mqtt.urls" },
             "TLS files are set but the URL is not mqtts://: use mqtts:// (roomcast never falls back to plaintext)".to_owned(),
         );
         check(
@@ -255,61 +286,53 @@ impl Config {
             "a password needs a username".to_owned(),
         );
 
-        let janus = &self.janus;
-        if let Some(ca_file) = &janus.ca_file {
-            if janus.url.is_plaintext() {
-                check(
-                    false,
-                    "janus.ca_file",
-                    format!(
-                        "is set but janus.url {} is ws://; a CA is only used with wss://",
-                        janus.url
-                    ),
-                );
-            } else if let Err(message) = crate::base::tls::trusting_only("janus.ca_file", ca_file) {
-                check(false, "janus.ca_file", message);
-            }
+        for (i, route) in self.rooms.routes.iter().enumerate() {
+            let pattern = &route.rooms;
+            check(
+                !pattern.is_empty()
+                    && pattern.len() < crate::engine::types::ROOM_ID_LIMIT
+                    && pattern.chars().all(|c| c.is_ascii_graphic()),
+                &format!("rooms.routes[{i}].rooms"),
+                format!(
+                    "{pattern:?} is not a room pattern: 1 to 127 characters of a room id, with * (any run) and ? (one character)"
+                ),
+            );
+            let known = route.server == crate::engine::ServerName::DEFAULT
+                || self.janus.servers.contains_key(&route.server);
+            check(
+                known,
+                &format!("rooms.routes[{i}].server"),
+                format!(
+                    "{:?} is not a configured Janus server: use \"default\" ([janus]) or the name of a [janus.servers.<name>] section ({})",
+                    route.server,
+                    self.server_routes()
+                ),
+            );
         }
-        check(
-            (100..=60_000).contains(&janus.request_timeout_ms),
-            "janus.request_timeout_ms",
-            format!(
-                "{} is out of range: allowed 100 to 60000 ms",
-                janus.request_timeout_ms
-            ),
-        );
-        check(
-            (1..=50).contains(&janus.keepalive_interval_s),
-            "janus.keepalive_interval_s",
-            format!(
-                "{} is out of range: allowed 1 to 50 s (it must stay well inside Janus's session_timeout, 60 s by default)",
-                janus.keepalive_interval_s
-            ),
-        );
-        check(
-            (5..=86_400).contains(&janus.reconnect_window_s),
-            "janus.reconnect_window_s",
-            format!(
-                "{} is out of range: allowed 5 to 86400 s",
-                janus.reconnect_window_s
-            ),
-        );
-        check(
-            (1..=100).contains(&janus.room.publishers),
-            "janus.room.publishers",
-            format!(
-                "{} is out of range: allowed 1 to 100",
-                janus.room.publishers
-            ),
-        );
-        check(
-            (100..=50_000).contains(&janus.room.bitrate_kbps),
-            "janus.room.bitrate_kbps",
-            format!(
-                "{} is out of range: allowed 100 to 50000 kbit/s",
-                janus.room.bitrate_kbps
-            ),
-        );
+        for (name, janus) in self.janus.servers.iter() {
+            let field = format!("janus.servers.{name}");
+            check(
+                crate::engine::ServerName::parse(name).is_ok()
+                    && name != crate::engine::ServerName::DEFAULT,
+                &field,
+                format!(
+                    "{name:?} is not allowed as a server name: 1 to 64 ASCII letters, digits, '-' or '_', and not \"default\" (that is [janus] itself)"
+                ),
+            );
+            check(
+                janus.servers.is_empty(),
+                &format!("{field}.servers"),
+                "servers are listed once, under [janus.servers.<name>]; a server has no servers of its own".to_owned(),
+            );
+        }
+        for (name, janus) in self.janus.all_servers() {
+            let prefix = if name == crate::engine::ServerName::DEFAULT {
+                "janus".to_owned()
+            } else {
+                format!("janus.servers.{name}")
+            };
+            janus.validate_server(&prefix, &mut check);
+        }
         problems
     }
 
@@ -323,37 +346,51 @@ impl Config {
         }
         // Credentials over plaintext to anything but this machine (private addresses
         // included: a school network is shared with hundreds of devices).
-        if !self.mqtt.url.is_tls() && !self.mqtt.url.is_loopback() && self.mqtt.password.is_some() {
-            warnings.push(format!(
-                "mqtt.url {} is unencrypted and mqtt.password is set: the password and every command cross the network in clear; use mqtts:// with mqtt.ca_file",
-                self.mqtt.url
-            ));
-        }
-        let janus_secrets: Vec<&str> = [
-            ("janus.api_secret", self.janus.api_secret.is_some()),
-            ("janus.token", self.janus.token.is_some()),
-            ("janus.admin_key", self.janus.admin_key.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect();
-        if self.janus.url.is_plaintext() && !self.janus.url.is_loopback() {
-            if janus_secrets.is_empty() {
-                if self.janus.url.is_plaintext_remote() {
-                    warnings.push(format!(
-                        "janus.url {} is unencrypted and not on this machine; consider wss://",
-                        self.janus.url
-                    ));
-                }
-            } else {
+        for url in self.mqtt.brokers() {
+            if !url.is_tls() && !url.is_loopback() && self.mqtt.password.is_some() {
                 warnings.push(format!(
-                    "janus.url {} is unencrypted and {} set: it crosses the network in clear with every request; use wss:// (janus.ca_file for the school's own CA)",
-                    self.janus.url,
-                    match janus_secrets.as_slice() {
-                        [one] => format!("{one} is"),
-                        many => format!("{} are", many.join(", ")),
+                    "{} {url} is unencrypted and mqtt.password is set: the password and every command cross the network in clear; use mqtts:// with mqtt.ca_file",
+                    if self.mqtt.urls.is_empty() {
+                        "mqtt.url"
+                    } else {
+                        "mqtt.urls:"
                     }
                 ));
+            }
+        }
+        for (name, janus) in self.janus.all_servers() {
+            let prefix = if name == crate::engine::ServerName::DEFAULT {
+                "janus".to_owned()
+            } else {
+                format!("janus.servers.{name}")
+            };
+            let secrets: Vec<String> = [
+                ("api_secret", janus.api_secret.is_some()),
+                ("token", janus.token.is_some()),
+                ("admin_key", janus.admin_key.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| format!("{prefix}.{key}"))
+            .collect();
+            if janus.url.is_plaintext() && !janus.url.is_loopback() {
+                if secrets.is_empty() {
+                    if janus.url.is_plaintext_remote() {
+                        warnings.push(format!(
+                            "{prefix}.url {} is unencrypted and not on this machine; consider wss://",
+                            janus.url
+                        ));
+                    }
+                } else {
+                    warnings.push(format!(
+                        "{prefix}.url {} is unencrypted and {} set: it crosses the network in clear with every request; use wss:// ({prefix}.ca_file for the school's own CA)",
+                        janus.url,
+                        match secrets.as_slice() {
+                            [one] => format!("{one} is"),
+                            many => format!("{} are", many.join(", ")),
+                        }
+                    ));
+                }
             }
         }
         warnings
@@ -385,16 +422,36 @@ impl Config {
             })
             .collect();
         format!(
-            "device {} as user {}, {rooms}, sources [{}], encoder {} at {} kbit/s, MQTT {} (topics {}/{}/…), Janus {}",
+            "device {} as user {}, {rooms}, sources [{}], encoder {} at {} kbit/s, MQTT {} (topics {}/{}/…), Janus {}{}",
             self.device_id,
             self.identity.user_id,
             sources.join("; "),
             self.encoder.preference,
             self.encoder.bitrate_kbps,
-            self.mqtt.url,
+            self.mqtt.describe_brokers(),
             self.mqtt.topic_prefix,
             self.device_id,
             self.janus.url,
+            if self.janus.servers.is_empty() {
+                String::new()
+            } else {
+                let others: Vec<String> = self
+                    .janus
+                    .servers
+                    .iter()
+                    .map(|(name, c)| format!("{name} {}", c.url))
+                    .collect();
+                format!(
+                    " and {} ({} route{})",
+                    others.join(", "),
+                    self.rooms.routes.len(),
+                    if self.rooms.routes.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                )
+            },
         )
     }
 
@@ -408,6 +465,7 @@ impl Config {
                 .then(|| std::time::Duration::from_secs(self.rooms.quality_interval_s)),
             allowed_rooms: crate::engine::RoomAllowList::new(self.rooms.allowed.clone()),
             fanout: self.rooms.fanout,
+            servers: self.server_routes(),
             reconnect: crate::engine::ReconnectPolicy {
                 window: std::time::Duration::from_secs(self.janus.reconnect_window_s),
                 ..Default::default()
@@ -415,9 +473,99 @@ impl Config {
         }
     }
 
+    /// The configured Janus servers and `rooms.routes`, for the engine.
+    pub fn server_routes(&self) -> crate::engine::ServerRoutes {
+        use crate::engine::{Route, ServerName};
+        let others = self
+            .janus
+            .servers
+            .keys()
+            .filter_map(|name| ServerName::parse(name).ok());
+        let routes = self
+            .rooms
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(Route {
+                    rooms: r.rooms.clone(),
+                    server: ServerName::parse(&r.server).ok()?,
+                })
+            })
+            .collect();
+        self.janus.all_servers().fold(
+            crate::engine::ServerRoutes::new(others, routes),
+            |routes, (name, janus)| match ServerName::parse(name) {
+                Ok(name) => routes.with_reconnect_window(
+                    name,
+                    std::time::Duration::from_secs(janus.reconnect_window_s),
+                ),
+                Err(_) => routes,
+            },
+        )
+    }
+
     /// The persisted state file inside `state_dir`.
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("state.json")
+    }
+}
+
+impl JanusConfig {
+    /// The checks of one server's section (`prefix`: `janus` or `janus.servers.<name>`).
+    fn validate_server(&self, prefix: &str, check: &mut dyn FnMut(bool, &str, String)) {
+        if let Some(ca_file) = &self.ca_file {
+            if self.url.is_plaintext() {
+                check(
+                    false,
+                    &format!("{prefix}.ca_file"),
+                    format!(
+                        "is set but {prefix}.url {} is ws://; a CA is only used with wss://",
+                        self.url
+                    ),
+                );
+            } else if let Err(message) =
+                crate::base::tls::trusting_only(&format!("{prefix}.ca_file"), ca_file)
+            {
+                check(false, &format!("{prefix}.ca_file"), message);
+            }
+        }
+        check(
+            (100..=60_000).contains(&self.request_timeout_ms),
+            &format!("{prefix}.request_timeout_ms"),
+            format!(
+                "{} is out of range: allowed 100 to 60000 ms",
+                self.request_timeout_ms
+            ),
+        );
+        check(
+            (1..=50).contains(&self.keepalive_interval_s),
+            &format!("{prefix}.keepalive_interval_s"),
+            format!(
+                "{} is out of range: allowed 1 to 50 s (it must stay well inside Janus's session_timeout, 60 s by default)",
+                self.keepalive_interval_s
+            ),
+        );
+        check(
+            (5..=86_400).contains(&self.reconnect_window_s),
+            &format!("{prefix}.reconnect_window_s"),
+            format!(
+                "{} is out of range: allowed 5 to 86400 s",
+                self.reconnect_window_s
+            ),
+        );
+        check(
+            (1..=100).contains(&self.room.publishers),
+            &format!("{prefix}.room.publishers"),
+            format!("{} is out of range: allowed 1 to 100", self.room.publishers),
+        );
+        check(
+            (100..=50_000).contains(&self.room.bitrate_kbps),
+            &format!("{prefix}.room.bitrate_kbps"),
+            format!(
+                "{} is out of range: allowed 100 to 50000 kbit/s",
+                self.room.bitrate_kbps
+            ),
+        );
     }
 }
 

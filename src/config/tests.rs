@@ -37,7 +37,7 @@ fn the_example_is_valid_and_complete() {
     assert_eq!(config.rooms.allowed, ["bigclass", "group-*"]);
     assert_eq!(config.sources.main.video, VideoInput::Test);
     assert_eq!(config.sources.main.audio, AudioInput::Test);
-    assert_eq!(config.mqtt.url.port, 1883);
+    assert_eq!(config.mqtt.brokers()[0].port, 1883);
     assert!(config.warnings().is_empty(), "{:?}", config.warnings());
     let summary = config.summary();
     assert!(
@@ -301,4 +301,126 @@ fn janus_ca_file_is_checked_when_the_config_is() {
     let error = error_text(&with("wss://janus.school.lan:8989"));
     assert!(error.contains("contains no certificate"), "{error}");
     std::fs::remove_file(&garbage).ok();
+}
+
+#[test]
+fn more_janus_servers_and_routes() {
+    let text = format!(
+        "{MINIMAL}[janus.servers.district]\nurl = \"wss://janus.district.example/ws\"\napi_secret = \"s3cret\"\nrequest_timeout_ms = 2000\n[janus.servers.school-2]\nurl = \"ws://10.0.0.2:8188/\"\n"
+    )
+    .replace(
+        "[mqtt]",
+        "[rooms]\nroutes = [ { rooms = \"group-*\", server = \"district\" }, { rooms = \"lab\", server = \"default\" } ]\n[mqtt]",
+    );
+    let config = parse(&text).unwrap();
+    let names: Vec<&str> = config.janus.all_servers().map(|(n, _)| n).collect();
+    assert_eq!(names, ["default", "district", "school-2"]);
+    assert_eq!(config.janus.servers["district"].request_timeout_ms, 2000);
+    let routes = config.server_routes();
+    let name = |n: &str| crate::engine::ServerName::parse(n).unwrap();
+    assert_eq!(
+        routes.reconnect_window(&name("district")),
+        Some(std::time::Duration::from_secs(300))
+    );
+    let room = |r: &str| crate::engine::RoomId::parse(r).unwrap();
+    assert_eq!(
+        routes.resolve(&room("group-3"), None).unwrap().as_str(),
+        "district"
+    );
+    assert_eq!(
+        routes.resolve(&room("lab"), None).unwrap().as_str(),
+        "default"
+    );
+    assert_eq!(
+        routes.resolve(&room("bigclass"), None).unwrap().as_str(),
+        "default"
+    );
+    let summary = config.summary();
+    assert!(
+        summary.contains("district wss://janus.district.example/ws")
+            && summary.contains("2 routes"),
+        "{summary}"
+    );
+    assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[test]
+fn a_route_to_an_unknown_server_is_refused() {
+    let text = MINIMAL.replace(
+        "[mqtt]",
+        "[rooms]\nroutes = [ { rooms = \"group-*\", server = \"district\" } ]\n[mqtt]",
+    );
+    let e = error_text(&text);
+    assert!(
+        e.contains("`rooms.routes[0].server`")
+            && e.contains("\"district\" is not a configured Janus server"),
+        "{e}"
+    );
+    assert!(e.contains(":3") || e.contains("test.toml"), "{e}");
+}
+
+#[test]
+fn server_sections_are_checked_like_janus() {
+    let text = format!(
+        "{MINIMAL}[janus.servers.default]\nurl = \"ws://10.0.0.2:8188/\"\n[janus.servers.b]\nurl = \"ws://10.0.0.3:8188/\"\nrequest_timeout_ms = 5\n[janus.servers.b.servers.c]\nurl = \"ws://10.0.0.4:8188/\"\n"
+    );
+    let e = error_text(&text);
+    assert!(e.contains("`janus.servers.default`"), "{e}");
+    assert!(e.contains("`janus.servers.b.request_timeout_ms`"), "{e}");
+    assert!(e.contains("`janus.servers.b.servers`"), "{e}");
+    let typo = format!("{MINIMAL}[janus.servers.b]\nurl = \"ws://10.0.0.3:8188/\"\nurll = 1\n");
+    assert!(error_text(&typo).contains("urll"));
+    let secret = format!(
+        "{MINIMAL}[janus.servers.b]\nurl = \"ws://192.168.1.9:8188/\"\napi_secret = \"x\"\n"
+    );
+    let warnings = parse(&secret).unwrap().warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("janus.servers.b.url")
+            && w.contains("janus.servers.b.api_secret is set")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_broker_list_in_mqtt_urls() {
+    let list = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtt://127.0.0.1:1883\", \"mqtt://10.0.0.9\"]",
+    );
+    let config = parse(&list).unwrap();
+    let brokers: Vec<String> = config
+        .mqtt
+        .brokers()
+        .iter()
+        .map(|b| b.to_string())
+        .collect();
+    assert_eq!(brokers, ["mqtt://127.0.0.1:1883", "mqtt://10.0.0.9:1883"]);
+    assert!(
+        config
+            .summary()
+            .contains("MQTT [mqtt://127.0.0.1:1883, mqtt://10.0.0.9:1883]")
+    );
+
+    let both = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "url = \"mqtt://127.0.0.1:1883\"\nurls = [\"mqtt://10.0.0.9\"]",
+    );
+    assert!(error_text(&both).contains("`mqtt.urls`: set mqtt.url (one broker) or mqtt.urls"));
+    let none = MINIMAL.replace("url = \"mqtt://127.0.0.1:1883\"", "");
+    assert!(error_text(&none).contains("`mqtt.url`: no broker"));
+    let mixed = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtts://a.example\", \"mqtt://b.example\"]\nca_file = \"/etc/hostname\"",
+    );
+    assert!(error_text(&mixed).contains("mixes mqtt:// and mqtts://"));
+    let twice = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtt://b.example\", \"mqtt://b.example:1883\"]",
+    );
+    assert!(error_text(&twice).contains("`mqtt.urls[1]`: mqtt://b.example:1883 is listed twice"));
+    let tls = MINIMAL.replace(
+        "url = \"mqtt://127.0.0.1:1883\"",
+        "urls = [\"mqtts://a.example\", \"mqtts://b.example\"]",
+    );
+    assert!(error_text(&tls).contains("`mqtt.ca_file`"));
 }

@@ -68,6 +68,20 @@ pub struct RoomsConfig {
     /// server can (`auto`).
     #[serde(default)]
     pub fanout: FanoutPolicy,
+    /// Which Janus server a room is on when `login_room` names none: the first route
+    /// whose glob matches the room id; no match: the default server (`[janus]`).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One `rooms.routes` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A glob over room ids (`*`, `?`), as in `rooms.allowed`.
+    pub rooms: String,
+    /// `default` or the name of a `[janus.servers.<name>]`.
+    pub server: String,
 }
 
 impl Default for RoomsConfig {
@@ -79,6 +93,7 @@ impl Default for RoomsConfig {
             quality_interval_s: default_quality_interval(),
             allowed: Vec::new(),
             fanout: FanoutPolicy::Device,
+            routes: Vec::new(),
         }
     }
 }
@@ -426,7 +441,13 @@ impl fmt::Display for MqttUrl {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    pub url: MqttUrl,
+    /// The broker (one). Either this or `urls`.
+    pub url: Option<MqttUrl>,
+    /// Several brokers (a cluster, or bridged brokers sharing the topics), tried in
+    /// order: when the one connected goes away the box moves to the next. Either this or
+    /// `url`.
+    #[serde(default)]
+    pub urls: Vec<MqttUrl>,
     /// Defaults to `roomcast-{device_id}`.
     pub client_id: Option<String>,
     pub username: Option<String>,
@@ -440,6 +461,30 @@ pub struct MqttConfig {
     pub topic_prefix: String,
     #[serde(default = "default_mqtt_keepalive")]
     pub keepalive_s: u16,
+}
+
+/// The most brokers `mqtt.urls` may list.
+pub const MAX_BROKERS: usize = 8;
+
+impl MqttConfig {
+    /// The brokers in the order they are tried: `url`, or `urls`.
+    pub fn brokers(&self) -> Vec<MqttUrl> {
+        self.url.iter().chain(self.urls.iter()).cloned().collect()
+    }
+
+    /// Some broker is reached over TLS (then all are: the config refuses a mix).
+    pub fn is_tls(&self) -> bool {
+        self.brokers().iter().any(MqttUrl::is_tls)
+    }
+
+    /// The brokers for messages: `mqtt://a:1883`, or `[mqtt://a:1883, mqtt://b:1883]`.
+    pub fn describe_brokers(&self) -> String {
+        let brokers: Vec<String> = self.brokers().iter().map(ToString::to_string).collect();
+        match brokers.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        }
+    }
 }
 
 fn default_topic_prefix() -> String {
@@ -554,6 +599,19 @@ pub struct JanusConfig {
     /// Settings of rooms roomcast creates.
     #[serde(default)]
     pub room: JanusRoomSettings,
+    /// More servers, by name (`[janus.servers.<name>]`), with the same keys as `[janus]`
+    /// (but no `servers` of their own). `[janus]` itself is the server named `default`.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, JanusConfig>,
+}
+
+impl JanusConfig {
+    /// Every configured server: `default` (this section) first, then
+    /// `[janus.servers.*]` by name.
+    pub fn all_servers(&self) -> impl Iterator<Item = (&str, &JanusConfig)> {
+        std::iter::once((crate::engine::ServerName::DEFAULT, self))
+            .chain(self.servers.iter().map(|(name, c)| (name.as_str(), c)))
+    }
 }
 
 pub(super) fn default_true() -> bool {

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::protocol::{self, Reply, codes};
 use super::publish::StateSignal;
-use super::{COMMAND_QUEUE, MAX_INCOMING_PACKET, MAX_RUNNING, Topics};
+use super::{Broker, COMMAND_QUEUE, MAX_INCOMING_PACKET, MAX_RUNNING, Topics};
 use crate::config::MqttUrl;
 use crate::engine::{ErrorCode, ReconnectPolicy};
 
@@ -34,7 +34,9 @@ pub(crate) struct Connection {
     pub eventloop: EventLoop,
     pub client: AsyncClient,
     pub topics: Topics,
-    pub url: MqttUrl,
+    /// `mqtt.url`, or the `mqtt.urls` in order; `current` is the one in use.
+    pub brokers: Vec<Broker>,
+    pub current: usize,
     /// `None` once stopping: commands are then answered 1000001.
     pub commands: Option<mpsc::Sender<Publish>>,
     pub accepting: CancellationToken,
@@ -45,6 +47,24 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    fn url(&self) -> &MqttUrl {
+        &self.brokers[self.current].url
+    }
+
+    /// With several brokers: the connection to this one is gone, the next is tried
+    /// (after the usual backoff). The session state (what was not acknowledged) goes
+    /// along; the new broker has no session of ours, so `announce` subscribes again
+    /// and republishes the status and state there.
+    fn next_broker(&mut self) {
+        if self.brokers.len() < 2 {
+            return;
+        }
+        self.current = (self.current + 1) % self.brokers.len();
+        let broker = &self.brokers[self.current];
+        info!("MQTT: trying the next broker, {}", broker.url);
+        self.eventloop.mqtt_options = broker.options.clone();
+    }
+
     pub async fn run(mut self) {
         let policy = backoff();
         let mut failures: u32 = 0;
@@ -69,7 +89,7 @@ impl Connection {
                     // The connection may be on the lost address, dead without an error
                     // until the keepalive runs out: connect again now (what was not
                     // acknowledged is sent again).
-                    info!("MQTT: the box's network address changed; connecting again to {}", self.url);
+                    info!("MQTT: the box's network address changed; connecting again to {}", self.url());
                     self.eventloop.clean();
                     continue;
                 }
@@ -89,7 +109,7 @@ impl Connection {
                     }
                     info!(
                         "MQTT: connected to {} (session {})",
-                        self.url,
+                        self.url(),
                         if ack.session_present {
                             "resumed"
                         } else {
@@ -140,8 +160,9 @@ impl Connection {
                     }
                     None => {
                         let delay = policy.backoff(failures);
-                        report(&self.url, &e, failures, delay);
+                        report(self.url(), &e, failures, delay);
                         failures = failures.saturating_add(1);
+                        self.next_broker();
                         tokio::select! {
                             _ = self.finish.cancelled() => break,
                             _ = tokio::time::sleep(delay) => {}

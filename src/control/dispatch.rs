@@ -195,13 +195,24 @@ async fn run_op(context: &Context, op: Op) -> Result<Value, EngineError> {
             room_id,
             user,
             token,
+            server,
         } => {
             let user = match user {
                 Some((user_id, user_name)) => User::parse(user_id, user_name)?,
                 None => context.identity.clone(),
             };
-            engine.login_room(&room_id, user.clone(), token).await?;
-            json!({"room_id": room_id, "user": user})
+            engine
+                .login_room_on(&room_id, server.as_deref(), user.clone(), token)
+                .await?;
+            // The server the room went to (named, or by rooms.routes).
+            let server = engine
+                .state()
+                .await?
+                .rooms
+                .into_iter()
+                .find(|r| r.room_id.as_str() == room_id)
+                .map(|r| r.server);
+            json!({"room_id": room_id, "user": user, "server": server})
         }
         Op::LogoutRoom { room_id } => {
             let rooms = engine.logout_room(room_id.as_deref()).await?;

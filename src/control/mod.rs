@@ -103,6 +103,8 @@ pub enum ControlError {
         "mqtt.url {0} is mqtts:// but mqtt.ca_file is not set; give the CA certificate (PEM) that signed the broker's certificate"
     )]
     TlsWithoutCa(MqttUrl),
+    #[error("no MQTT broker is configured: set mqtt.url, or mqtt.urls for several")]
+    NoBroker,
 }
 
 /// How to reach the broker, shared by the agent and `roomcast ctl`.
@@ -163,10 +165,18 @@ impl BrokerSettings {
     }
 }
 
+/// One broker of `mqtt.url` / `mqtt.urls` and the client options to reach it (the same
+/// client id, credentials, persistent session and last will on each).
+#[derive(Clone)]
+pub(crate) struct Broker {
+    pub url: MqttUrl,
+    pub options: MqttOptions,
+}
+
 /// Remote control, configured and ready to start.
 pub struct Control {
-    options: MqttOptions,
-    url: MqttUrl,
+    /// In the order they are tried; the first is connected first.
+    brokers: Vec<Broker>,
     topics: Topics,
     identity: User,
     device_id: String,
@@ -178,30 +188,36 @@ impl Control {
     pub fn new(config: &Config) -> Result<Self, ControlError> {
         let mqtt = &config.mqtt;
         let topics = Topics::new(&mqtt.topic_prefix, &config.device_id);
-        let settings = BrokerSettings {
-            url: mqtt.url.clone(),
-            client_id: mqtt
-                .client_id
-                .clone()
-                .unwrap_or_else(|| format!("roomcast-{}", config.device_id)),
-            username: mqtt.username.clone(),
-            password: mqtt.password.clone(),
-            ca_file: mqtt.ca_file.clone(),
-            client_cert: mqtt.client_cert.clone().zip(mqtt.client_key.clone()),
-            keepalive: Duration::from_secs(u64::from(mqtt.keepalive_s)),
-        };
-        let mut options = settings.options()?;
-        // A persistent session: QoS 1 commands sent while the box is away wait for it.
-        options.set_clean_session(false);
-        options.set_last_will(LastWill::new(
-            &topics.status,
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
+        let mut brokers = Vec::new();
+        for url in mqtt.brokers() {
+            let settings = BrokerSettings {
+                url: url.clone(),
+                client_id: mqtt
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| format!("roomcast-{}", config.device_id)),
+                username: mqtt.username.clone(),
+                password: mqtt.password.clone(),
+                ca_file: mqtt.ca_file.clone(),
+                client_cert: mqtt.client_cert.clone().zip(mqtt.client_key.clone()),
+                keepalive: Duration::from_secs(u64::from(mqtt.keepalive_s)),
+            };
+            let mut options = settings.options()?;
+            // A persistent session: QoS 1 commands sent while the box is away wait for it.
+            options.set_clean_session(false);
+            options.set_last_will(LastWill::new(
+                &topics.status,
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+            brokers.push(Broker { url, options });
+        }
+        if brokers.is_empty() {
+            return Err(ControlError::NoBroker);
+        }
         Ok(Self {
-            options,
-            url: mqtt.url.clone(),
+            brokers,
             topics,
             identity: config.identity.clone(),
             device_id: config.device_id.clone(),
@@ -214,7 +230,8 @@ impl Control {
 
     /// Connects (in the background, retrying until it succeeds) and serves commands.
     pub fn start(self, engine: EngineHandle) -> RunningControl {
-        let (client, mut eventloop) = AsyncClient::new(self.options, REQUEST_QUEUE);
+        let first = self.brokers[0].clone();
+        let (client, mut eventloop) = AsyncClient::new(first.options, REQUEST_QUEUE);
         eventloop.set_network_options(BrokerSettings::network_options());
         let events = engine.subscribe();
         let state = Arc::new(publish::StateSignal::default());
@@ -246,16 +263,19 @@ impl Control {
             state.clone(),
             publishers_stop.clone(),
         ));
+        let names: Vec<String> = self.brokers.iter().map(|b| b.url.to_string()).collect();
         info!(
             "MQTT control: broker {}, commands on {}",
-            self.url, self.topics.cmd
+            names.join(", then "),
+            self.topics.cmd
         );
         let connection = tokio::spawn(
             connection::Connection {
                 eventloop,
                 client: client.clone(),
                 topics: self.topics.clone(),
-                url: self.url,
+                brokers: self.brokers,
+                current: 0,
                 commands: Some(commands_tx),
                 accepting: accepting.clone(),
                 finish: finish.clone(),

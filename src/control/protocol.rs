@@ -43,6 +43,9 @@ pub enum Op {
         /// `None`: the identity from the config file.
         user: Option<(String, String)>,
         token: Option<Secret>,
+        /// The Janus server (`default` or a `[janus.servers.<name>]`); `None`: by
+        /// `rooms.routes`.
+        server: Option<String>,
     },
     LogoutRoom {
         room_id: Option<String>,
@@ -81,7 +84,7 @@ pub enum Op {
 
 /// The op names and the arguments each accepts (for parsing and for error messages).
 const OPS: &[(&str, &[&str])] = &[
-    ("login_room", &["room_id", "user", "token"]),
+    ("login_room", &["room_id", "user", "token", "server"]),
     ("logout_room", &["room_id"]),
     ("start_publishing", &["stream_id", "room_id", "channel"]),
     ("stop_publishing", &["stream_id"]),
@@ -241,6 +244,7 @@ fn parse_op(name: &str, args: &mut Args) -> Result<Op, String> {
             room_id: args.required_str("room_id")?,
             user: args.user("user")?,
             token: args.optional_str("token")?.map(Secret::new),
+            server: args.optional_str("server")?,
         },
         "logout_room" => Op::LogoutRoom {
             room_id: args.optional_str("room_id")?,
@@ -518,7 +522,7 @@ mod tests {
     #[test]
     fn a_full_command_parses() {
         let r = parse(
-            br#"{"id":"c1","op":"login_room","args":{"room_id":"bigclass","user":{"user_id":"u","user_name":"U"},"token":"pin"}}"#,
+            br#"{"id":"c1","op":"login_room","args":{"room_id":"bigclass","user":{"user_id":"u","user_name":"U"},"token":"pin","server":"district"}}"#,
         )
         .unwrap();
         assert_eq!(r.id, "c1");
@@ -526,6 +530,7 @@ mod tests {
             room_id,
             user,
             token,
+            server,
         } = r.op
         else {
             panic!("{:?}", r.op)
@@ -533,6 +538,7 @@ mod tests {
         assert_eq!(room_id, "bigclass");
         assert_eq!(user, Some(("u".into(), "U".into())));
         assert_eq!(token.unwrap().expose(), "pin");
+        assert_eq!(server.as_deref(), Some("district"));
     }
 
     #[test]

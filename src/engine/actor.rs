@@ -19,6 +19,7 @@ use super::desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, Res
 use super::error::{BackendError, EngineError, ErrorCode};
 use super::event::{Event, StreamInfo, UserInfo};
 use super::limits::{MAX_ROOMS, MAX_STREAMS};
+use super::servers::{ServerName, ServerRoutes};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
     Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
@@ -85,6 +86,10 @@ fn player_state(phase: Phase) -> PlayerState {
 
 struct Room {
     state: RoomState,
+    /// The SFU server the room is on, resolved at login.
+    server: ServerName,
+    /// The server `login_room` named (kept in the desired state), if any.
+    named_server: Option<ServerName>,
     user: User,
     token: Option<Secret>,
     generation: u64,
@@ -101,6 +106,9 @@ struct Room {
     restored: bool,
     /// The login carried a token (never kept across restarts).
     had_token: bool,
+    /// Reconnecting and waiting out a backoff before logging in again (no login in
+    /// flight): a session to its server coming back ends the wait.
+    retry_waiting: bool,
 }
 
 struct StreamEntry {
@@ -160,7 +168,7 @@ enum Outcome {
         generation: u64,
     },
     Logout {
-        results: Vec<(RoomId, Result<(), BackendError>)>,
+        results: Vec<(RoomId, ServerName, Result<(), BackendError>)>,
         reply: Option<Reply<Vec<RoomId>>>,
     },
     PeerOpened {
@@ -300,13 +308,28 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
-    fn emit_room(&self, room: &RoomId, reason: RoomStateReason, error: Option<&BackendError>) {
+    /// A room's state change, on the server it is on (`server`: when the room is gone
+    /// from the table already, or was never in it).
+    fn emit_room_on(
+        &self,
+        room: &RoomId,
+        server: Option<&ServerName>,
+        reason: RoomStateReason,
+        error: Option<&BackendError>,
+    ) {
         self.emit(Event::RoomStateChanged {
             room_id: room.clone(),
+            server: server.cloned(),
             reason,
             error_code: error.map_or(ErrorCode::NONE, |e| e.code),
             error_message: error.map(|e| e.message.clone()),
         });
+    }
+
+    /// A state change of a room in the table.
+    fn emit_room(&self, room: &RoomId, reason: RoomStateReason, error: Option<&BackendError>) {
+        let server = self.rooms.get(room).map(|r| r.server.clone());
+        self.emit_room_on(room, server.as_ref(), reason, error);
     }
 
     fn emit_stream(
@@ -343,11 +366,12 @@ impl Engine {
         match command {
             Command::Login {
                 room,
+                server,
                 user,
                 token,
                 reply,
-            } => match self.check_login(&room, &user) {
-                Ok(()) => self.login(room, user, token, reply),
+            } => match self.check_login(&room, server.as_ref(), &user) {
+                Ok(resolved) => self.login(room, resolved, server, user, token, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -436,19 +460,33 @@ impl Engine {
             Command::Restore { state, reply } => {
                 let _ = reply.send(self.restore(state));
             }
+            Command::Reroute {
+                servers,
+                changed,
+                reply,
+            } => {
+                let _ = reply.send(self.reroute(servers, changed));
+            }
             // Handled in `run` (it has to hold the task up).
             Command::FaultStall { .. } => {}
         }
     }
 
-    /// The login rules, in the order the reference SDK applies them.
-    fn check_login(&self, room: &RoomId, user: &User) -> Result<(), EngineError> {
+    /// The login rules, in the order the reference SDK applies them (the allow-list and
+    /// the server first: they are the box's own); resolves the room's server.
+    fn check_login(
+        &self,
+        room: &RoomId,
+        server: Option<&ServerName>,
+        user: &User,
+    ) -> Result<ServerName, EngineError> {
         if !self.settings.allowed_rooms.allows(room) {
             return Err(EngineError::RoomNotAllowed {
                 room: room.clone(),
                 allowed: self.settings.allowed_rooms.to_string(),
             });
         }
+        let server = self.settings.servers.resolve(room, server)?;
         let multi = self.settings.mode == RoomMode::Multi;
         if multi && !self.settings.multi_room_enabled {
             return Err(EngineError::MultiRoomNotEnabled);
@@ -462,7 +500,7 @@ impl Engine {
                     current: current.clone(),
                 });
             }
-            return Ok(());
+            return Ok(server);
         }
         if let Some(current) = &self.user
             && current != user
@@ -477,19 +515,29 @@ impl Engine {
                 max: self.settings.max_rooms,
             });
         }
-        Ok(())
+        Ok(server)
     }
 
-    fn login(&mut self, room_id: RoomId, user: User, token: Option<Secret>, reply: Reply<()>) {
+    fn login(
+        &mut self,
+        room_id: RoomId,
+        server: ServerName,
+        named_server: Option<ServerName>,
+        user: User,
+        token: Option<Secret>,
+        reply: Reply<()>,
+    ) {
         let generation = self.generation();
-        info!(room = %room_id, user = %user.user_id, "logging in");
-        let login = self.backend.login(&room_id, &user, token.as_ref());
+        info!(room = %room_id, server = %server, user = %user.user_id, "logging in");
+        let login = self.backend.login(&room_id, &server, &user, token.as_ref());
         self.user = Some(user.clone());
         let had_token = token.is_some();
         self.rooms.insert(
             room_id.clone(),
             Room {
                 state: RoomState::Logining,
+                server,
+                named_server,
                 user,
                 token,
                 generation,
@@ -501,6 +549,7 @@ impl Engine {
                 accepted: false,
                 restored: false,
                 had_token,
+                retry_waiting: false,
             },
         );
         self.emit_room(&room_id, RoomStateReason::Logining, None);
@@ -529,13 +578,15 @@ impl Engine {
         let mut leaving = Vec::new();
         for room in &rooms {
             info!(room = %room, "logging out");
-            self.remove_room(room, EngineError::RoomNotLoggedIn(room.clone()), None);
-            leaving.push((room.clone(), self.backend.logout(room)));
+            let server = self
+                .remove_room(room, EngineError::RoomNotLoggedIn(room.clone()), None)
+                .unwrap_or_default();
+            leaving.push((room.clone(), server, self.backend.logout(room)));
         }
         self.ops.spawn(async move {
             let mut results = Vec::new();
-            for (room, left) in leaving {
-                results.push((room, left.await));
+            for (room, server, left) in leaving {
+                results.push((room, server, left.await));
             }
             Outcome::Logout {
                 results,
@@ -961,16 +1012,15 @@ impl Engine {
             .collect()
     }
 
-    /// Removes a room and ends its streams. The SFU side is the caller's business.
+    /// Removes a room and ends its streams; returns the server it was on. The SFU side
+    /// is the caller's business.
     fn remove_room(
         &mut self,
         room_id: &RoomId,
         cancelled: EngineError,
         error: Option<&BackendError>,
-    ) {
-        let Some(room) = self.rooms.remove(room_id) else {
-            return;
-        };
+    ) -> Option<ServerName> {
+        let room = self.rooms.remove(room_id)?;
         for waiter in room.login_waiters {
             let _ = waiter.send(Err(match error {
                 Some(e) => e.clone().into(),
@@ -991,6 +1041,7 @@ impl Engine {
         if self.rooms.is_empty() {
             self.user = None;
         }
+        Some(room.server)
     }
 
     // ---- outcomes ------------------------------------------------------------------
@@ -1009,8 +1060,16 @@ impl Engine {
                 if entry.generation != generation || entry.state != RoomState::Reconnecting {
                     return;
                 }
-                debug!(room = %room, attempt = entry.attempt, "logging in again");
-                let login = self.backend.login(&room, &entry.user, entry.token.as_ref());
+                if let Some(room) = self.rooms.get_mut(&room) {
+                    room.retry_waiting = false;
+                }
+                let Some(entry) = self.rooms.get(&room) else {
+                    return;
+                };
+                debug!(room = %room, server = %entry.server, attempt = entry.attempt, "logging in again");
+                let login =
+                    self.backend
+                        .login(&room, &entry.server, &entry.user, entry.token.as_ref());
                 self.ops.spawn(async move {
                     Outcome::Login {
                         room,
@@ -1022,15 +1081,20 @@ impl Engine {
             Outcome::Logout { results, reply } => {
                 let mut first_error = None;
                 let mut left = Vec::new();
-                for (room, result) in results {
+                for (room, server, result) in results {
                     match result {
                         Ok(()) => {
                             info!(room = %room, "logged out");
-                            self.emit_room(&room, RoomStateReason::Logout, None);
+                            self.emit_room_on(&room, Some(&server), RoomStateReason::Logout, None);
                         }
                         Err(e) => {
                             warn!(room = %room, code = %e.code, "the SFU did not confirm the logout (the room is left here regardless): {}", e.message);
-                            self.emit_room(&room, RoomStateReason::LogoutFailed, Some(&e));
+                            self.emit_room_on(
+                                &room,
+                                Some(&server),
+                                RoomStateReason::LogoutFailed,
+                                Some(&e),
+                            );
                             first_error.get_or_insert(e);
                         }
                     }
@@ -1137,6 +1201,7 @@ impl Engine {
                 // for a lost room, within the reconnect window.
                 room.state = RoomState::Reconnecting;
                 room.attempt = 1;
+                room.retry_waiting = true;
                 let delay = self.settings.reconnect.backoff(0);
                 warn!(room = %room_id, code = %e.code, ?delay, "the restored room cannot be joined yet, retrying: {}", e.message);
                 self.emit_room(&room_id, RoomStateReason::Reconnecting, Some(&e));
@@ -1162,24 +1227,39 @@ impl Engine {
                     e
                 };
                 warn!(room = %room_id, code = %e.code, "login failed: {}", e.message);
-                self.remove_room(&room_id, e.clone().into(), Some(&e));
-                self.emit_room(&room_id, RoomStateReason::LoginFailed, Some(&e));
+                let server = self.remove_room(&room_id, e.clone().into(), Some(&e));
+                self.emit_room_on(
+                    &room_id,
+                    server.as_ref(),
+                    RoomStateReason::LoginFailed,
+                    Some(&e),
+                );
             }
             Err(e) => {
                 let lost_for = room.lost_at.map_or(Duration::ZERO, |t| t.elapsed());
-                if lost_for >= self.settings.reconnect.window {
+                let window = self
+                    .settings
+                    .servers
+                    .reconnect_window(&room.server)
+                    .unwrap_or(self.settings.reconnect.window);
+                if lost_for >= window {
                     let failed = BackendError::new(
                         ErrorCode::SFU_RECONNECT_FAILED,
                         format!(
                             "could not reconnect to room `{room_id}` within {} s (last error {}: {}); the room was left",
-                            self.settings.reconnect.window.as_secs(),
+                            window.as_secs(),
                             e.code,
                             e.message
                         ),
                     );
                     warn!(room = %room_id, "{}", failed.message);
-                    self.remove_room(&room_id, failed.clone().into(), Some(&failed));
-                    self.emit_room(&room_id, RoomStateReason::ReconnectFailed, Some(&failed));
+                    let server = self.remove_room(&room_id, failed.clone().into(), Some(&failed));
+                    self.emit_room_on(
+                        &room_id,
+                        server.as_ref(),
+                        RoomStateReason::ReconnectFailed,
+                        Some(&failed),
+                    );
                     let left = self.backend.logout(&room_id);
                     self.ops.spawn(async move {
                         let _ = left.await;
@@ -1188,6 +1268,7 @@ impl Engine {
                 } else {
                     let delay = self.settings.reconnect.backoff(room.attempt);
                     room.attempt = room.attempt.saturating_add(1);
+                    room.retry_waiting = true;
                     debug!(room = %room_id, code = %e.code, ?delay, "login again failed: {}", e.message);
                     self.ops.spawn(async move {
                         tokio::time::sleep(delay).await;
@@ -1278,13 +1359,19 @@ impl Engine {
                     self.stream_failed(&key, BackendError::new(code, reason));
                 }
             }
+            BackendEvent::ServerConnected { server } => self.on_server_connected(&server),
             BackendEvent::KickedOut { room, error } => {
                 if !self.rooms.contains_key(&room) {
                     return;
                 }
                 warn!(room = %room, code = %error.code, "removed from the room: {}", error.message);
-                self.remove_room(&room, error.clone().into(), Some(&error));
-                self.emit_room(&room, RoomStateReason::KickOut, Some(&error));
+                let server = self.remove_room(&room, error.clone().into(), Some(&error));
+                self.emit_room_on(
+                    &room,
+                    server.as_ref(),
+                    RoomStateReason::KickOut,
+                    Some(&error),
+                );
                 let left = self.backend.logout(&room);
                 self.ops.spawn(async move {
                     let _ = left.await;
@@ -1351,6 +1438,33 @@ impl Engine {
         }
     }
 
+    /// A session to `server` is up: rooms on it waiting out a backoff log in now (a new
+    /// generation: the sleeping retry is dropped when it wakes).
+    fn on_server_connected(&mut self, server: &ServerName) {
+        let waiting: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| {
+                &r.server == server && r.state == RoomState::Reconnecting && r.retry_waiting
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for room_id in waiting {
+            let generation = self.generation();
+            if let Some(room) = self.rooms.get_mut(&room_id) {
+                room.generation = generation;
+                room.retry_waiting = false;
+            }
+            debug!(room = %room_id, server = %server, "the server is reachable again: logging in now");
+            self.ops.spawn(async move {
+                Outcome::RetryLogin {
+                    room: room_id,
+                    generation,
+                }
+            });
+        }
+    }
+
     fn on_room_lost(&mut self, room_id: RoomId, reason: String) {
         let generation = self.generation();
         let Some(room) = self.rooms.get_mut(&room_id) else {
@@ -1364,6 +1478,7 @@ impl Engine {
         room.generation = generation;
         room.lost_at = Some(Instant::now());
         room.attempt = 1;
+        room.retry_waiting = true;
         room.users.clear();
         room.streams.clear();
         let error = BackendError::new(ErrorCode::SFU_UNREACHABLE, reason);
@@ -1385,6 +1500,90 @@ impl Engine {
         });
     }
 
+    // ---- servers changed by a reload ------------------------------------------------
+
+    fn reroute(&mut self, servers: ServerRoutes, changed: Vec<ServerName>) -> Vec<RoomId> {
+        self.settings.servers = servers;
+        let affected: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, room)| changed.contains(&room.server))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut moved = Vec::new();
+        for room_id in affected {
+            let Some(room) = self.rooms.get(&room_id) else {
+                continue;
+            };
+            let named = room.named_server.clone();
+            match self.settings.servers.resolve(&room_id, named.as_ref()) {
+                Ok(server) => {
+                    self.rehome(&room_id, server);
+                    moved.push(room_id);
+                }
+                Err(e) => {
+                    let error = BackendError::new(
+                        e.code(),
+                        format!(
+                            "room `{room_id}` was left: the server it was logged in to is no longer configured ({e})"
+                        ),
+                    );
+                    warn!(room = %room_id, code = %error.code, "{}", error.message);
+                    let server = self.remove_room(&room_id, error.clone().into(), Some(&error));
+                    self.emit_room_on(
+                        &room_id,
+                        server.as_ref(),
+                        RoomStateReason::ReconnectFailed,
+                        Some(&error),
+                    );
+                    let left = self.backend.logout(&room_id);
+                    self.ops.spawn(async move {
+                        let _ = left.await;
+                        Outcome::Done
+                    });
+                }
+            }
+        }
+        moved
+    }
+
+    /// Logs `room_id` out of its server and in again on `server` (the same one, with
+    /// new settings, or another), as after a lost connection: `Reconnecting`, its
+    /// streams suspended and started again once it is back.
+    fn rehome(&mut self, room_id: &RoomId, server: ServerName) {
+        let generation = self.generation();
+        let left = self.backend.logout(room_id);
+        self.ops.spawn(async move {
+            let _ = left.await;
+            Outcome::Done
+        });
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        info!(room = %room_id, from = %room.server, to = %server, "the room's server changed: logging in again");
+        room.state = RoomState::Reconnecting;
+        room.generation = generation;
+        room.lost_at = Some(Instant::now());
+        room.attempt = 1;
+        room.users.clear();
+        room.streams.clear();
+        room.server = server;
+        self.emit_room(room_id, RoomStateReason::Reconnecting, None);
+        let error = BackendError::new(
+            ErrorCode::SFU_UNREACHABLE,
+            format!("room `{room_id}` moves to another Janus session (reload)"),
+        );
+        for key in self.room_streams(room_id) {
+            self.suspend_stream(&key, &error);
+            if let Some(entry) = self.streams.get_mut(&key) {
+                entry.awaiting_remote = false;
+            }
+        }
+        let room = room_id.clone();
+        self.ops
+            .spawn(async move { Outcome::RetryLogin { room, generation } });
+    }
+
     // ---- desired state and restore ---------------------------------------------------
 
     /// The rooms and streams that are part of the desired state (see `desired.rs`).
@@ -1396,6 +1595,7 @@ impl Engine {
             .map(|(id, room)| DesiredRoom {
                 room_id: id.clone(),
                 user: room.user.clone(),
+                server: room.named_server.clone(),
                 had_token: room.had_token,
             })
             .collect();
@@ -1449,29 +1649,41 @@ impl Engine {
         for DesiredRoom {
             room_id,
             user,
+            server: named_server,
             had_token,
         } in state.rooms
         {
-            if let Err(e) = self.check_login(&room_id, &user) {
-                let error = BackendError::new(
-                    e.code(),
-                    format!("room `{room_id}` was not restored after the restart: {e}"),
-                );
-                warn!(room = %room_id, code = %error.code, "{}", error.message);
-                self.emit_room(&room_id, RoomStateReason::LoginFailed, Some(&error));
-                report
-                    .refused
-                    .push(format!("room {room_id}: {} ({})", e, e.code()));
-                continue;
-            }
+            let checked = self.check_login(&room_id, named_server.as_ref(), &user);
+            let server = match checked {
+                Ok(server) => server,
+                Err(e) => {
+                    let error = BackendError::new(
+                        e.code(),
+                        format!("room `{room_id}` was not restored after the restart: {e}"),
+                    );
+                    warn!(room = %room_id, code = %error.code, "{}", error.message);
+                    self.emit_room_on(
+                        &room_id,
+                        named_server.as_ref(),
+                        RoomStateReason::LoginFailed,
+                        Some(&error),
+                    );
+                    report
+                        .refused
+                        .push(format!("room {room_id}: {} ({})", e, e.code()));
+                    continue;
+                }
+            };
             let generation = self.generation();
-            info!(room = %room_id, user = %user.user_id, "restoring the room: logging in");
-            let login = self.backend.login(&room_id, &user, None);
+            info!(room = %room_id, server = %server, user = %user.user_id, "restoring the room: logging in");
+            let login = self.backend.login(&room_id, &server, &user, None);
             self.user = Some(user.clone());
             self.rooms.insert(
                 room_id.clone(),
                 Room {
                     state: RoomState::Logining,
+                    server: server.clone(),
+                    named_server,
                     user,
                     token: None,
                     generation,
@@ -1483,6 +1695,7 @@ impl Engine {
                     accepted: true,
                     restored: true,
                     had_token,
+                    retry_waiting: false,
                 },
             );
             let publishing = state
@@ -1499,6 +1712,7 @@ impl Engine {
                 .collect();
             self.emit(Event::RoomRestored {
                 room_id: room_id.clone(),
+                server,
                 publishing,
                 playing,
             });
@@ -1661,6 +1875,7 @@ impl Engine {
                 .iter()
                 .map(|(id, room)| RoomSnapshot {
                     room_id: id.clone(),
+                    server: room.server.clone(),
                     state: room.state,
                     users: room.users.values().cloned().collect(),
                     streams: room.streams.values().cloned().collect(),
@@ -1677,6 +1892,7 @@ impl Engine {
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         let mut peers = Vec::new();
         let mut leaving = Vec::new();
+        let mut servers = Vec::new();
         for room in &rooms {
             for key in self.room_streams(room) {
                 if let Some(entry) = self.streams.get_mut(&key)
@@ -1685,7 +1901,8 @@ impl Engine {
                     peers.push(peer);
                 }
             }
-            self.remove_room(room, EngineError::EngineStopped, None);
+            let server = self.remove_room(room, EngineError::EngineStopped, None);
+            servers.push(server);
             leaving.push(self.backend.logout(room));
         }
         self.ops.abort_all();
@@ -1693,10 +1910,17 @@ impl Engine {
         let left = join_all(leaving);
         match tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join(left, closing)).await {
             Ok((results, _)) => {
-                for (room, result) in rooms.iter().zip(results) {
+                for ((room, server), result) in rooms.iter().zip(&servers).zip(results) {
                     match result {
-                        Ok(()) => self.emit_room(room, RoomStateReason::Logout, None),
-                        Err(e) => self.emit_room(room, RoomStateReason::LogoutFailed, Some(&e)),
+                        Ok(()) => {
+                            self.emit_room_on(room, server.as_ref(), RoomStateReason::Logout, None)
+                        }
+                        Err(e) => self.emit_room_on(
+                            room,
+                            server.as_ref(),
+                            RoomStateReason::LogoutFailed,
+                            Some(&e),
+                        ),
                     }
                 }
             }

@@ -44,7 +44,7 @@ impl fmt::Display for RoomAllowList {
 
 /// Whether `text` matches `pattern` (`*`, `?`), in time linear in their lengths times
 /// the stars: the last star is backtracked to, never earlier ones.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

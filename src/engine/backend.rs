@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::error::BackendError;
 use super::event::{BroadcastMessage, StreamInfo, UserInfo};
+use super::servers::ServerName;
 use super::types::{Channel, PlayOutput, RoomId, StreamId, UpdateType, User, UserId};
 use crate::base::secret::Secret;
 
@@ -28,10 +29,17 @@ pub type PeerHandle = Arc<dyn WebRtcPeer>;
 /// The SFU side: rooms, presence, messages and the signalling of published and played
 /// streams. Implemented by `rooms::janus`.
 pub trait RoomBackend: Send + Sync + 'static {
-    /// Joins `room` as `user`. If the backend still holds state for `room` (a lost
-    /// connection being re-established), it is replaced. A failed login leaves nothing
-    /// behind.
-    fn login(&self, room: &RoomId, user: &User, token: Option<&Secret>) -> OpFuture<()>;
+    /// Joins `room` on `server` as `user`. If the backend still holds state for `room`
+    /// (a lost connection being re-established), it is replaced. A failed login leaves
+    /// nothing behind. Every later operation on `room` goes to the same server, until
+    /// it is left.
+    fn login(
+        &self,
+        room: &RoomId,
+        server: &ServerName,
+        user: &User,
+        token: Option<&Secret>,
+    ) -> OpFuture<()>;
 
     /// Leaves `room` and releases everything held for it. Unknown rooms are not an error.
     fn logout(&self, room: &RoomId) -> OpFuture<()>;
@@ -122,6 +130,9 @@ pub enum BackendEvent {
     },
     /// The SFU removed us from the room (kicked, or the room was destroyed).
     KickedOut { room: RoomId, error: BackendError },
+    /// A session to `server` is up (again): rooms on it waiting to log in again need
+    /// not wait for their next backoff.
+    ServerConnected { server: ServerName },
 }
 
 /// The media side: sources, the shared encoders and a WebRTC peer per published or

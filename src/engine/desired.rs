@@ -18,6 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::servers::ServerName;
 use super::types::{Channel, PlayOutput, RoomId, StreamId, User};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,10 @@ pub struct DesiredState {
 pub struct DesiredRoom {
     pub room_id: RoomId,
     pub user: User,
+    /// The server `login_room` named. Absent: the room goes where `rooms.routes` sends
+    /// it when it is restored (so a changed route applies after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerName>,
     /// The login carried a token (room pin). The token itself is never stored: a restore
     /// logs in without it, and a room that needs it fails with 1002033.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

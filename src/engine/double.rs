@@ -12,6 +12,7 @@ use super::backend::{
     PeerStats, RoomBackend, WebRtcPeer,
 };
 use super::error::{BackendError, ErrorCode};
+use super::servers::ServerName;
 use super::types::{Channel, PlayOutput, RoomId, StreamId, User, UserId};
 use crate::base::secret::Secret;
 
@@ -92,9 +93,20 @@ impl MemoryRooms {
 }
 
 impl RoomBackend for MemoryRooms {
-    fn login(&self, room: &RoomId, user: &User, _token: Option<&Secret>) -> OpFuture<()> {
+    fn login(
+        &self,
+        room: &RoomId,
+        server: &ServerName,
+        user: &User,
+        _token: Option<&Secret>,
+    ) -> OpFuture<()> {
         ready(self.with(|s| {
-            s.calls.push(format!("login {room} {}", user.user_id));
+            if server.is_default() {
+                s.calls.push(format!("login {room} {}", user.user_id));
+            } else {
+                s.calls
+                    .push(format!("login {room} {} @{server}", user.user_id));
+            }
             match s.login_failures.get(room.as_str()) {
                 Some(e) => Err(e.clone()),
                 None => {

@@ -63,6 +63,8 @@ impl ErrorCode {
     pub const ROOM_RELAY_FAILED: ErrorCode = ErrorCode(1002907);
     /// The room is not on the box's allow-list (`rooms.allowed`).
     pub const ROOM_NOT_ALLOWED: ErrorCode = ErrorCode(1002906);
+    /// `login_room` named a server that is not configured (`[janus.servers.<name>]`).
+    pub const SERVER_UNKNOWN: ErrorCode = ErrorCode(1002908);
     /// The media source or encoder for the channel failed or is not configured.
     pub const PUBLISH_MEDIA_FAILED: ErrorCode = ErrorCode(1003901);
     /// WebRTC negotiation or connectivity for a published stream failed.
@@ -166,6 +168,11 @@ pub enum EngineError {
         "room `{room}` is not on this box's allow-list (rooms.allowed = {allowed}); use an allowed room, or add it to rooms.allowed in the config and reload roomcast"
     )]
     RoomNotAllowed { room: RoomId, allowed: String },
+
+    #[error(
+        "no Janus server `{server}` is configured (configured: {known}); name one of them, or add [janus.servers.{server}] to the config and reload roomcast"
+    )]
+    UnknownServer { server: String, known: String },
 
     #[error("already logged in to room `{0}`")]
     AlreadyLoggedIn(RoomId),
@@ -282,6 +289,7 @@ impl EngineError {
                 C::ROOM_COUNT_EXCEEDED_SINGLE
             }
             EngineError::RoomNotAllowed { .. } => C::ROOM_NOT_ALLOWED,
+            EngineError::UnknownServer { .. } => C::SERVER_UNKNOWN,
             EngineError::UserDiffers { .. } => C::MULTI_ROOM_USER_DIFFERS,
             EngineError::MultiRoomNotEnabled => C::MULTI_ROOM_NOT_ENABLED,
             EngineError::TooManyRooms { .. } => C::ROOM_COUNT_EXCEEDED_MULTI,

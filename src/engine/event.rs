@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::{PlayerQuality, PublisherQuality};
 use super::error::ErrorCode;
+use super::servers::ServerName;
 use super::types::{PlayerState, PublisherState, RoomId, RoomStateReason, StreamId, UpdateType};
 
 /// A user as another party reported it. Remote parties are not held to our id rules, so
@@ -37,6 +38,10 @@ pub struct BroadcastMessage {
 pub enum Event {
     RoomStateChanged {
         room_id: RoomId,
+        /// The SFU server the room is on (`default` or a `[janus.servers.<name>]`);
+        /// absent when the login was refused before a server was chosen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server: Option<ServerName>,
         reason: RoomStateReason,
         error_code: ErrorCode,
         /// What went wrong, for people; present when `error_code` is not 0.
@@ -94,6 +99,8 @@ pub enum Event {
     /// with these streams. Its `room_state_changed` and stream events follow.
     RoomRestored {
         room_id: RoomId,
+        /// The SFU server the room is logged in to again.
+        server: ServerName,
         publishing: Vec<StreamId>,
         playing: Vec<StreamId>,
     },
@@ -141,6 +148,7 @@ mod tests {
     fn json_shape_matches_the_contract() {
         let event = Event::RoomStateChanged {
             room_id: RoomId::parse("bigclass").unwrap(),
+            server: Some(ServerName::default_server()),
             reason: RoomStateReason::Logined,
             error_code: ErrorCode::NONE,
             error_message: None,
@@ -149,7 +157,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"event": "room_state_changed", "room_id": "bigclass",
-                "reason": "Logined", "error_code": 0})
+                "server": "default", "reason": "Logined", "error_code": 0})
         );
 
         let event = Event::PublisherStateUpdate {

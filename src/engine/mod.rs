@@ -13,6 +13,7 @@ pub mod desired;
 pub mod error;
 pub mod event;
 pub mod limits;
+pub mod servers;
 pub mod snapshot;
 pub mod types;
 
@@ -35,6 +36,7 @@ pub use backend::{BackendEvent, MediaEngine, PeerHandle, RoomBackend, WebRtcPeer
 pub use desired::{DesiredPlay, DesiredPublish, DesiredRoom, DesiredState, RestoreReport};
 pub use error::{BackendError, EngineError, ErrorCode};
 pub use event::Event;
+pub use servers::{Route, ServerName, ServerRoutes};
 pub use snapshot::EngineSnapshot;
 pub use types::{
     Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
@@ -61,6 +63,8 @@ pub struct EngineSettings {
     pub reconnect: ReconnectPolicy,
     /// How published streams reach their rooms (`rooms.fanout`).
     pub fanout: FanoutPolicy,
+    /// The configured SFU servers and `rooms.routes`: which server a room is on.
+    pub servers: ServerRoutes,
 }
 
 impl Default for EngineSettings {
@@ -73,6 +77,7 @@ impl Default for EngineSettings {
             allowed_rooms: RoomAllowList::any(),
             reconnect: ReconnectPolicy::default(),
             fanout: FanoutPolicy::Device,
+            servers: ServerRoutes::default(),
         }
     }
 }
@@ -162,6 +167,8 @@ type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 pub(crate) enum Command {
     Login {
         room: RoomId,
+        /// The server `login_room` named; `None`: by `rooms.routes`.
+        server: Option<ServerName>,
         user: User,
         token: Option<Secret>,
         reply: Reply<()>,
@@ -207,6 +214,13 @@ pub(crate) enum Command {
     },
     Snapshot {
         reply: oneshot::Sender<EngineSnapshot>,
+    },
+    /// A reload changed the servers (`changed`) and routes: rooms on those servers are
+    /// logged in again where they now belong.
+    Reroute {
+        servers: ServerRoutes,
+        changed: Vec<ServerName>,
+        reply: oneshot::Sender<Vec<RoomId>>,
     },
     Restore {
         state: DesiredState,
@@ -259,14 +273,54 @@ impl EngineHandle {
         user: User,
         token: Option<Secret>,
     ) -> Result<(), EngineError> {
+        self.login_room_on(room_id, None, user, token).await
+    }
+
+    /// [`EngineHandle::login_room`] on a named server (`None`: the server
+    /// `rooms.routes` gives the room). An unconfigured server fails with 1002908.
+    pub async fn login_room_on(
+        &self,
+        room_id: &str,
+        server: Option<&str>,
+        user: User,
+        token: Option<Secret>,
+    ) -> Result<(), EngineError> {
         let room = RoomId::parse(room_id)?;
+        // A malformed name is not configured either: the engine says which are.
+        let server = server
+            .map(|name| ServerName::parse(name).unwrap_or_else(|_| ServerName::unconfigured(name)));
         self.call(|reply| Command::Login {
             room,
+            server,
             user,
             token,
             reply,
         })
         .await
+    }
+
+    /// A reload changed the servers named in `changed` (added, removed or with other
+    /// settings) and perhaps the routes: the engine takes `servers` as its new servers
+    /// and routes; each room on a changed server is logged in again on the server it
+    /// now belongs on (its named server, else by route): `Reconnecting` →
+    /// `Reconnected`, its streams back after. A room whose named server is gone is left
+    /// (`ReconnectFailed`, 1002908). Rooms on other servers are not touched; new routes
+    /// apply to later logins. Resolves to the rooms logged in again.
+    pub async fn reroute(
+        &self,
+        servers: ServerRoutes,
+        changed: Vec<ServerName>,
+    ) -> Result<Vec<RoomId>, EngineError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::Reroute {
+                servers,
+                changed,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::EngineStopped)?;
+        response.await.map_err(|_| EngineError::EngineStopped)
     }
 
     /// Leaves `room_id`, or every room when `None`; resolves to the rooms left. Stops the

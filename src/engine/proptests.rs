@@ -188,6 +188,7 @@ fn settings() -> impl Strategy<Value = EngineSettings> {
                 },
                 max_rooms,
                 multi_room_enabled,
+                servers: ServerRoutes::default(),
                 // r0 and r1 only: logins to r2..r5 are refused (1002906).
                 allowed_rooms: if allow_list {
                     RoomAllowList::new(vec!["r0".into(), "r1*".into(), "x?".into()])

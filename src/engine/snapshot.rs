@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::backend::{MediaSnapshot, PeerStats, PlayerQuality, PublisherQuality};
 use super::event::{StreamInfo, UserInfo};
+use super::servers::ServerName;
 use super::types::{
     Channel, Fanout, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode, RoomState,
     StreamId, User,
@@ -26,6 +27,8 @@ pub struct EngineSnapshot {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RoomSnapshot {
     pub room_id: RoomId,
+    /// The SFU server the room is on: `default` (`[janus]`) or a `[janus.servers.<name>]`.
+    pub server: ServerName,
     pub state: RoomState,
     /// Other users present in the room.
     pub users: Vec<UserInfo>,

@@ -21,6 +21,7 @@ fn settings(mode: RoomMode) -> EngineSettings {
             max_backoff: Duration::from_secs(2),
         },
         fanout: FanoutPolicy::Device,
+        servers: ServerRoutes::default(),
     }
 }
 
@@ -352,6 +353,7 @@ async fn rooms_off_the_allow_list_are_refused_1002906() {
     let saved = DesiredState {
         rooms: vec![DesiredRoom {
             room_id: RoomId::parse("elsewhere").unwrap(),
+            server: None,
             user: user(),
             had_token: false,
         }],
@@ -1018,6 +1020,7 @@ fn desired_rooms(h: &Harness) -> Vec<String> {
 fn saved() -> DesiredState {
     let room = |id: &str, had_token| DesiredRoom {
         room_id: RoomId::parse(id).unwrap(),
+        server: None,
         user: user(),
         had_token,
     };
@@ -1160,6 +1163,7 @@ async fn restore_rejoins_rooms_and_restarts_their_streams() {
                 reason: RoomStateReason::LoginFailed,
                 error_code,
                 error_message,
+                ..
             } if room_id.as_str() == "staff" => Some((*error_code, error_message.clone())),
             _ => None,
         })
@@ -1274,4 +1278,296 @@ async fn restore_applies_the_current_rules() {
         .collect();
     assert_eq!(codes, [1002001, 1002001, 1002002]);
     assert_eq!(desired_rooms(&h), ["bigclass"]);
+}
+
+// ---- several SFU servers --------------------------------------------------------------
+
+fn two_servers() -> EngineSettings {
+    let district = ServerName::parse("district").unwrap();
+    EngineSettings {
+        max_rooms: 2,
+        servers: ServerRoutes::new(
+            [district.clone()],
+            vec![Route {
+                rooms: "group-*".into(),
+                server: district,
+            }],
+        ),
+        ..settings(RoomMode::Multi)
+    }
+}
+
+#[tokio::test]
+async fn rooms_go_to_the_named_server_else_by_route_else_default() {
+    let mut h = Harness::start(two_servers());
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine
+        .login_room_on("bigclass", Some("district"), user(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.rooms.calls(),
+        [
+            "login group-3 box-17 @district",
+            "login bigclass box-17 @district"
+        ]
+    );
+    let state = h.engine.state().await.unwrap();
+    let servers: Vec<(&str, &str)> = state
+        .rooms
+        .iter()
+        .map(|r| (r.room_id.as_str(), r.server.as_str()))
+        .collect();
+    assert_eq!(servers, [("bigclass", "district"), ("group-3", "district")]);
+    // max_rooms counts the rooms of every server together.
+    assert_eq!(
+        code(h.engine.login_room("other", user(), None).await),
+        1002037
+    );
+    h.engine.logout_room(Some("bigclass")).await.unwrap();
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    assert_eq!(
+        h.rooms.calls().last().map(String::as_str),
+        Some("login bigclass box-17")
+    );
+    // Events carry the server.
+    let servers: Vec<(String, Option<String>)> = h
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged {
+                room_id,
+                server,
+                reason: RoomStateReason::Logined,
+                ..
+            } => Some((room_id.to_string(), server.map(|s| s.to_string()))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("group-3".into(), Some("district".into())),
+            ("bigclass".into(), Some("district".into())),
+            ("bigclass".into(), Some("default".into())),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_server_is_refused_with_1002908_before_the_sfu_hears_of_it() {
+    let h = Harness::start(two_servers());
+    let e = h
+        .engine
+        .login_room_on("bigclass", Some("nowhere"), user(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().as_u32(), 1002908);
+    assert!(e.to_string().contains("default, district"), "{e}");
+    // A malformed name is simply not configured.
+    assert_eq!(
+        code(
+            h.engine
+                .login_room_on("bigclass", Some("no such/server"), user(), None)
+                .await
+        ),
+        1002908
+    );
+    assert!(h.rooms.calls().is_empty());
+}
+
+#[tokio::test]
+async fn one_user_across_servers() {
+    let h = Harness::start(two_servers());
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    let other = User::parse("someone-else", "Other").unwrap();
+    assert_eq!(
+        code(h.engine.login_room("bigclass", other, None).await),
+        1002018
+    );
+}
+
+#[tokio::test]
+async fn a_named_server_is_kept_in_the_desired_state_and_restored_there() {
+    let h = Harness::start(two_servers());
+    h.engine
+        .login_room_on("bigclass", Some("district"), user(), None)
+        .await
+        .unwrap();
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    let saved = h.engine.desired().borrow().clone();
+    let named: Vec<Option<&str>> = saved
+        .rooms
+        .iter()
+        .map(|r| r.server.as_ref().map(ServerName::as_str))
+        .collect();
+    // bigclass was named; group-3 went by route and is routed again when restored.
+    assert_eq!(named, [Some("district"), None]);
+    let json = serde_json::to_string(&saved).unwrap();
+    let back: DesiredState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, saved);
+
+    let h2 = Harness::start(two_servers());
+    h2.engine.restore(saved).await.unwrap();
+    wait_until(&h2, "both rooms back", |s| {
+        s.rooms.iter().all(|r| r.state == RoomState::Logined) && s.rooms.len() == 2
+    })
+    .await;
+    let calls = h2.rooms.calls();
+    assert!(
+        calls.contains(&"login bigclass box-17 @district".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"login group-3 box-17 @district".to_string()),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_logs_in_again_only_the_rooms_on_changed_servers() {
+    let mut h = Harness::start(EngineSettings {
+        max_rooms: 3,
+        ..two_servers()
+    });
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    h.engine
+        .login_room_on("lab", Some("district"), user(), None)
+        .await
+        .unwrap();
+    h.engine
+        .start_publishing("main-group", in_room("group-3"), Channel::Main)
+        .await
+        .unwrap();
+    h.drain_events();
+    let before = h.rooms.calls().len();
+    // district's settings changed; the new file has no route and no district for lab:
+    // group-3 now goes to default; lab (named district) is still configured.
+    let district = ServerName::parse("district").unwrap();
+    let moved = h
+        .engine
+        .reroute(
+            ServerRoutes::new([district.clone()], Vec::new()),
+            vec![district.clone()],
+        )
+        .await
+        .unwrap();
+    let moved: Vec<&str> = moved.iter().map(RoomId::as_str).collect();
+    assert_eq!(moved, ["group-3", "lab"]);
+    let state = wait_until(&h, "both back and publishing", |s| {
+        s.rooms.iter().all(|r| r.state == RoomState::Logined)
+            && s.publishing
+                .iter()
+                .all(|p| p.state == PublisherState::Publishing)
+    })
+    .await;
+    let servers: Vec<(&str, &str)> = state
+        .rooms
+        .iter()
+        .map(|r| (r.room_id.as_str(), r.server.as_str()))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("bigclass", "default"),
+            ("group-3", "default"),
+            ("lab", "district")
+        ]
+    );
+    let calls = h.rooms.calls()[before..].to_vec();
+    assert!(
+        calls.iter().all(|c| !c.contains("bigclass")),
+        "bigclass not touched: {calls:?}"
+    );
+    assert!(calls.contains(&"logout group-3".to_string()), "{calls:?}");
+    assert!(
+        calls.contains(&"login group-3 box-17".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&"login lab box-17 @district".to_string()),
+        "{calls:?}"
+    );
+    let reasons: Vec<(String, RoomStateReason)> = h
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RoomStateChanged {
+                room_id, reason, ..
+            } => Some((room_id.to_string(), reason)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.iter().all(|(room, _)| room != "bigclass"),
+        "{reasons:?}"
+    );
+
+    // district removed: lab, named there, is left with 1002908.
+    h.engine
+        .reroute(ServerRoutes::default(), vec![district])
+        .await
+        .unwrap();
+    let state = h.engine.state().await.unwrap();
+    let rooms: Vec<&str> = state.rooms.iter().map(|r| r.room_id.as_str()).collect();
+    assert_eq!(rooms, ["bigclass", "group-3"]);
+    assert!(h.drain_events().iter().any(|e| matches!(
+        e,
+        Event::RoomStateChanged {
+            reason: RoomStateReason::ReconnectFailed,
+            error_code,
+            ..
+        } if error_code.as_u32() == 1002908
+    )));
+}
+
+#[tokio::test]
+async fn a_server_back_ends_the_backoff_of_its_rooms_only() {
+    let h = Harness::start(EngineSettings {
+        reconnect: ReconnectPolicy {
+            window: Duration::from_secs(60),
+            // Far longer than the test: only the server's return can bring rooms back.
+            initial_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+        },
+        ..two_servers()
+    });
+    h.engine.login_room("group-3", user(), None).await.unwrap();
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    for room in ["group-3", "bigclass"] {
+        h.backend_events
+            .send(BackendEvent::RoomLost {
+                room: RoomId::parse(room).unwrap(),
+                reason: "session lost".into(),
+            })
+            .await
+            .unwrap();
+    }
+    wait_until(&h, "both reconnecting", |s| {
+        s.rooms.iter().all(|r| r.state == RoomState::Reconnecting)
+    })
+    .await;
+    h.backend_events
+        .send(BackendEvent::ServerConnected {
+            server: ServerName::parse("district").unwrap(),
+        })
+        .await
+        .unwrap();
+    let state = wait_until(&h, "group-3 (on district) back", |s| {
+        s.rooms
+            .iter()
+            .any(|r| r.room_id.as_str() == "group-3" && r.state == RoomState::Logined)
+    })
+    .await;
+    let bigclass = state
+        .rooms
+        .iter()
+        .find(|r| r.room_id.as_str() == "bigclass")
+        .unwrap();
+    assert_eq!(
+        bigclass.state,
+        RoomState::Reconnecting,
+        "bigclass is on default, which did not come back"
+    );
 }

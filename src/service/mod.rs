@@ -39,6 +39,7 @@ use self::persist::Persister;
 use self::state::{DesiredState, Loaded, StateStore};
 use self::watchdog::MediaLiveness;
 use crate::control::{Control, RunningControl};
+use crate::engine::ServerName;
 use crate::media::GstMedia;
 use crate::{Agent, Config, RunError};
 
@@ -391,6 +392,7 @@ async fn reload(
         reload::Scope::InPlace {
             control: restart_control,
             audio_processing,
+            servers,
         } => {
             let control = if restart_control {
                 match Control::new(&config) {
@@ -418,6 +420,9 @@ async fn reload(
                         "reload: the microphones' processing could not be changed ({e}); it stays as it was until the next restart of the source"
                     ),
                 }
+            }
+            if servers {
+                apply_servers(&current, &config, &changed, &old_table, &new_table).await;
             }
             if let Some(control) = control {
                 // The old connection goes first (two connections with one client id would
@@ -452,6 +457,36 @@ async fn reload(
             );
             Generation::start(config, Some(text), Some(media), desired, None, shutdown).await
         }
+    }
+}
+
+/// A reload changed `[janus.servers.*]` or `rooms.routes`: the rooms on the servers that
+/// changed are logged in again where they now belong; nothing else is touched.
+async fn apply_servers(
+    current: &Generation,
+    config: &Config,
+    changed: &[String],
+    old_table: &Option<toml::Table>,
+    new_table: &Option<toml::Table>,
+) {
+    let (Some(old), Some(new)) = (old_table, new_table) else {
+        // Not reached: without both files the scope is Everything.
+        return;
+    };
+    let servers: Vec<ServerName> = reload::changed_servers(changed, old, new)
+        .iter()
+        .filter_map(|name| ServerName::parse(name).ok())
+        .collect();
+    match current.agent.reroute(config, servers).await {
+        Ok(moved) if moved.is_empty() => {
+            info!("reload: no room is on a server that changed; no room was touched")
+        }
+        Ok(moved) => info!(
+            "reload: logging in again to {} room(s) on servers that changed [{}]; the others are not touched",
+            moved.len(),
+            join(&moved)
+        ),
+        Err(e) => warn!("reload: the room engine did not take the new servers: {e}"),
     }
 }
 

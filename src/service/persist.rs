@@ -115,6 +115,7 @@ mod tests {
     fn room(id: &str) -> DesiredRoom {
         DesiredRoom {
             room_id: RoomId::parse(id).unwrap(),
+            server: None,
             user: User::parse("box-17", "Box").unwrap(),
             had_token: false,
         }

@@ -1,6 +1,8 @@
 //! SIGHUP: what changed between two configuration files, and how much of the agent a
 //! change needs to restart. Values are never printed (some are secrets), only the keys.
 
+use std::collections::BTreeSet;
+
 use toml::{Table, Value};
 
 /// How much of the agent a reload restarts.
@@ -13,9 +15,14 @@ pub enum Scope {
     /// the MQTT `login_room` default uses), so the MQTT connection is restarted.
     /// `audio_processing`: `[audio_processing]` changed, so each microphone's processing
     /// is swapped while it runs.
+    /// `servers`: the Janus servers (`[janus.servers.<name>]`) or `rooms.routes` changed:
+    /// the rooms on the servers that changed (or were removed) are logged in again where
+    /// they now belong; rooms on every other server are not touched, and new routes
+    /// apply to later logins.
     InPlace {
         control: bool,
         audio_processing: bool,
+        servers: bool,
     },
     /// Anything else (Janus, sources, encoder, rooms rules, state_dir, …): the agent
     /// leaves its rooms, rebuilds media, the SFU connection and the engine with the new
@@ -39,37 +46,86 @@ impl Scope {
         let is_control =
             |key: &str| key == "device_id" || is_under(key, "mqtt") || is_under(key, "identity");
         let is_audio = |key: &str| is_under(key, "audio_processing");
-        if changed.iter().all(|key| is_control(key) || is_audio(key)) {
+        let is_servers = |key: &str| is_under(key, "janus.servers") || key == "rooms.routes";
+        if changed
+            .iter()
+            .all(|key| is_control(key) || is_audio(key) || is_servers(key))
+        {
             Scope::InPlace {
                 control: changed.iter().any(|key| is_control(key)),
                 audio_processing: changed.iter().any(|key| is_audio(key)),
+                servers: changed.iter().any(|key| is_servers(key)),
             }
         } else {
             Scope::Everything
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Scope::Nothing => "nothing to do",
+            Scope::Nothing => "nothing to do".to_owned(),
             Scope::InPlace {
-                control: true,
-                audio_processing: false,
-            } => "restarting MQTT control only (rooms and streams are not touched)",
-            Scope::InPlace {
-                control: false,
-                audio_processing: _,
+                control,
+                audio_processing,
+                servers,
             } => {
-                "changing the microphones' processing in place (rooms and streams are not touched)"
-            }
-            Scope::InPlace { .. } => {
-                "restarting MQTT control and changing the microphones' processing in place (rooms and streams are not touched)"
+                let parts: Vec<&str> = [
+                    (control, "restarting MQTT control"),
+                    (
+                        audio_processing,
+                        "changing the microphones' processing in place",
+                    ),
+                    (
+                        servers,
+                        "applying the Janus servers and routes (rooms on servers that changed are logged in again)",
+                    ),
+                ]
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, part)| part)
+                .collect();
+                let only = if control && !audio_processing && !servers {
+                    " only"
+                } else {
+                    ""
+                };
+                let untouched = if servers {
+                    "no other room, media or stream is touched"
+                } else {
+                    "rooms and streams are not touched"
+                };
+                format!("{}{only} ({untouched})", parts.join(" and "))
             }
             Scope::Everything => {
-                "restarting rooms, media and control with the same rooms and streams"
+                "restarting rooms, media and control with the same rooms and streams".to_owned()
             }
         }
     }
+}
+
+/// The `[janus.servers.<name>]` that a change touches (added, removed or changed), from
+/// the changed keys and both files (`janus.servers` as a whole: every name in either).
+pub fn changed_servers(changed: &[String], old: &Table, new: &Table) -> BTreeSet<String> {
+    let names = |table: &Table| -> Vec<String> {
+        table
+            .get("janus")
+            .and_then(Value::as_table)
+            .and_then(|j| j.get("servers"))
+            .and_then(Value::as_table)
+            .map(|servers| servers.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut out = BTreeSet::new();
+    for key in changed {
+        if key == "janus.servers" {
+            out.extend(names(old));
+            out.extend(names(new));
+        } else if let Some(rest) = key.strip_prefix("janus.servers.") {
+            let name = rest.split('.').next().unwrap_or(rest);
+            out.insert(name.to_owned());
+        }
+    }
+    out
 }
 
 /// The dotted keys whose values differ (added, removed or changed), sorted.
@@ -136,7 +192,8 @@ mod tests {
             ])),
             Scope::InPlace {
                 control: true,
-                audio_processing: false
+                audio_processing: false,
+                servers: false
             }
         );
         assert_eq!(
@@ -146,14 +203,16 @@ mod tests {
             ])),
             Scope::InPlace {
                 control: false,
-                audio_processing: true
+                audio_processing: true,
+                servers: false
             }
         );
         assert_eq!(
             Scope::of(&keys(&["audio_processing", "mqtt.url"])),
             Scope::InPlace {
                 control: true,
-                audio_processing: true
+                audio_processing: true,
+                servers: false
             }
         );
         assert_eq!(
@@ -173,5 +232,69 @@ mod tests {
             Scope::Everything
         );
         assert_eq!(Scope::of(&keys(&["mqttx"])), Scope::Everything);
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers.b.url", "rooms.routes"])),
+            Scope::InPlace {
+                control: false,
+                audio_processing: false,
+                servers: true
+            }
+        );
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers", "mqtt.url"])),
+            Scope::InPlace {
+                control: true,
+                audio_processing: false,
+                servers: true
+            }
+        );
+        assert_eq!(
+            Scope::of(&keys(&["janus.servers.b.url", "janus.url"])),
+            Scope::Everything
+        );
+        assert_eq!(Scope::of(&keys(&["janus.serversx"])), Scope::Everything);
+    }
+
+    #[test]
+    fn scopes_are_described() {
+        let control = Scope::InPlace {
+            control: true,
+            audio_processing: false,
+            servers: false,
+        };
+        assert_eq!(
+            control.describe(),
+            "restarting MQTT control only (rooms and streams are not touched)"
+        );
+        let servers = Scope::InPlace {
+            control: false,
+            audio_processing: false,
+            servers: true,
+        };
+        assert!(
+            servers
+                .describe()
+                .starts_with("applying the Janus servers and routes"),
+            "{}",
+            servers.describe()
+        );
+    }
+
+    #[test]
+    fn changed_servers_are_named() {
+        let old = table(
+            "[janus]\nurl = \"ws://x\"\n[janus.servers.a]\nurl = \"ws://a\"\n[janus.servers.b]\nurl = \"ws://b\"\n",
+        );
+        let new = table(
+            "[janus]\nurl = \"ws://x\"\n[janus.servers.a]\nurl = \"ws://a\"\n[janus.servers.b]\nurl = \"ws://b2\"\n[janus.servers.c]\nurl = \"ws://c\"\n",
+        );
+        let changed = changed_keys(&old, &new);
+        assert_eq!(changed, ["janus.servers.b.url", "janus.servers.c"]);
+        let servers: Vec<String> = changed_servers(&changed, &old, &new).into_iter().collect();
+        assert_eq!(servers, ["b", "c"]);
+        let none = table("[janus]\nurl = \"ws://x\"\n");
+        let all = changed_keys(&none, &new);
+        let servers: Vec<String> = changed_servers(&all, &none, &new).into_iter().collect();
+        assert_eq!(servers, ["a", "b", "c"]);
     }
 }

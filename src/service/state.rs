@@ -671,11 +671,13 @@ mod tests {
             rooms: vec![
                 DesiredRoom {
                     room_id: RoomId::parse("bigclass").unwrap(),
+                    server: None,
                     user: user.clone(),
                     had_token: false,
                 },
                 DesiredRoom {
                     room_id: RoomId::parse("staff").unwrap(),
+                    server: None,
                     user,
                     had_token: true,
                 },
@@ -831,6 +833,7 @@ mod tests {
     fn room(id: &str) -> DesiredRoom {
         DesiredRoom {
             room_id: RoomId::parse(id).unwrap(),
+            server: None,
             user: user(17),
             had_token: false,
         }
@@ -862,6 +865,7 @@ mod tests {
         let rooms: Vec<DesiredRoom> = (0..MAX_ROOMS)
             .map(|n| DesiredRoom {
                 room_id: long_room(n),
+                server: None,
                 user: user.clone(),
                 had_token: true,
             })

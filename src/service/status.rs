@@ -86,6 +86,7 @@ mod tests {
     fn room(id: &str, state: RoomState) -> RoomSnapshot {
         RoomSnapshot {
             room_id: RoomId::parse(id).unwrap(),
+            server: Default::default(),
             state,
             users: vec![],
             streams: vec![],

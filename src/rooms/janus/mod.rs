@@ -1,12 +1,15 @@
-//! Rooms on a Janus SFU: VideoRoom for media and presence of publishers, TextRoom for
-//! users and messages, string room ids. One WebSocket session for the whole agent; one
-//! task per room owning that room's handles.
+//! Rooms on Janus SFUs: VideoRoom for media and presence of publishers, TextRoom for
+//! users and messages, string room ids. [`JanusRooms`] is one server: one WebSocket
+//! session, one task per room owning that room's handles. [`JanusServers`] is the
+//! engine's backend: the configured servers, each a `JanusRooms` opened while rooms are
+//! on it (`servers.rs`).
 
 mod carrier;
 pub mod client;
 mod errors;
 pub mod protocol;
 mod room;
+mod servers;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -20,10 +23,12 @@ use self::carrier::Carriers;
 use self::client::{ClientConfig, JanusClient};
 use self::protocol::Auth;
 use self::room::{RoomActor, RoomOp};
+pub use self::servers::JanusServers;
 use crate::base::secret::Secret;
 use crate::config::JanusConfig;
 use crate::engine::backend::{BackendEvent, MediaEngine, OpFuture, PeerHandle, RoomBackend};
 use crate::engine::error::{BackendError, ErrorCode};
+use crate::engine::servers::ServerName;
 use crate::engine::types::{Channel, RoomId, StreamId, User, UserId};
 
 /// Room settings and policies from `[janus]`.
@@ -58,7 +63,10 @@ pub fn client_config(config: &JanusConfig) -> ClientConfig {
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
         reconnect_initial: Duration::from_millis(250),
-        reconnect_max: Duration::from_secs(5),
+        // A Janus that comes back is found within ~2.5 s (2 s ±25 %), leaving the rooms
+        // on it time to be flowing again within 5 s of it listening (issue 20); an
+        // attempt to a server that is down costs one refused TCP connection.
+        reconnect_max: Duration::from_secs(2),
     }
 }
 
@@ -109,13 +117,22 @@ impl JanusRooms {
         client: JanusClient,
         settings: JanusSettings,
     ) -> (Arc<Self>, mpsc::Receiver<BackendEvent>) {
-        let (events, events_rx) = mpsc::channel(1024);
+        let (events, events_rx) = mpsc::channel(BACKEND_EVENT_BUFFER);
+        (Self::with_events(client, settings, events), events_rx)
+    }
+
+    /// One server among several: its events go to `events`, shared by all.
+    pub(crate) fn with_events(
+        client: JanusClient,
+        settings: JanusSettings,
+        events: mpsc::Sender<BackendEvent>,
+    ) -> Arc<Self> {
         let first_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
         let settings = Arc::new(settings);
         let carriers = Carriers::start(client.clone(), settings.clone(), events.clone());
-        let rooms = Arc::new(Self {
+        Arc::new(Self {
             client,
             settings,
             carriers,
@@ -124,8 +141,7 @@ impl JanusRooms {
             created: Arc::new(Mutex::new(HashMap::new())),
             next_slot: AtomicU64::new(1),
             message_ids: Arc::new(AtomicU64::new(first_id)),
-        });
-        (rooms, events_rx)
+        })
     }
 
     pub fn client(&self) -> &JanusClient {
@@ -214,8 +230,18 @@ impl JanusRooms {
     }
 }
 
+/// Events the backend queues for the engine before its rooms wait.
+const BACKEND_EVENT_BUFFER: usize = 1024;
+
+/// One server: `server` is not looked at (every room is on this one).
 impl RoomBackend for JanusRooms {
-    fn login(&self, room: &RoomId, user: &User, token: Option<&Secret>) -> OpFuture<()> {
+    fn login(
+        &self,
+        room: &RoomId,
+        _server: &ServerName,
+        user: &User,
+        token: Option<&Secret>,
+    ) -> OpFuture<()> {
         let (user, token) = (user.clone(), token.cloned());
         self.submit(room, |reply| RoomOp::Login { user, token, reply })
     }
