@@ -346,6 +346,9 @@ fn console(args: ConsoleArgs) -> ExitCode {
             "--janus {janus:?}: give Janus's WebSocket URL, ws://host:8188/ or wss://host:8989/"
         ));
     }
+    if args.auth.is_none() && !args.listen.ip().is_loopback() {
+        return usage(roomcast::console::ConsoleError::NeedsAuth(args.listen).to_string());
+    }
     let users = match args.auth.as_deref().map(Users::load).transpose() {
         Ok(users) => users,
         Err(e) => return usage(e.to_string()),
