@@ -489,3 +489,93 @@ async fn console_shows_the_fleet_live_and_sends_commands() {
         out.display()
     );
 }
+
+/// One HTTP/1.1 GET to the console; its status line and body.
+fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Off loopback the console needs --auth; with it, every route asks for a user.
+#[test]
+fn console_access_needs_auth_off_loopback() {
+    let dir = support::TempDir::new("console-auth");
+    let refused = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "console",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .expect("run roomcast console");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not a loopback address") && stderr.contains("--auth FILE"),
+        "{stderr}"
+    );
+
+    // printf '%s' 'secret' | sha256sum
+    let users = dir.path().join("users");
+    std::fs::write(
+        &users,
+        "# the IT desk\nit-desk:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n",
+    )
+    .expect("write the users file");
+    let port = support::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["console", "--broker", "mqtt://127.0.0.1:1"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--auth")
+        .arg(&users)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start roomcast console");
+    let listening = support::wait_listening(port, Duration::from_secs(15));
+    let outcome = std::panic::catch_unwind(|| {
+        assert!(listening, "the console did not listen within 15 s");
+        let (status, _) = http_get(port, "/", None);
+        assert!(status.contains(" 401 "), "{status}");
+        // base64("it-desk:wrong"), base64("it-desk:secret")
+        let (status, _) = http_get(port, "/api/fleet", Some("Basic aXQtZGVzazp3cm9uZw=="));
+        assert!(status.contains(" 401 "), "{status}");
+        let (status, body) = http_get(port, "/api/fleet", Some("Basic aXQtZGVzazpzZWNyZXQ="));
+        assert!(status.contains(" 200 "), "{status}");
+        let fleet: Value = serde_json::from_str(&body).expect("the fleet as JSON");
+        assert_eq!(fleet["broker"]["connected"], false, "{fleet}");
+        assert_eq!(fleet["boxes"], json!([]), "{fleet}");
+        let (status, body) = http_get(port, "/", Some("Basic aXQtZGVzazpzZWNyZXQ="));
+        assert!(
+            status.contains(" 200 ") && body.contains("roomcast console"),
+            "{status}"
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -757,7 +757,10 @@ mod tests {
             Duration::from_secs(3),
             shutdown.clone(),
         );
+        // The broker link and the page are separate channels: wait until the link is up.
+        let (_, mut updates) = handle.subscribe().await.unwrap();
         tx.send(Incoming::Connected).await.unwrap();
+        assert!(matches!(updates.recv().await, Ok(Update::Broker(b)) if b.connected));
         let outcome = handle
             .command("box-9".into(), "get_state".into(), json!({}))
             .await;
