@@ -128,6 +128,8 @@ for (const t of document.querySelectorAll('#tiles article.tile')) {
     }])),
     streams: Object.fromEntries([...t.querySelectorAll('tr.stream')].map((tr) => [tr.dataset.stream,
       (tr.querySelector('.state') || {}).textContent])),
+    quality: Object.fromEntries([...t.querySelectorAll('tr.stream')].map((tr) => [tr.dataset.stream,
+      (tr.querySelector('.quality') || {}).textContent])),
     reply: (t.querySelector('.reply') || {}).textContent,
     markup: t.querySelectorAll('.view b, .view i, .view script, .view img').length,
   };
@@ -273,6 +275,22 @@ async fn scenario(f: &mut Fleet) {
     assert_eq!(shown["summary"]["streams"], "1", "{shown:#}");
     assert_eq!(shown["summary"]["failing"], "0", "{shown:#}");
     f.step("both tiles online in bigclass; box-2 publishing");
+    // Its quality figures (events every 3 s, and the state) show on the tile.
+    let shown = wait_page(
+        &f.browser,
+        "box-2-main's bitrate and frame rate",
+        Duration::from_secs(15),
+        |s| {
+            s["tiles"]["box-2"]["quality"]["box-2-main"]
+                .as_str()
+                .is_some_and(|q| q.contains(" kbit/s") && q.contains(" fps"))
+        },
+    )
+    .await;
+    f.step(&format!(
+        "box-2-main's quality on the tile: {}",
+        shown["tiles"]["box-2"]["quality"]["box-2-main"]
+    ));
 
     // 2. A click logs box 2 into group-3: its tile shows Logined within 2 s.
     set_input(&f.browser, "box-2", "room_id", "group-3").await;
@@ -436,6 +454,38 @@ async fn scenario(f: &mut Fleet) {
         .screenshot(&f.out.join("fleet-box-1-offline.png"))
         .await
         .unwrap_or_else(|e| panic!("screenshot: {e}"));
+
+    // 8. A box that vanishes without closing its connection (frozen: SIGSTOP): the broker
+    // publishes its last will once the keepalive has run out.
+    f.box2.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    let outcome = std::panic::AssertUnwindSafe(wait_page(
+        &f.browser,
+        "box-2 offline after its keepalive",
+        // 1.5 x keepalive by the book; mosquitto 2.0.11 took 8.8-10.3 s for 5 s here
+        // (once more than 10.5 s).
+        KEEPALIVE * 2 + Duration::from_secs(5),
+        |s| s["tiles"]["box-2"]["status"] == "offline",
+    ))
+    .catch_unwind()
+    .await;
+    let gone = frozen.elapsed();
+    f.box2.signal(libc::SIGCONT);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    f.step(&format!(
+        "frozen box-2 offline on the page {} ms after SIGSTOP",
+        gone.as_millis()
+    ));
+    wait_page(
+        &f.browser,
+        "box-2 online again after SIGCONT",
+        Duration::from_secs(20),
+        |s| s["tiles"]["box-2"]["status"] == "online",
+    )
+    .await;
+    f.step("box-2 online again once it runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
