@@ -2,7 +2,7 @@
 # The main job, on one machine: a local Janus and mosquitto, and the roomcast agent on
 # test sources, commanded over MQTT (roomcast ctl) to log in to "bigclass" and
 # "group-3" and publish its main source into both. It serves the project's room page
-# (tests/web/) and prints the URLs a person opens to be the teacher in bigclass or a
+# (tests/web/) and the operator console (roomcast console) and prints the URLs a person opens to be the teacher in bigclass or a
 # student in group-3. Then it shows what happens: every event, and the state every 5 s.
 # Ctrl-C stops everything (the agent leaves its rooms).
 #
@@ -15,6 +15,8 @@
 #
 # Usage: ./scripts/demo.sh [--duration SECONDS] [--no-host-link]
 #   ROOMCAST_DEMO_PORT  the page's port on localhost (default: 8080, or the next free one)
+#   ROOMCAST_DEMO_CONSOLE_PORT  the operator console's (roomcast console) port on localhost
+#                       (default: 8090, or the next free one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -53,23 +55,37 @@ if [ "${ROOMCAST_NETNS:-}" != 1 ]; then
   fi
   python3 -m http.server --bind 127.0.0.1 --directory "$www" "$port" > "$www.log" 2>&1 &
   web_pid=$!
-  trap 'kill "$web_pid" 2>/dev/null || true; rm -rf "$www" "$www.log"' EXIT
-  python3 - "$port" <<'PY'
+  # The operator console (roomcast console), on this host's loopback too: it reaches the
+  # namespace's mosquitto and Janus over the link (it keeps retrying until they are up).
+  console_port=${ROOMCAST_DEMO_CONSOLE_PORT:-}
+  if [ -z "$console_port" ]; then
+    for console_port in $(seq 8090 8109); do
+      [ "$console_port" = "$port" ] && continue
+      (exec 3<>"/dev/tcp/127.0.0.1/$console_port") 2>/dev/null || break
+    done
+  fi
+  target/debug/roomcast console --broker mqtt://10.77.0.2:1883 \
+    --listen "127.0.0.1:$console_port" --janus ws://10.77.0.2:8188/ > "$www.console.log" 2>&1 &
+  console_pid=$!
+  trap 'kill "$web_pid" "$console_pid" 2>/dev/null || true; rm -rf "$www" "$www.log" "$www.console.log"' EXIT
+  python3 - "$port" "$console_port" <<'PY'
 import sys, time, urllib.request
-port = sys.argv[1]
-for path in ["/", "/roomcast.js", "/javascript/janus-gateway/janus.js",
-             "/javascript/webrtc-adapter/adapter.js"]:
+port, console = sys.argv[1], sys.argv[2]
+for port, path in [(port, "/"), (port, "/roomcast.js"),
+                   (port, "/javascript/janus-gateway/janus.js"),
+                   (port, "/javascript/webrtc-adapter/adapter.js"),
+                   (console, "/"), (console, "/javascript/janus-gateway/janus.js")]:
     for attempt in range(50):
         try:
             urllib.request.urlopen("http://127.0.0.1:%s%s" % (port, path), timeout=2).read()
             break
         except Exception as e:
             if attempt == 49:
-                sys.exit("demo: the page server does not serve %s: %s" % (path, e))
+                sys.exit("demo: nothing serves http://127.0.0.1:%s%s: %s" % (port, path, e))
             time.sleep(0.1)
 PY
   status=0
-  ROOMCAST_DEMO_PAGE="http://localhost:$port/" \
+  ROOMCAST_DEMO_PAGE="http://localhost:$port/" ROOMCAST_DEMO_CONSOLE="http://localhost:$console_port/" \
     ./scripts/in-netns.sh --host-link "$0" --duration "$duration" || status=$?
   exit "$status"
 fi
@@ -157,6 +173,8 @@ if [ -n "$link_addr" ] && [ -n "${ROOMCAST_DEMO_PAGE:-}" ]; then
 == Open the room page in a browser on this machine (Chromium, Chrome or Firefox):
    teacher in bigclass:  ${page}?room=bigclass&user=teacher&name=Ms%20Smith&janus=$janus_ws
    student in group-3:   ${page}?room=group-3&user=student-1&name=Student%201&janus=$janus_ws
+   operator console:     ${ROOMCAST_DEMO_CONSOLE:-}
+   (every box live, with buttons to log it in and out of rooms, publish, play, message)
    The box's test picture and tone play in both. "Start camera" publishes yours as
    <user>-cam; have the box play it and talk to the rooms from another terminal:
      $bin ctl --broker mqtt://$link_addr:1883 --device box-17 start_playing stream_id=teacher-cam room_id=bigclass

@@ -8,6 +8,8 @@
 
 pub mod base;
 pub mod config;
+/// `roomcast console`: the operator's web page over the MQTT contract.
+pub mod console;
 pub mod control;
 pub mod engine;
 pub mod media;

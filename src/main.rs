@@ -49,6 +49,9 @@ enum Command {
     /// Send one command to a box over MQTT and print its reply (JSON, one line).
     /// Exit 0 on an ok reply, 1 on an error reply, 2 on a usage or connection error.
     Ctl(Box<CtlArgs>),
+    /// Serve the operator console: every box of the school on one live web page, with
+    /// the commands a person needs (docs/console.md).
+    Console(Box<ConsoleArgs>),
 }
 
 #[derive(clap::Args)]
@@ -88,6 +91,48 @@ struct CtlArgs {
     args: Vec<String>,
 }
 
+#[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  roomcast console --broker mqtt://10.0.0.5:1883\n  roomcast console --broker mqtts://broker.school.lan:8883 --ca-file ca.pem --listen 0.0.0.0:8090 --auth /etc/roomcast/console-users --janus wss://janus.school.lan:8989/\n\nMore: docs/console.md"
+)]
+struct ConsoleArgs {
+    /// The broker: mqtt://host:port or mqtts://host:port.
+    #[arg(long)]
+    broker: String,
+    /// Where the page is served. Anything but loopback needs --auth.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// Users allowed in: a file of `user:sha256-hex-of-the-password` lines
+    /// (printf '%s' 'the password' | sha256sum). Browsers ask for the user and password.
+    #[arg(long)]
+    auth: Option<PathBuf>,
+    /// Janus's WebSocket URL (ws:// or wss://), for live previews in the room view.
+    #[arg(long)]
+    janus: Option<String>,
+    /// Where Debian's janus.js and adapter.js are (libjs-janus-gateway, libjs-webrtc-adapter).
+    #[arg(long, default_value = "/usr/share/javascript")]
+    javascript: PathBuf,
+    /// The boxes' topic prefix (their mqtt.topic_prefix).
+    #[arg(long, default_value = "roomcast")]
+    prefix: String,
+    /// Seconds a command may wait for its box's reply (a login waits for its room).
+    #[arg(long, default_value_t = 70.0)]
+    timeout: f64,
+    #[arg(long)]
+    username: Option<String>,
+    /// The broker password (better in the environment than on the command line).
+    #[arg(long, env = "ROOMCAST_MQTT_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// CA certificate (PEM) of an mqtts:// broker.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that require one (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -98,6 +143,10 @@ fn main() -> ExitCode {
             devices(json)
         }
         Command::Ctl(args) => ctl(*args),
+        Command::Console(args) => {
+            logging::init(cli.log_format);
+            console(*args)
+        }
         Command::Run => {
             roomcast::service::memory::limit_arenas();
             logging::init(cli.log_format);
@@ -263,6 +312,106 @@ fn ctl(args: CtlArgs) -> ExitCode {
             }
         }
         Err(e) => usage(e.to_string()),
+    }
+}
+
+fn console(args: ConsoleArgs) -> ExitCode {
+    use roomcast::console::{ConsoleSettings, auth::Users};
+
+    let usage = |message: String| {
+        eprintln!("roomcast console: {message}");
+        ExitCode::from(2)
+    };
+    let url = match roomcast::config::MqttUrl::parse(&args.broker) {
+        Ok(url) => url,
+        Err(e) => return usage(format!("--broker: {e}")),
+    };
+    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return usage(format!(
+            "--timeout {} must be more than 0 and at most 3600 seconds",
+            args.timeout
+        ));
+    }
+    let level_ok = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#', '\0']);
+    if !args.prefix.split('/').all(level_ok) {
+        return usage(format!(
+            "--prefix {:?}: topic levels separated by '/', without '+', '#' or empty levels",
+            args.prefix
+        ));
+    }
+    if let Some(janus) = &args.janus
+        && !(janus.starts_with("ws://") || janus.starts_with("wss://"))
+    {
+        return usage(format!(
+            "--janus {janus:?}: give Janus's WebSocket URL, ws://host:8188/ or wss://host:8989/"
+        ));
+    }
+    if args.auth.is_none() && !args.listen.ip().is_loopback() {
+        return usage(roomcast::console::ConsoleError::NeedsAuth(args.listen).to_string());
+    }
+    let users = match args.auth.as_deref().map(Users::load).transpose() {
+        Ok(users) => users,
+        Err(e) => return usage(e.to_string()),
+    };
+    let settings = ConsoleSettings {
+        broker: roomcast::control::BrokerSettings {
+            url,
+            client_id: format!(
+                "roomcast-console-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+            username: args.username,
+            password: args.password.map(roomcast::base::secret::Secret::new),
+            ca_file: args.ca_file,
+            client_cert: args.client_cert.zip(args.client_key),
+            keepalive: std::time::Duration::from_secs(30),
+        },
+        prefix: args.prefix,
+        listen: args.listen,
+        users,
+        janus: args.janus,
+        javascript: args.javascript,
+        command_timeout: std::time::Duration::from_secs_f64(args.timeout),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("roomcast-console")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let console = roomcast::console::start(settings, shutdown.clone()).await?;
+        println!("roomcast console: http://{}/", console.local_addr);
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            shutdown.cancel();
+            console.stopped().await;
+            anyhow::bail!("cannot install signal handlers");
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("console: stopping");
+        shutdown.cancel();
+        console.stopped().await;
+        Ok::<(), anyhow::Error>(())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("roomcast console: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,631 @@
+//! The operator console as a school's IT person uses it: a real mosquitto and Janus, two
+//! real agents (`roomcast run`, box-1 and box-2), the real `roomcast console` process,
+//! and headless Chromium on its page — clicking, typing and reading what the page shows.
+//!
+//! Screenshots of the fleet page go to `target/e2e/console/` (kept: the test's artifact).
+//! Needs the private network namespace: `./scripts/in-netns.sh cargo test --test console`.
+
+mod support;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use roomcast::config::MqttUrl;
+use roomcast::control::client::CommandClient;
+use roomcast::control::{BrokerSettings, Topics};
+use serde_json::{Value, json};
+use support::browser::{Browser, ChromeDriver};
+use support::janus::Janus;
+use support::mosquitto::Mosquitto;
+use support::process::{AgentProcess, Options, config_text};
+
+/// The agents' MQTT keepalive (config_text): the broker publishes the last will of a box
+/// that vanished after 1.5 times this.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+/// A room and a user name that hold HTML: the page must show them as text.
+const HTML_ROOM: &str = "<b>html</b>";
+const HTML_NAME: &str = "<i>Room 1</i> & co";
+
+/// Where the screenshots go: `target/e2e/console`.
+fn output_dir() -> PathBuf {
+    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = target_tmp
+        .parent()
+        .unwrap_or(target_tmp)
+        .join("e2e/console");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the e2e output folder");
+    dir
+}
+
+/// One agent: `device` with its own identity; box-2 may be in 2 rooms at most.
+fn agent(
+    broker: &Mosquitto,
+    janus: &Janus,
+    device: &str,
+    name: &str,
+    max_rooms: u32,
+) -> AgentProcess {
+    let text = config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "")
+        .replace(
+            "device_id = \"box-17\"",
+            &format!("device_id = \"{device}\""),
+        )
+        .replace("user_id = \"box-17\"", &format!("user_id = \"{device}\""))
+        .replace(
+            "user_name = \"Room 101 camera\"",
+            &format!("user_name = {}", toml_string(name)),
+        )
+        .replace("max_rooms = 5", &format!("max_rooms = {max_rooms}"));
+    AgentProcess::start(&text, Options::default())
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string")
+}
+
+/// `roomcast console` as a process, stopped when dropped.
+struct ConsoleProcess {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl ConsoleProcess {
+    fn start(broker: &Mosquitto, janus: &Janus, dir: &Path) -> Self {
+        let port = support::free_port();
+        let log = dir.join("console.log");
+        let file = std::fs::File::create(&log).expect("create the console log");
+        let child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["console", "--broker", &broker.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--janus", &janus.ws_url()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone the log"))
+            .stderr(file)
+            .spawn()
+            .expect("start roomcast console");
+        assert!(
+            support::wait_listening(port, Duration::from_secs(15)),
+            "the console did not listen within 15 s"
+        );
+        Self { child, port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ConsoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the page shows of every tile, read from the DOM (text as displayed).
+const TILES_JS: &str = r#"
+const out = {};
+for (const t of document.querySelectorAll('#tiles article.tile')) {
+  out[t.dataset.device] = {
+    hidden: t.hidden,
+    status: (t.querySelector('.status') || {}).textContent,
+    meta: [...t.querySelectorAll('.meta')].map((m) => m.textContent),
+    rooms: Object.fromEntries([...t.querySelectorAll('li.room')].map((li) => [li.dataset.room, {
+      name: (li.querySelector('.room-id') || {}).textContent,
+      state: (li.querySelector('.state') || {}).textContent,
+      users: (li.querySelector('.users') || {}).textContent || '',
+      error: (li.querySelector('.error') || {}).textContent || '',
+    }])),
+    streams: Object.fromEntries([...t.querySelectorAll('tr.stream')].map((tr) => [tr.dataset.stream,
+      (tr.querySelector('.state') || {}).textContent])),
+    quality: Object.fromEntries([...t.querySelectorAll('tr.stream')].map((tr) => [tr.dataset.stream,
+      (tr.querySelector('.quality') || {}).textContent])),
+    reply: (t.querySelector('.reply') || {}).textContent,
+    markup: t.querySelectorAll('.view b, .view i, .view script, .view img').length,
+  };
+}
+return {
+  tiles: out,
+  summary: {
+    online: document.getElementById('sum-online').textContent,
+    rooms: document.getElementById('sum-rooms').textContent,
+    streams: document.getElementById('sum-streams').textContent,
+    failing: document.getElementById('sum-failing').textContent,
+  },
+  link: document.getElementById('link').textContent,
+};
+"#;
+
+async fn page(browser: &Browser) -> Value {
+    browser.execute(TILES_JS, json!([])).await
+}
+
+/// Polls the page every 100 ms until `check` holds; panics with what it showed last.
+async fn wait_page(
+    browser: &Browser,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let shown = page(browser).await;
+        if check(&shown) {
+            return shown;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for: {what}\nthe page shows: {shown:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn set_input(browser: &Browser, device: &str, name: &str, text: &str) {
+    let css = format!("article[data-device=\"{device}\"] input[name=\"{name}\"]");
+    browser
+        .execute(
+            "document.querySelector(arguments[0]).value = '';",
+            json!([css]),
+        )
+        .await;
+    browser.type_into(&css, text).await;
+}
+
+async fn click_action(browser: &Browser, device: &str, action: &str) {
+    browser
+        .click(&format!(
+            "article[data-device=\"{device}\"] button[data-action=\"{action}\"]"
+        ))
+        .await;
+}
+
+fn room_state<'a>(shown: &'a Value, device: &str, room: &str) -> &'a Value {
+    &shown["tiles"][device]["rooms"][room]["state"]
+}
+
+fn broker_settings(url: &str) -> BrokerSettings {
+    BrokerSettings {
+        url: MqttUrl::parse(url).expect("broker url"),
+        client_id: format!("console-test-{}", rand::random::<u32>()),
+        username: None,
+        password: None,
+        ca_file: None,
+        client_cert: None,
+        keepalive: Duration::from_secs(30),
+    }
+}
+
+struct Fleet {
+    broker: Mosquitto,
+    box1: AgentProcess,
+    box2: AgentProcess,
+    console: ConsoleProcess,
+    browser: Browser,
+    out: PathBuf,
+    started: Instant,
+}
+
+impl Fleet {
+    fn step(&self, what: &str) {
+        println!("[{:>5.1} s] {what}", self.started.elapsed().as_secs_f64());
+    }
+}
+
+async fn ok(broker: &Mosquitto, device: &str, op: &str, args: Value) -> Value {
+    let client = CommandClient::connect(
+        &broker_settings(&broker.url()),
+        Topics::new("roomcast", device),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {device}: {e}"));
+    let reply = client
+        .request(op, args)
+        .await
+        .unwrap_or_else(|e| panic!("{device} {op}: {e}"));
+    client.close().await;
+    assert_eq!(reply["ok"], true, "{device} {op}: {reply}");
+    reply["result"].clone()
+}
+
+async fn scenario(f: &mut Fleet) {
+    // Both boxes in bigclass (set up over MQTT, as another dashboard would).
+    for device in ["box-1", "box-2"] {
+        ok(
+            &f.broker,
+            device,
+            "login_room",
+            json!({"room_id": "bigclass"}),
+        )
+        .await;
+    }
+    ok(
+        &f.broker,
+        "box-2",
+        "start_publishing",
+        json!({"stream_id": "box-2-main", "room_id": "bigclass", "channel": "main"}),
+    )
+    .await;
+    f.browser.goto(&f.console.url()).await;
+
+    // 1. Both tiles online with their rooms; the summary counts them.
+    let shown = wait_page(
+        &f.browser,
+        "both tiles online, in bigclass, box-2 publishing",
+        Duration::from_secs(20),
+        |s| {
+            ["box-1", "box-2"].iter().all(|d| {
+                s["tiles"][d]["status"] == "online" && room_state(s, d, "bigclass") == "Logined"
+            }) && s["tiles"]["box-2"]["streams"]["box-2-main"] == "Publishing"
+        },
+    )
+    .await;
+    assert_eq!(shown["summary"]["online"], "2 of 2", "{shown:#}");
+    assert_eq!(shown["summary"]["rooms"], "1", "{shown:#}");
+    assert_eq!(shown["summary"]["streams"], "1", "{shown:#}");
+    assert_eq!(shown["summary"]["failing"], "0", "{shown:#}");
+    f.step("both tiles online in bigclass; box-2 publishing");
+    // Its quality figures (events every 3 s, and the state) show on the tile.
+    let shown = wait_page(
+        &f.browser,
+        "box-2-main's bitrate and frame rate",
+        Duration::from_secs(15),
+        |s| {
+            s["tiles"]["box-2"]["quality"]["box-2-main"]
+                .as_str()
+                .is_some_and(|q| q.contains(" kbit/s") && q.contains(" fps"))
+        },
+    )
+    .await;
+    f.step(&format!(
+        "box-2-main's quality on the tile: {}",
+        shown["tiles"]["box-2"]["quality"]["box-2-main"]
+    ));
+
+    // 2. A click logs box 2 into group-3: its tile shows Logined within 2 s.
+    set_input(&f.browser, "box-2", "room_id", "group-3").await;
+    let clicked = Instant::now();
+    click_action(&f.browser, "box-2", "login").await;
+    let shown = wait_page(
+        &f.browser,
+        "box-2 Logined in group-3",
+        Duration::from_secs(10),
+        |s| room_state(s, "box-2", "group-3") == "Logined",
+    )
+    .await;
+    let took = clicked.elapsed();
+    f.step(&format!(
+        "box-2's tile shows group-3 Logined {} ms after the click",
+        took.as_millis()
+    ));
+    assert!(took <= Duration::from_secs(2), "took {took:?}: {shown:#}");
+    wait_page(
+        &f.browser,
+        "the login's reply on the tile",
+        Duration::from_secs(5),
+        |s| {
+            s["tiles"]["box-2"]["reply"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("✓ login_room group-3"))
+        },
+    )
+    .await;
+
+    // 3. A room over max_rooms (2 for box-2): the error reply shows its code.
+    set_input(&f.browser, "box-2", "room_id", "group-4").await;
+    click_action(&f.browser, "box-2", "login").await;
+    let shown = wait_page(
+        &f.browser,
+        "the max_rooms refusal on box-2's tile",
+        Duration::from_secs(10),
+        |s| {
+            s["tiles"]["box-2"]["reply"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("✗ login_room group-4"))
+        },
+    )
+    .await;
+    let reply = shown["tiles"]["box-2"]["reply"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reply.contains("(code 1002037)"), "{reply}");
+    f.step(&format!("the refusal shows its code: {reply}"));
+
+    // 4. A room and a user name holding HTML show as text.
+    set_input(&f.browser, "box-1", "room_id", HTML_ROOM).await;
+    click_action(&f.browser, "box-1", "login").await;
+    let shown = wait_page(
+        &f.browser,
+        "box-1 Logined in the HTML room",
+        Duration::from_secs(10),
+        |s| room_state(s, "box-1", HTML_ROOM) == "Logined",
+    )
+    .await;
+    let tile = &shown["tiles"]["box-1"];
+    assert_eq!(tile["rooms"][HTML_ROOM]["name"], HTML_ROOM, "{tile:#}");
+    assert!(
+        tile["meta"][0]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("{HTML_NAME} (box-1)"))),
+        "the user name as text: {tile:#}"
+    );
+    assert!(
+        shown["tiles"]["box-2"]["rooms"]["bigclass"]["users"]
+            .as_str()
+            .is_some_and(|u| u.contains(HTML_NAME)),
+        "box-1's name among bigclass's users, as text: {shown:#}"
+    );
+    for device in ["box-1", "box-2"] {
+        assert_eq!(
+            shown["tiles"][device]["markup"], 0,
+            "markup from a box: {shown:#}"
+        );
+    }
+    f.step("the HTML room and user name show as text, no markup made of them");
+
+    // 5. Filter by room: group-3 shows box-2 only.
+    f.browser
+        .execute(
+            "const s = document.getElementById('room-filter'); s.value = arguments[0]; \
+             s.dispatchEvent(new Event('change'));",
+            json!(["group-3"]),
+        )
+        .await;
+    let shown = page(&f.browser).await;
+    assert_eq!(shown["tiles"]["box-1"]["hidden"], true, "{shown:#}");
+    assert_eq!(shown["tiles"]["box-2"]["hidden"], false, "{shown:#}");
+    f.browser
+        .execute(
+            "const s = document.getElementById('room-filter'); s.value = ''; \
+             s.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    f.step("the room filter shows only the boxes in group-3");
+    f.browser
+        .screenshot(&f.out.join("fleet.png"))
+        .await
+        .unwrap_or_else(|e| panic!("screenshot: {e}"));
+
+    // 6. The room view previews box-2's stream through Janus (--janus).
+    f.browser
+        .execute(
+            "document.querySelector('article[data-device=\"box-2\"] li.room[data-room=\"bigclass\"] .room-id').click();",
+            json!([]),
+        )
+        .await;
+    f.browser
+        .click("#room-boxes figure[data-stream=\"box-2-main\"] button")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let size = f
+            .browser
+            .execute(
+                "const v = document.querySelector('#room-boxes figure[data-stream=\"box-2-main\"] video'); \
+                 return v ? [v.videoWidth, v.currentTime] : null;",
+                json!([]),
+            )
+            .await;
+        if size[0].as_u64() > Some(0) && size[1].as_f64() > Some(0.5) {
+            f.step(&format!("the room view previews box-2-main: {size}"));
+            break;
+        }
+        if Instant::now() >= deadline {
+            let log = f.console.log();
+            panic!("no preview of box-2-main within 30 s: {size}\nconsole log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f.browser
+        .screenshot(&f.out.join("room-view.png"))
+        .await
+        .unwrap_or_else(|e| panic!("screenshot: {e}"));
+    f.browser.click("#room-close").await;
+
+    // 7. Killing box 1: its tile turns offline (last will) within its keepalive.
+    f.box1.kill9();
+    let killed = Instant::now();
+    let shown = wait_page(
+        &f.browser,
+        "box-1 offline",
+        KEEPALIVE * 3 / 2 + Duration::from_secs(3),
+        |s| s["tiles"]["box-1"]["status"] == "offline",
+    )
+    .await;
+    f.step(&format!(
+        "box-1 offline on the page {} ms after it was killed",
+        killed.elapsed().as_millis()
+    ));
+    assert_eq!(shown["summary"]["online"], "1 of 2", "{shown:#}");
+    assert_eq!(shown["summary"]["failing"], "1", "{shown:#}");
+    assert_eq!(shown["tiles"]["box-2"]["status"], "online", "{shown:#}");
+    f.browser
+        .screenshot(&f.out.join("fleet-box-1-offline.png"))
+        .await
+        .unwrap_or_else(|e| panic!("screenshot: {e}"));
+
+    // 8. A box that vanishes without closing its connection (frozen: SIGSTOP): the broker
+    // publishes its last will once the keepalive has run out.
+    f.box2.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    let outcome = std::panic::AssertUnwindSafe(wait_page(
+        &f.browser,
+        "box-2 offline after its keepalive",
+        // 1.5 x keepalive by the book; mosquitto 2.0.11 took 8.8-10.3 s for 5 s here
+        // (once more than 10.5 s).
+        KEEPALIVE * 2 + Duration::from_secs(5),
+        |s| s["tiles"]["box-2"]["status"] == "offline",
+    ))
+    .catch_unwind()
+    .await;
+    let gone = frozen.elapsed();
+    f.box2.signal(libc::SIGCONT);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    f.step(&format!(
+        "frozen box-2 offline on the page {} ms after SIGSTOP",
+        gone.as_millis()
+    ));
+    wait_page(
+        &f.browser,
+        "box-2 online again after SIGCONT",
+        Duration::from_secs(20),
+        |s| s["tiles"]["box-2"]["status"] == "online",
+    )
+    .await;
+    f.step("box-2 online again once it runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_the_fleet_live_and_sends_commands() {
+    support::require_netns();
+    let started = Instant::now();
+    let out = output_dir();
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let box1 = agent(&broker, &janus, "box-1", HTML_NAME, 5);
+    let box2 = agent(&broker, &janus, "box-2", "Room 2 camera", 2);
+    let dir = support::TempDir::new("console");
+    let console = ConsoleProcess::start(&broker, &janus, dir.path());
+    let driver = ChromeDriver::start();
+    let browser = driver.open("operator").await;
+    let mut fleet = Fleet {
+        broker,
+        box1,
+        box2,
+        console,
+        browser,
+        out: out.clone(),
+        started,
+    };
+    fleet.step("services, two agents, the console and a browser up");
+
+    let outcome = AssertUnwindSafe(tokio::time::timeout(
+        Duration::from_secs(180),
+        scenario(&mut fleet),
+    ))
+    .catch_unwind()
+    .await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        let _ = fleet.browser.screenshot(&out.join("failure.png")).await;
+        let _ = std::fs::write(out.join("failure-console.log"), fleet.console.log());
+        let _ = std::fs::write(out.join("failure-box-1.log"), fleet.box1.all_logs());
+        let _ = std::fs::write(out.join("failure-box-2.log"), fleet.box2.all_logs());
+        eprintln!("screenshot and logs of the failure: {}", out.display());
+    }
+    let Fleet { browser, .. } = fleet;
+    let _ = tokio::time::timeout(Duration::from_secs(20), browser.close()).await;
+    drop(driver);
+    match outcome {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(Err(_)) => panic!("the console scenario took longer than 180 s"),
+        Ok(Ok(())) => {}
+    }
+    println!(
+        "console scenario passed in {:.1} s; screenshots in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+}
+
+/// One HTTP/1.1 GET to the console; its status line and body.
+fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Off loopback the console needs --auth; with it, every route asks for a user.
+#[test]
+fn console_access_needs_auth_off_loopback() {
+    let dir = support::TempDir::new("console-auth");
+    let refused = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "console",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .expect("run roomcast console");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not a loopback address") && stderr.contains("--auth FILE"),
+        "{stderr}"
+    );
+
+    // printf '%s' 'secret' | sha256sum
+    let users = dir.path().join("users");
+    std::fs::write(
+        &users,
+        "# the IT desk\nit-desk:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\n",
+    )
+    .expect("write the users file");
+    let port = support::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["console", "--broker", "mqtt://127.0.0.1:1"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--auth")
+        .arg(&users)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start roomcast console");
+    let listening = support::wait_listening(port, Duration::from_secs(15));
+    let outcome = std::panic::catch_unwind(|| {
+        assert!(listening, "the console did not listen within 15 s");
+        let (status, _) = http_get(port, "/", None);
+        assert!(status.contains(" 401 "), "{status}");
+        // base64("it-desk:wrong"), base64("it-desk:secret")
+        let (status, _) = http_get(port, "/api/fleet", Some("Basic aXQtZGVzazp3cm9uZw=="));
+        assert!(status.contains(" 401 "), "{status}");
+        let (status, body) = http_get(port, "/api/fleet", Some("Basic aXQtZGVzazpzZWNyZXQ="));
+        assert!(status.contains(" 200 "), "{status}");
+        let fleet: Value = serde_json::from_str(&body).expect("the fleet as JSON");
+        assert_eq!(fleet["broker"]["connected"], false, "{fleet}");
+        assert_eq!(fleet["boxes"], json!([]), "{fleet}");
+        let (status, body) = http_get(port, "/", Some("Basic aXQtZGVzazpzZWNyZXQ="));
+        assert!(
+            status.contains(" 200 ") && body.contains("roomcast console"),
+            "{status}"
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
