@@ -45,10 +45,17 @@ repo=$(pwd)
 # (libtest name filters: a test runs when its name contains one of them). It covers every
 # integration area against Debian 13's libraries and services in about half the full
 # run's time (measured: README, "Supported releases and boards"):
-#   roomcast (lib)       every unit test, among them the media fast paths (hops,
+#   roomcast (lib)       every unit test, among them the fast paths' own (hops,
 #                        fec_bypass), which fail when a shortcut stops engaging
+#   fast_paths           every fast path engaged in a real publishing agent, each switch
+#                        off alone (docs/workarounds.md): fails when one stops engaging
 #   srtp_crypto          libsrtp 2.7's own SRTP vs roomcast's AES-ICM/HMAC-SHA1, byte for
 #                        byte; fails when the replacement does not engage
+#   audio_processing     the level meter only. NOT the echo test: on GStreamer 1.26
+#                        (webrtcdsp on webrtc-audio-processing 1.x) it fails 3 runs in 4
+#                        here, echo return loss enhancement 1.9-2.8 dB against the 10 dB it
+#                        asks (Debian 12: passes). Reported on issue 21; put
+#                        `audio_processing` back whole once src/media handles 1.26.
 #   janus_rooms          VideoRoom and TextRoom through the agent's Janus client
 #   media_fanout         one encode into several rooms, the sending-path shortcut end to end
 #   media_alsa           capture through Debian 13's alsa-lib and gstreamer1.0-alsa
@@ -64,7 +71,9 @@ repo=$(pwd)
 # `--full` runs every test of every binary.
 SUBSET=(
   "roomcast"
+  "fast_paths"
   "srtp_crypto"
+  "audio_processing the_meter_tells_the_two_voices_apart"
   "janus_rooms"
   "media_fanout"
   "media_alsa"
