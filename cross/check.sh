@@ -3,7 +3,9 @@
 # sysroot: `roomcast --version`, `roomcast check-config` on the example config, and
 # examples/pipeline_smoke.rs (test sources through x264enc and opusenc to EOS).
 #
-#   cross/check.sh [aarch64|armv7|all]
+#   cross/check.sh [debian12|debian13] [aarch64|armv7|all]
+#
+# debian13: the binaries of `cross/build.sh debian13` in a Debian 13 (trixie) arm64 root.
 #
 # Slow (qemu), so not part of scripts/test.sh or CI: run it after `cross/build.sh` when
 # the dependencies, the release profile or cross/ change. Ends with "N passed, N failed".
@@ -11,6 +13,10 @@ set -euo pipefail
 # shellcheck source=cross/lib.sh
 . "$(dirname "$0")/lib.sh"
 
+if cross_release_arg "${1:-}"; then
+  cross_release "$1"
+  shift
+fi
 targets=$(cross_targets "${1:-all}")
 cd "$repo_dir"
 version=$(awk -F'"' '/^version *=/ { print $2; exit }' Cargo.toml)
@@ -44,14 +50,14 @@ trap 'rm -rf "$log_dir"' EXIT
 for name in $targets; do
   cross_target "$name"
   bin_dir=$cross_target_dir/$triple/release
-  echo "cross check: $triple under $qemu"
+  echo "cross check: $triple under $qemu in a $release ($sysroot_suite) root"
   if [ ! -x "$bin_dir/roomcast" ] || [ ! -x "$bin_dir/examples/pipeline_smoke" ] || [ ! -d "$sysroot" ]; then
-    echo "  FAIL no build for $triple in $bin_dir (or no sysroot): run cross/build.sh $name first"
+    echo "  FAIL no build for $triple in $bin_dir (or no sysroot): run cross/build.sh $release $name first"
     failed=$((failed + 1))
     continue
   fi
   command -v "$qemu" >/dev/null || {
-    echo "  FAIL $qemu not found: run cross/build.sh $name (it installs qemu-user-static)"
+    echo "  FAIL $qemu not found: run cross/build.sh $release $name (it installs qemu-user-static)"
     failed=$((failed + 1))
     continue
   }

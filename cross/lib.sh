@@ -19,21 +19,49 @@ fi
 
 # The cross-builds get their own target dir: another compiler (Debian's rustc, not
 # rustup's), -Zbuild-std and other flags would otherwise keep invalidating the native build.
-cross_target_dir=${ROOMCAST_CROSS_TARGET_DIR:-$repo_dir/target/cross}
+# One per release (cross_release): a build against Debian 13's libraries is another build.
+cross_target_base=${ROOMCAST_CROSS_TARGET_DIR:-$repo_dir/target/cross}
 
 # Debian's rustc/cargo (rustc-web, cargo-web): rustup's toolchain here has no std for
 # the board targets, and Debian's rust-web-src lets -Zbuild-std build one.
 debian_cargo=/usr/bin/cargo
 debian_rustc=/usr/bin/rustc
 
-# The apt sources of the sysroots: bookworm and its updates, like the boards. Not
-# bookworm-security: its armhf index fails the hash check on this mirror, and the
-# security uploads do not change the ABI the crate links against.
-sysroot_suite=bookworm
-sysroot_mirrors=(
-  "deb http://deb.debian.org/debian bookworm main"
-  "deb http://deb.debian.org/debian bookworm-updates main"
-)
+# cross_release NAME: the Debian release the boards run. Sets release, sysroot_suite,
+# sysroot_mirrors and cross_target_dir.
+#   debian12  bookworm, Raspberry Pi OS bookworm (GStreamer 1.22); target/cross/
+#   debian13  trixie, today's Raspberry Pi OS (GStreamer 1.26); target/cross-debian13/
+# The apt sources of a sysroot: the suite and its updates, like the boards. Not its
+# security suite: bookworm-security's armhf index fails the hash check on this mirror,
+# and the security uploads do not change the ABI the crate links against.
+cross_release() {
+  case "$1" in
+    debian12)
+      sysroot_suite=bookworm
+      cross_target_dir=$cross_target_base
+      ;;
+    debian13)
+      sysroot_suite=trixie
+      cross_target_dir=$cross_target_base-debian13
+      ;;
+    *)
+      echo "unknown release '$1': use debian12 or debian13" >&2
+      return 64
+      ;;
+  esac
+  release=$1
+  sysroot_mirrors=(
+    "deb http://deb.debian.org/debian $sysroot_suite main"
+    "deb http://deb.debian.org/debian $sysroot_suite-updates main"
+  )
+}
+cross_release debian12
+
+# cross_release_arg ARG: 0 (true) when ARG names a release, so that the scripts take an
+# optional release first: `cross/build.sh [debian12|debian13] [aarch64|armv7|all]`.
+cross_release_arg() {
+  case "${1:-}" in debian12 | debian13) return 0 ;; *) return 1 ;; esac
+}
 
 # What the host needs (Debian package names).
 host_packages=(
@@ -55,6 +83,14 @@ cross_target() {
       qemu='qemu-aarch64-static'
       ;;
     armv7)
+      if [ "$release" != debian12 ]; then
+        # Debian 13 armhf moved to a 64-bit time_t; Rust's armv7-unknown-linux-gnueabihf
+        # (its libc crate and the std built here) still assume 32 bits, so every struct
+        # holding a time_t would be laid out differently from the C libraries'.
+        echo "armv7 is built for Debian 12 only: Debian 13 armhf has a 64-bit time_t," \
+          "which Rust's armv7-unknown-linux-gnueabihf does not assume (cross/README.md)" >&2
+        return 64
+      fi
       triple=armv7-unknown-linux-gnueabihf
       deb_arch=armhf
       gnu=arm-linux-gnueabihf
@@ -68,10 +104,11 @@ cross_target() {
   sysroot=$cache_dir/sysroot-$sysroot_suite-$deb_arch
 }
 
-# cross_targets ARG: the target names an `aarch64|armv7|all` argument stands for.
+# cross_targets ARG: the target names an `aarch64|armv7|all` argument stands for (all:
+# aarch64 only on Debian 13, see cross_target).
 cross_targets() {
   case "${1:-all}" in
-    all) echo aarch64 armv7 ;;
+    all) if [ "$release" = debian12 ]; then echo aarch64 armv7; else echo aarch64; fi ;;
     aarch64 | armv7) echo "$1" ;;
     *)
       echo "unknown target '$1': use aarch64, armv7 or all" >&2
@@ -168,5 +205,5 @@ qemu_env() {
   # plugins in-process instead.
   export GST_REGISTRY_FORK=no
   # A registry per target, not the host's ~/.cache one.
-  export GST_REGISTRY=$cache_dir/gst-registry-$deb_arch.bin
+  export GST_REGISTRY=$cache_dir/gst-registry-$sysroot_suite-$deb_arch.bin
 }

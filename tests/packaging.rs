@@ -189,3 +189,48 @@ fn every_file_the_deb_installs_is_in_the_repository() {
         assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
     }
 }
+
+/// The package names of a `depends` field, without versions (`$auto` kept as a name).
+fn dependency_names(field: &str) -> Vec<String> {
+    field
+        .split(',')
+        .map(|d| d.split('(').next().unwrap_or_default().trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_debian13_package_names_the_libraries_trixie_renamed_and_keeps_the_rest() {
+    let cargo = toml_file("Cargo.toml");
+    let deb = &cargo["package"]["metadata"]["deb"];
+    let bookworm = dependency_names(deb["depends"].as_str().expect("depends"));
+    let variant = &deb["variants"]["debian13"];
+    assert_eq!(
+        variant["name"].as_str(),
+        Some("roomcast"),
+        "same package name"
+    );
+    let trixie = dependency_names(variant["depends"].as_str().expect("debian13 depends"));
+    // dpkg-shlibdeps on a Debian 12 build machine would write Debian 12's names.
+    assert!(!trixie.iter().any(|d| d == "$auto"), "{trixie:?}");
+    // Debian 13's 64-bit time_t transition renamed these (the binary links both).
+    for (old, new) in [
+        ("libasound2", "libasound2t64"),
+        ("libglib2.0-0", "libglib2.0-0t64"),
+    ] {
+        assert!(bookworm.iter().any(|d| d == old), "Debian 12 lacks {old}");
+        assert!(trixie.iter().any(|d| d == new), "Debian 13 lacks {new}");
+        assert!(!trixie.iter().any(|d| d == old), "Debian 13 names {old}");
+    }
+    // Everything else (GStreamer, the plugins, adduser) is the same in both releases.
+    for name in &bookworm {
+        if name != "$auto" && name != "libasound2" && name != "libglib2.0-0" {
+            assert!(trixie.contains(name), "Debian 13 lacks {name}");
+        }
+    }
+    let script = read("scripts/test-deb.sh");
+    assert!(
+        script.contains("variant=(--variant \"$release\")"),
+        "test-deb.sh"
+    );
+}

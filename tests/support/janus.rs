@@ -1,5 +1,11 @@
 //! A real Janus 1.1.2 per test: config written from `tests/janus-config`, free ports,
 //! started in the foreground, stopped (and restartable) by PID.
+//!
+//! Where the tests run on a system without a `janus` package (Debian 13:
+//! `scripts/test-on.sh`), two variables say where Janus is instead:
+//! `ROOMCAST_TEST_JANUS`, the program to start (given Janus's arguments; it must exec
+//! Janus, so that its PID is Janus's), and `ROOMCAST_TEST_JANUS_LIBDIR`, Janus's
+//! plugin folder as that program sees it (the config names it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +28,16 @@ pub struct Janus {
     starts: u32,
 }
 
+/// The program that starts Janus: `janus` from `PATH` unless `ROOMCAST_TEST_JANUS`
+/// names another (see the module docs).
+fn program() -> std::ffi::OsString {
+    std::env::var_os("ROOMCAST_TEST_JANUS").unwrap_or_else(|| "janus".into())
+}
+
 fn libdir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ROOMCAST_TEST_JANUS_LIBDIR") {
+        return PathBuf::from(dir);
+    }
     let candidates = std::fs::read_dir("/usr/lib")
         .expect("read /usr/lib")
         .filter_map(Result::ok)
@@ -124,7 +139,7 @@ impl Janus {
     fn launch(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("create janus log");
-        let child = Command::new("janus")
+        let child = Command::new(program())
             .arg("-C")
             .arg(self.dir.path().join("janus.jcfg"))
             .arg("-F")
@@ -134,7 +149,7 @@ impl Janus {
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
             .spawn()
-            .expect("start janus");
+            .unwrap_or_else(|e| panic!("start janus ({:?}): {e}", program()));
         self.child = Some(child);
         if !super::wait_listening_at(&self.ws_ip, self.ws_port, Duration::from_secs(10)) {
             panic!(
