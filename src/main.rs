@@ -234,6 +234,32 @@ fn devices(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One MQTT topic level: not empty, no '/', '+', '#' or NUL.
+fn topic_level_ok(level: &str) -> bool {
+    !level.is_empty() && !level.contains(['/', '+', '#', '\0'])
+}
+
+/// The options `ctl` and `console` share: the broker URL, a reply timeout and the topic
+/// prefix. `Err`: what is wrong, naming the option.
+fn broker_options(
+    broker: &str,
+    timeout: f64,
+    prefix: &str,
+) -> Result<roomcast::config::MqttUrl, String> {
+    let url = roomcast::config::MqttUrl::parse(broker).map_err(|e| format!("--broker: {e}"))?;
+    if !(timeout > 0.0 && timeout <= 3600.0) {
+        return Err(format!(
+            "--timeout {timeout} must be more than 0 and at most 3600 seconds"
+        ));
+    }
+    if !prefix.split('/').all(topic_level_ok) {
+        return Err(format!(
+            "--prefix {prefix:?}: topic levels separated by '/', without '+', '#' or empty levels"
+        ));
+    }
+    Ok(url)
+}
+
 fn ctl(args: CtlArgs) -> ExitCode {
     use roomcast::control::client::{CommandClient, parse_args};
     use roomcast::control::{BrokerSettings, Topics};
@@ -242,27 +268,14 @@ fn ctl(args: CtlArgs) -> ExitCode {
         eprintln!("roomcast ctl: {message}");
         ExitCode::from(2)
     };
-    let url = match roomcast::config::MqttUrl::parse(&args.broker) {
+    let url = match broker_options(&args.broker, args.timeout, &args.prefix) {
         Ok(url) => url,
-        Err(e) => return usage(format!("--broker: {e}")),
+        Err(message) => return usage(message),
     };
-    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
-        return usage(format!(
-            "--timeout {} must be more than 0 and at most 3600 seconds",
-            args.timeout
-        ));
-    }
-    let level_ok = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#', '\0']);
-    if !level_ok(&args.device) {
+    if !topic_level_ok(&args.device) {
         return usage(format!(
             "--device {:?}: a device id is one topic level, without '/', '+' or '#'",
             args.device
-        ));
-    }
-    if !args.prefix.split('/').all(level_ok) {
-        return usage(format!(
-            "--prefix {:?}: topic levels separated by '/', without '+', '#' or empty levels",
-            args.prefix
         ));
     }
     let command_args = match parse_args(&args.args) {
@@ -322,23 +335,10 @@ fn console(args: ConsoleArgs) -> ExitCode {
         eprintln!("roomcast console: {message}");
         ExitCode::from(2)
     };
-    let url = match roomcast::config::MqttUrl::parse(&args.broker) {
+    let url = match broker_options(&args.broker, args.timeout, &args.prefix) {
         Ok(url) => url,
-        Err(e) => return usage(format!("--broker: {e}")),
+        Err(message) => return usage(message),
     };
-    if !(args.timeout > 0.0 && args.timeout <= 3600.0) {
-        return usage(format!(
-            "--timeout {} must be more than 0 and at most 3600 seconds",
-            args.timeout
-        ));
-    }
-    let level_ok = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#', '\0']);
-    if !args.prefix.split('/').all(level_ok) {
-        return usage(format!(
-            "--prefix {:?}: topic levels separated by '/', without '+', '#' or empty levels",
-            args.prefix
-        ));
-    }
     if let Some(janus) = &args.janus
         && !(janus.starts_with("ws://") || janus.starts_with("wss://"))
     {
