@@ -652,3 +652,46 @@ async fn a_clean_stop_leaves_nothing_on_janus() {
         "the carrier room is destroyed before the session closes"
     );
 }
+
+/// Janus 1.1.2 answers `add_remote_publisher` before the relayed stream is in the room
+/// (a thread of its own adds it): `start_publishing` answers only once Janus lists it, so
+/// a viewer subscribing the moment it answers finds the stream ("No such feed" before).
+/// The window is short, so the round is repeated, the viewer's handle made beforehand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_stream_can_be_subscribed_the_moment_publishing_answers() {
+    let janus = Janus::start();
+    let agent = TestAgent::start_with(&janus.ws_url(), "fanout = \"server\"", "");
+    for room in ["room-a", "room-b"] {
+        agent.engine.login_room(room, user(), None).await.unwrap();
+    }
+    // The upload is up: each round below only adds and removes room-b's relay.
+    agent
+        .engine
+        .start_publishing("cam-room-a", in_room("room-a"), Channel::Main)
+        .await
+        .unwrap();
+    let mut viewer = RawJanus::connect(&janus.ws_url()).await;
+    for round in 0..12 {
+        let handle = viewer.attach("janus.plugin.videoroom").await;
+        let state = agent
+            .engine
+            .start_publishing("cam-room-b", in_room("room-b"), Channel::Main)
+            .await
+            .unwrap();
+        assert_eq!(state, PublisherState::Publishing);
+        let joined = viewer
+            .message(
+                handle,
+                serde_json::json!({"request": "join", "ptype": "subscriber", "room": "room-b",
+                                   "streams": [{"feed": "cam-room-b"}]}),
+                None,
+            )
+            .await;
+        assert!(
+            joined["jsep"]["sdp"].is_string(),
+            "round {round}: subscribing right after start_publishing answered: {joined}"
+        );
+        agent.engine.stop_publishing("cam-room-b").await.unwrap();
+    }
+    agent.stop().await;
+}

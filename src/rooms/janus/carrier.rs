@@ -21,9 +21,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -820,7 +822,51 @@ async fn relay_into_room(cx: &RelayContext, relay: &Relay) -> Result<(), Backend
         .message("relay the upload into the room", forward.body(), None)
         .await
         .map_err(|e| relay_error(e, cx))?;
-    Ok(())
+    wait_until_listed(cx, relay).await
+}
+
+/// How often [`wait_until_listed`] asks Janus.
+const LISTED_POLL: Duration = Duration::from_millis(10);
+
+/// Janus 1.1.2 answers `add_remote_publisher` before the remote publisher is in the room:
+/// its own thread adds it to the room's participants when it starts. Until then a viewer
+/// subscribing to the stream gets "No such feed", so the stream is not reported
+/// published before Janus lists it (usually the first answer; bounded by the request
+/// timeout).
+async fn wait_until_listed(cx: &RelayContext, relay: &Relay) -> Result<(), BackendError> {
+    let room = cx.room.as_str();
+    let deadline = Instant::now() + cx.client.request_timeout();
+    loop {
+        let listed = relay
+            .handle
+            .message(
+                "list the room's participants",
+                RelayRequest::Listparticipants { room }.body(),
+                None,
+            )
+            .await
+            .map_err(|e| relay_error(e, cx))?;
+        if let VideoRoom::Participants { participants } = parse_videoroom(&listed)?
+            && participants
+                .iter()
+                .any(|p| p.remote && p.id == cx.stream.as_str())
+        {
+            return Ok(());
+        }
+        if Instant::now() + LISTED_POLL >= deadline {
+            return Err(BackendError::new(
+                ErrorCode::SFU_REFUSED,
+                format!(
+                    "Janus accepted the relay of `{}` into room `{room}` but did not list it \
+                     within {} ms; see Janus's log (the remote publisher's thread may have \
+                     failed to start)",
+                    cx.stream,
+                    cx.client.request_timeout().as_millis()
+                ),
+            ));
+        }
+        tokio::time::sleep(LISTED_POLL).await;
+    }
 }
 
 /// Removes the room's remote publisher and its feed from the carrier (each best effort),
