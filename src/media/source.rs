@@ -904,6 +904,21 @@ fn gather_frames_before(pipeline: &gst::Pipeline, tee: &gst::Element) -> Result<
     Ok(())
 }
 
+impl Drop for Source {
+    /// The media engine went while the source ran (a shutdown that did not stop every
+    /// publisher first, a test's agent dropped): the pipeline is stopped like any other,
+    /// rather than freed while its streaming threads still run.
+    fn drop(&mut self) {
+        let running = match self.state.get_mut() {
+            Ok(state) => state.running.take(),
+            Err(poisoned) => poisoned.into_inner().running.take(),
+        };
+        if let Some(running) = running {
+            stop(running);
+        }
+    }
+}
+
 fn stop(running: Running) {
     running.stopped.cancel();
     // NULL before the pipeline is dropped; off the async threads (it can block).
