@@ -37,8 +37,10 @@ pub const TALKER: &str = "talker";
 pub const ECHO_PATH: &str = "roomecho";
 /// How late the echo arrives (the room's acoustic path plus the devices').
 pub const ECHO_DELAY: Duration = Duration::from_millis(40);
-/// How long the "microphone" mixer waits for the echo: what the speaker plays reaches the
-/// loopback a mixer's latency after the time it carries.
+/// How long the "microphone" mixer waits for its inputs. The echo is not what it waits
+/// for any more: it comes back stamped when the speaker sounds it (see the module docs),
+/// a few hundred milliseconds after it reaches the loopback; this is margin for a loaded
+/// machine.
 pub const MIXER_LATENCY: Duration = Duration::from_millis(200);
 
 const BURST: Duration = Duration::from_millis(300);
@@ -70,7 +72,13 @@ impl RenderLatency {
         let latency = self.0.clone();
         pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
             if let Some(gst::EventView::Latency(event)) = info.event().map(|e| e.view()) {
-                latency.store(event.latency().nseconds(), Ordering::Relaxed);
+                let ns = event.latency().nseconds();
+                if latency.swap(ns, Ordering::Relaxed) != ns {
+                    tracing::info!(
+                        latency_ms = ns as f64 / 1e6,
+                        "test room: the echo comes back this long after its running time, plus the room's"
+                    );
+                }
             }
             gst::PadProbeReturn::Ok
         });
