@@ -1,7 +1,8 @@
 //! Two-way classroom audio without echo, end to end: the box plays a far-end teacher (a
-//! speech-like 250 Hz sawtooth in bursts, published into the room by an independent peer) on its speaker while it
-//! publishes its "microphone" — the simulated room (`audio = "test-room"`): a 1900 Hz
-//! talker plus what the speaker plays, 6 dB down and 40 ms late — through the real
+//! speech-like 285 Hz sawtooth in bursts, published into the room by an independent peer) on its speaker while it
+//! publishes its "microphone" — the simulated room (`audio = "test-room"`): a 190 Hz
+//! talker plus what the speaker plays, 6 dB down and 40 ms after the speaker sounds it
+//! (its pipeline's latency after the running time it is stamped with) — through the real
 //! capture, processing, encoder and WebRTC path. An independent subscriber decodes what
 //! the box publishes and measures both tones second by second.
 //!

@@ -13,7 +13,9 @@
 //! channel, made once and kept for the life of the media, so a processor can start before
 //! anything plays (it then cancels against silence) and the speaker can come and go.
 //!
-//! The processor matches the microphone to what was played by running time. The source
+//! The processor matches the microphone to what was played by running time (on
+//! GStreamer 1.22 and 1.26 alike, see [`properties`]): a sample the speaker pipeline
+//! stamps `t` leaves the loudspeaker at `t` plus that pipeline's latency. The source
 //! and the speaker are separate pipelines, so every pipeline of the box runs on the system
 //! clock from one base time ([`align_clock`]): a running time then means the same instant
 //! in all of them.
@@ -58,10 +60,15 @@ fn properties(config: &AudioProcessingConfig, channel: Channel) -> Vec<(&'static
     if let Some(level) = config.noise_suppression.level() {
         props.push(("noise-suppression-level", level.to_owned()));
     }
-    // The echo reaches the microphone some unknown tens of milliseconds after the probe's
-    // timestamps say it was played (ALSA buffers, the room): let the canceller find the
-    // delay itself (GStreamer 1.22; 1.26's canceller always does, and ignores this).
-    props.push(("delay-agnostic", "true".to_owned()));
+    // Pair the microphone with what was played by running time, as GStreamer 1.26 always
+    // does (it ignores this property): the probe hands the processor what the speaker
+    // sounds `delay` after the capture (its timestamp plus the speaker pipeline's latency,
+    // gstwebrtcechoprobe.cpp `gst_webrtc_echo_probe_read`) and reports that `delay` (the
+    // latency upstream of the probe) to the canceller, which then finds the room's few
+    // milliseconds itself. 1.22's delay-agnostic mode instead reads the probe first in,
+    // first out, which leads the echo by the speaker's whole latency on a real speaker
+    // (hundreds of milliseconds, more than its canceller searches).
+    props.push(("delay-agnostic", "false".to_owned()));
     props
 }
 
@@ -233,7 +240,7 @@ mod tests {
         let text = describe(&config, Channel::Main);
         assert_eq!(
             text,
-            "webrtcdsp name=aproc probe=roomcast-echo-main echo-cancel=true gain-control=true high-pass-filter=true noise-suppression=true noise-suppression-level=moderate delay-agnostic=true"
+            "webrtcdsp name=aproc probe=roomcast-echo-main echo-cancel=true gain-control=true high-pass-filter=true noise-suppression=true noise-suppression-level=moderate delay-agnostic=false"
         );
         let quiet = AudioProcessingConfig {
             echo_cancel: false,

@@ -85,12 +85,18 @@ impl Speaker {
             .ok_or_else(|| MediaError::Setup("speaker pipeline has no mixer".into()))?;
         // Running times must agree with the microphones' (see `audio_processing`).
         audio_processing::align_clock(&pipeline);
+        let latency = super::test_room::RenderLatency::default();
+        if !self.loopbacks.is_empty()
+            && let Some(pad) = pipeline.by_name("out").and_then(|t| t.static_pad("sink"))
+        {
+            latency.track(&pad);
+        }
         for name in &self.loopbacks {
             if let Some(sink) = pipeline
                 .by_name(name)
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             {
-                super::test_room::feed_from(&sink, name.clone());
+                super::test_room::feed_from(&sink, name.clone(), latency.clone());
             }
         }
         if let Err(e) = self.insert_probes(&pipeline) {

@@ -11,9 +11,17 @@
 //! What the speaker plays comes back with its timestamps — an `appsink` in the speaker
 //! hands each buffer to an `appsrc` in the source, and both pipelines share one clock and
 //! base time — so the echo path is as steady as a room's air: 40 ms, 6 dB down.
+//!
+//! The echo comes back when a real speaker would sound it: a sample whose running time is
+//! `t` leaves a loudspeaker at `t` plus the speaker pipeline's latency (the sink renders it
+//! then), and reaches the microphone 40 ms later. The loopback is taken before the sink, so
+//! it adds that latency itself. (A loopback that came back at `t` + 40 ms would be an echo
+//! heard before the speaker played it: GStreamer 1.26's canceller, which pairs the
+//! microphone with the reference by these times, cannot cancel it.)
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -29,8 +37,10 @@ pub const TALKER: &str = "talker";
 pub const ECHO_PATH: &str = "roomecho";
 /// How late the echo arrives (the room's acoustic path plus the devices').
 pub const ECHO_DELAY: Duration = Duration::from_millis(40);
-/// How long the "microphone" mixer waits for the echo: what the speaker plays reaches the
-/// loopback a mixer's latency after the time it carries.
+/// How long the "microphone" mixer waits for its inputs. The echo is not what it waits
+/// for any more: it comes back stamped when the speaker sounds it (see the module docs),
+/// a few hundred milliseconds after it reaches the loopback; this is margin for a loaded
+/// machine.
 pub const MIXER_LATENCY: Duration = Duration::from_millis(200);
 
 const BURST: Duration = Duration::from_millis(300);
@@ -51,9 +61,38 @@ fn echo_inputs() -> &'static EchoInputs {
     INPUTS.get_or_init(Default::default)
 }
 
+/// The speaker pipeline's latency as its sinks last configured it (nanoseconds): how long
+/// after its running time a sample leaves the loudspeaker.
+#[derive(Clone, Default)]
+pub struct RenderLatency(Arc<AtomicU64>);
+
+impl RenderLatency {
+    /// Follows the LATENCY events the sinks send upstream through `pad`.
+    pub fn track(&self, pad: &gst::Pad) {
+        let latency = self.0.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            if let Some(gst::EventView::Latency(event)) = info.event().map(|e| e.view()) {
+                let ns = event.latency().nseconds();
+                if latency.swap(ns, Ordering::Relaxed) != ns {
+                    tracing::info!(
+                        latency_ms = ns as f64 / 1e6,
+                        "test room: the echo comes back this long after its running time, plus the room's"
+                    );
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    fn get(&self) -> gst::ClockTime {
+        gst::ClockTime::from_nseconds(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// Hands what the speaker's `appsink` plays to the simulated room registered as
-/// `loopback`, with running times as timestamps.
-pub fn feed_from(sink: &gst_app::AppSink, loopback: String) {
+/// `loopback`, stamped with the running time at which the speaker sounds it (its
+/// running time plus `latency`).
+pub fn feed_from(sink: &gst_app::AppSink, loopback: String, latency: RenderLatency) {
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
@@ -69,7 +108,10 @@ pub fn feed_from(sink: &gst_app::AppSink, loopback: String) {
                 else {
                     return Ok(gst::FlowSuccess::Ok);
                 };
-                let running = buffer.pts().and_then(|pts| segment.to_running_time(pts));
+                let running = buffer
+                    .pts()
+                    .and_then(|pts| segment.to_running_time(pts))
+                    .map(|t| t + latency.get());
                 let mut copy = buffer.copy();
                 {
                     let copy = copy.make_mut();
