@@ -18,8 +18,17 @@
 //! from it. Its estimate (bit/s, for the whole transport: video, audio, headers,
 //! retransmissions) goes to the source, whose shared encoder follows the narrowest room
 //! (`bandwidth.rs`). The encoder's own rate control does the pacing.
+//!
+//! GCC alone climbs back slowly after congestion: near the rate where it last saw
+//! congestion it adds about a packet per round trip, and nothing here sends padding to
+//! probe with. Each room's [`Prober`] therefore probes with the media itself, as
+//! libwebrtc's probe controller does with padding: after a quiet spell (the estimate has
+//! not fallen) it raises the estimate by a quarter; a path that carries it puts GCC back
+//! into its multiplicative climb, a path that does not makes GCC cut within a feedback
+//! round, and the next probe waits twice as long (up to [`PROBE_WAIT_MAX`]).
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use gst::glib::translate::IntoGlib;
 use gst::prelude::*;
@@ -127,6 +136,7 @@ pub struct Estimator {
     /// The last feedback event handed over: with a bundle, the same event reaches the
     /// sink pads of both the video and the audio leg.
     last_event: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    prober: std::sync::Arc<std::sync::Mutex<Prober>>,
 }
 
 /// The custom upstream event in which an RTP session reports transport-wide feedback.
@@ -156,6 +166,10 @@ impl Estimator {
         Ok(Self {
             element,
             last_event: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
+            prober: std::sync::Arc::new(std::sync::Mutex::new(Prober::new(
+                bounds.start_bps,
+                Instant::now(),
+            ))),
         })
     }
 
@@ -178,6 +192,8 @@ impl Estimator {
         };
         let target = target.downgrade();
         let last = self.last_event.clone();
+        let prober = self.prober.clone();
+        let element = self.element.downgrade();
         pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
             let is_feedback = info
                 .event()
@@ -195,9 +211,98 @@ impl Estimator {
             let first = last.swap(seqnum, std::sync::atomic::Ordering::AcqRel) != seqnum;
             if first && let Some(target) = target.upgrade() {
                 let _ = target.send_event(event);
+                if let Some(element) = element.upgrade() {
+                    probe_when_due(&element, &prober);
+                }
             }
             gst::PadProbeReturn::Handled
         });
+    }
+}
+
+/// After the estimator took a feedback report: raises its estimate when a probe is due
+/// (GObject notifies the new value, which the encoder follows like any estimate).
+fn probe_when_due(element: &gst::Element, prober: &std::sync::Mutex<Prober>) {
+    let now_bps = element.property::<u32>("estimated-bitrate");
+    let probe = match prober.lock() {
+        Ok(mut prober) => prober.observe(now_bps, Instant::now()),
+        Err(_) => None,
+    };
+    if let Some(bps) = probe {
+        tracing::debug!(
+            from = now_bps,
+            to = bps,
+            "probing the room's path above its estimate"
+        );
+        element.set_property("estimated-bitrate", bps);
+    }
+}
+
+/// How much a probe raises the estimate.
+pub const PROBE_FACTOR: f64 = 1.25;
+/// How long the estimate must not have fallen before the first probe, and after a probe
+/// the path carried.
+pub const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// The longest wait: each probe the path could not carry doubles the wait up to this.
+pub const PROBE_WAIT_MAX: Duration = Duration::from_secs(16);
+/// A fall of the estimate this soon after a probe means the path could not carry it.
+pub const PROBE_VERDICT: Duration = Duration::from_secs(2);
+
+/// When to probe a room's path above its estimate (see the module doc). Pure: the
+/// estimates and the time are passed in.
+#[derive(Debug)]
+pub struct Prober {
+    /// What the room needs at the configured bitrate: nothing to probe for at or above.
+    needed_bps: u32,
+    last_bps: u32,
+    /// Since when the estimate has not fallen (or the last probe).
+    quiet_since: Instant,
+    wait: Duration,
+    /// When the probe being judged was made.
+    probing_since: Option<Instant>,
+}
+
+impl Prober {
+    pub fn new(needed_bps: u32, now: Instant) -> Self {
+        Self {
+            needed_bps,
+            last_bps: needed_bps,
+            quiet_since: now,
+            wait: PROBE_WAIT,
+            probing_since: None,
+        }
+    }
+
+    /// The estimate is `bps` at `now`; returns the estimate to set when a probe is due.
+    pub fn observe(&mut self, bps: u32, now: Instant) -> Option<u32> {
+        let fell = bps < self.last_bps;
+        self.last_bps = bps;
+        if fell {
+            self.quiet_since = now;
+            if let Some(since) = self.probing_since.take() {
+                self.wait = if now.saturating_duration_since(since) < PROBE_VERDICT {
+                    (self.wait * 2).min(PROBE_WAIT_MAX)
+                } else {
+                    PROBE_WAIT
+                };
+            }
+            return None;
+        }
+        if let Some(since) = self.probing_since {
+            if now.saturating_duration_since(since) < PROBE_VERDICT {
+                return None;
+            }
+            self.probing_since = None;
+            self.wait = PROBE_WAIT;
+        }
+        if bps >= self.needed_bps || now.saturating_duration_since(self.quiet_since) < self.wait {
+            return None;
+        }
+        let to = ((f64::from(bps) * PROBE_FACTOR) as u32).min(self.needed_bps);
+        self.probing_since = Some(now);
+        self.quiet_since = now;
+        self.last_bps = to;
+        Some(to)
     }
 }
 
@@ -218,6 +323,42 @@ mod tests {
         assert_eq!(bounds.start_bps, 2_235_000);
         assert_eq!(bounds.max_bps, 3_352_500);
         assert_eq!(bounds.min_bps, 200_000);
+    }
+
+    #[test]
+    fn probes_after_a_quiet_spell_and_backs_off_when_the_path_cannot_carry_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut prober = Prober::new(2_000_000, t0);
+        // At what the room needs: nothing to probe for.
+        assert_eq!(prober.observe(2_000_000, at(5_000)), None);
+        // Congestion: the estimate falls, then creeps up; a probe only after 2 s quiet.
+        assert_eq!(prober.observe(600_000, at(6_000)), None);
+        assert_eq!(prober.observe(610_000, at(7_000)), None);
+        assert_eq!(prober.observe(620_000, at(8_000)), Some(775_000));
+        // It fell within the verdict: the path could not carry it; the wait doubles.
+        assert_eq!(prober.observe(650_000, at(8_300)), None);
+        assert_eq!(prober.observe(660_000, at(11_000)), None);
+        assert_eq!(prober.observe(660_000, at(12_300)), Some(825_000));
+        // This one held: the next probe once the verdict is in, never above the need.
+        assert_eq!(prober.observe(830_000, at(13_000)), None);
+        assert_eq!(prober.observe(840_000, at(14_300)), Some(1_050_000));
+        assert_eq!(prober.observe(1_700_000, at(16_400)), Some(2_000_000));
+        // Congestion long after that probe: not its fault, the wait stays short.
+        assert_eq!(prober.observe(700_000, at(30_000)), None);
+        assert_eq!(prober.observe(700_000, at(32_000)), Some(875_000));
+        // Probes the path cannot carry double the wait, up to the longest.
+        assert_eq!(prober.observe(600_000, at(32_100)), None);
+        assert_eq!(prober.observe(600_000, at(36_100)), Some(750_000));
+        assert_eq!(prober.observe(500_000, at(36_200)), None);
+        assert_eq!(prober.observe(500_000, at(44_100)), None);
+        assert_eq!(prober.observe(500_000, at(44_200)), Some(625_000));
+        assert_eq!(prober.observe(400_000, at(44_300)), None);
+        assert_eq!(prober.wait, PROBE_WAIT_MAX);
+        assert_eq!(prober.observe(400_000, at(60_200)), None);
+        assert_eq!(prober.observe(400_000, at(60_300)), Some(500_000));
+        assert_eq!(prober.observe(300_000, at(60_400)), None);
+        assert_eq!(prober.wait, PROBE_WAIT_MAX);
     }
 
     #[test]
