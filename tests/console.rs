@@ -321,6 +321,26 @@ async fn scenario(f: &mut Fleet) {
     )
     .await;
 
+    // 2b. A custom command into that room (to everyone: no users typed).
+    set_input(&f.browser, "box-2", "command", "mute").await;
+    click_action(&f.browser, "box-2", "custom").await;
+    let shown = wait_page(
+        &f.browser,
+        "the custom command's reply on the tile",
+        Duration::from_secs(10),
+        |s| {
+            s["tiles"]["box-2"]["reply"]
+                .as_str()
+                .is_some_and(|r| r.contains("send_custom_command") && r.contains("group-3"))
+        },
+    )
+    .await;
+    let reply = shown["tiles"]["box-2"]["reply"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reply.starts_with('✓'), "{reply}");
+    f.step(&format!("a custom command from the page: {reply}"));
+
     // 3. A room over max_rooms (2 for box-2): the error reply shows its code.
     set_input(&f.browser, "box-2", "room_id", "group-4").await;
     click_action(&f.browser, "box-2", "login").await;

@@ -282,6 +282,8 @@
     const room = field('room_id', 'room id, e.g. group-3');
     const stream = field('stream_id', 'stream id, e.g. box-17-main');
     const message = field('message', 'message to the room');
+    const command = field('command', 'custom command, e.g. mute');
+    const toUsers = field('to_users', 'to users (comma-separated; empty: everyone)');
     const button = (label, name, build) => {
       const b = el('button', null, label, { type: 'button', 'data-action': name });
       b.addEventListener('click', () => {
@@ -319,6 +321,16 @@
           const r = need(room, 'a room id');
           const m = r && need(message, 'a message');
           return m && ['send_broadcast_message', { room_id: r, message: m }];
+        })],
+      [command, toUsers,
+        button('Send the command', 'custom', () => {
+          const r = need(room, 'a room id');
+          const c = r && need(command, 'a command');
+          if (!c) return null;
+          const to = toUsers.value.split(',').map((u) => u.trim()).filter((u) => u);
+          const args = { room_id: r, command: c };
+          if (to.length) args.to_users = to;
+          return ['send_custom_command', args];
         })],
     ];
     for (const row of rows) {
