@@ -117,7 +117,42 @@ fn apply_ice_servers(webrtcbin: &gst::Element) -> bool {
         }
     }
     webrtcbin.set_property_from_str("ice-transport-policy", servers.policy.nick());
+    if servers.stun.is_some() || !servers.turn.is_empty() {
+        give_up_on_silent_pairs_sooner(webrtcbin);
+    }
     servers.retransmissions
+}
+
+/// Connectivity checks a candidate pair gets before libnice gives up on it: one
+/// retransmission (libnice's default is three).
+const CHECK_RETRANSMISSIONS: u32 = 1;
+
+/// Behind a firewall or NAT (STUN or TURN configured), the box's valid pair is often not
+/// host to host (a relayed one when UDP is blocked), and the SFU lists addresses the box
+/// cannot reach (its other interfaces): their checks go unanswered. libnice, controlling
+/// with regular nomination, nominates a lone non-host pair only once every other pair has
+/// failed — with its default three retransmissions that is about 2 s after the relayed
+/// pair was valid, and the stream's first frame waits for it. With one retransmission a
+/// silent pair fails after about 0.75 s; a pair is still lost only when both its checks
+/// are (and the SFU's own checks revive it).
+fn give_up_on_silent_pairs_sooner(webrtcbin: &gst::Element) {
+    let writable = |agent: &glib::Object| {
+        agent
+            .find_property("stun-max-retransmissions")
+            .is_some_and(|spec| {
+                spec.value_type() == glib::Type::U32
+                    && spec.flags().contains(glib::ParamFlags::WRITABLE)
+            })
+    };
+    match nice_agent(webrtcbin) {
+        Some(agent) if writable(&agent) => {
+            agent.set_property("stun-max-retransmissions", CHECK_RETRANSMISSIONS);
+        }
+        _ => tracing::debug!(
+            peer = %webrtcbin.name(),
+            "no libnice agent to shorten its checks on: relayed streams start later"
+        ),
+    }
 }
 
 /// Makes an element, with an error that says which package provides it.
@@ -501,11 +536,14 @@ fn description_from(
 /// found them: 140 of box-17's 260 sockets, gupnp warnings about ports in use, and SSDP
 /// searches on the school network for every room joined. Turned off before the agent
 /// gathers; where an ICE implementation has no such agent or property, nothing happens.
+/// webrtcbin's libnice agent (GStreamer 1.22 and later expose it).
+fn nice_agent(webrtcbin: &gst::Element) -> Option<glib::Object> {
+    let ice = object_property(webrtcbin.upcast_ref(), "ice-agent")?;
+    object_property(&ice, "agent")
+}
+
 fn disable_upnp(webrtcbin: &gst::Element) {
-    let Some(ice) = object_property(webrtcbin.upcast_ref(), "ice-agent") else {
-        return;
-    };
-    let Some(agent) = object_property(&ice, "agent") else {
+    let Some(agent) = nice_agent(webrtcbin) else {
         return;
     };
     let writable = agent.find_property("upnp").is_some_and(|spec| {
@@ -562,5 +600,25 @@ mod tests {
             .expect("webrtcbin has an ICE agent");
         let agent = object_property(&ice, "agent").expect("a libnice agent");
         assert!(!agent.property::<bool>("upnp"));
+    }
+
+    #[test]
+    fn silent_pairs_are_given_up_sooner_only_behind_stun_or_turn() {
+        init().unwrap();
+        let retransmissions = |negotiator: &Negotiator| {
+            nice_agent(&negotiator.webrtcbin)
+                .expect("a libnice agent")
+                .property::<u32>("stun-max-retransmissions")
+        };
+        let open = Negotiator::new("checks-open").unwrap();
+        assert_eq!(retransmissions(&open), 3, "libnice's default");
+        let element = gst::ElementFactory::make("webrtcbin").build().unwrap();
+        give_up_on_silent_pairs_sooner(&element);
+        assert_eq!(
+            nice_agent(&element)
+                .unwrap()
+                .property::<u32>("stun-max-retransmissions"),
+            CHECK_RETRANSMISSIONS
+        );
     }
 }
