@@ -96,9 +96,10 @@ struct CtlArgs {
     after_help = "Example:\n  roomcast console --broker mqtt://10.0.0.5:1883\n  roomcast console --broker mqtts://broker.school.lan:8883 --ca-file ca.pem --listen 0.0.0.0:8090 --auth /etc/roomcast/console-users --janus wss://janus.school.lan:8989/\n\nMore: docs/console.md"
 )]
 struct ConsoleArgs {
-    /// The broker: mqtt://host:port or mqtts://host:port.
-    #[arg(long)]
-    broker: String,
+    /// The broker: mqtt://host:port or mqtts://host:port. Give it again for a list (as the
+    /// boxes' mqtt.urls): the console moves to the next broker when it loses one.
+    #[arg(long, required = true)]
+    broker: Vec<String>,
     /// Where the page is served. Anything but loopback needs --auth.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: std::net::SocketAddr,
@@ -335,10 +336,16 @@ fn console(args: ConsoleArgs) -> ExitCode {
         eprintln!("roomcast console: {message}");
         ExitCode::from(2)
     };
-    let url = match broker_options(&args.broker, args.timeout, &args.prefix) {
-        Ok(url) => url,
-        Err(message) => return usage(message),
-    };
+    let mut urls = Vec::new();
+    for broker in &args.broker {
+        match broker_options(broker, args.timeout, &args.prefix) {
+            Ok(url) => urls.push(url),
+            Err(message) => return usage(message),
+        }
+    }
+    if let Some((_, problem)) = roomcast::config::broker_list_problems(&urls).first() {
+        return usage(format!("--broker: {problem}"));
+    }
     if let Some(janus) = &args.janus
         && !(janus.starts_with("ws://") || janus.starts_with("wss://"))
     {
@@ -353,20 +360,26 @@ fn console(args: ConsoleArgs) -> ExitCode {
         Ok(users) => users,
         Err(e) => return usage(e.to_string()),
     };
+    let client_id = format!(
+        "roomcast-console-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let password = args.password.map(roomcast::base::secret::Secret::new);
+    let client_cert = args.client_cert.zip(args.client_key);
     let settings = ConsoleSettings {
-        broker: roomcast::control::BrokerSettings {
-            url,
-            client_id: format!(
-                "roomcast-console-{}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ),
-            username: args.username,
-            password: args.password.map(roomcast::base::secret::Secret::new),
-            ca_file: args.ca_file,
-            client_cert: args.client_cert.zip(args.client_key),
-            keepalive: std::time::Duration::from_secs(30),
-        },
+        brokers: urls
+            .into_iter()
+            .map(|url| roomcast::control::BrokerSettings {
+                url,
+                client_id: client_id.clone(),
+                username: args.username.clone(),
+                password: password.clone(),
+                ca_file: args.ca_file.clone(),
+                client_cert: client_cert.clone(),
+                keepalive: std::time::Duration::from_secs(30),
+            })
+            .collect(),
         prefix: args.prefix,
         listen: args.listen,
         users,

@@ -79,8 +79,10 @@ impl ConsoleProcess {
         let port = support::free_port();
         let log = dir.join("console.log");
         let file = std::fs::File::create(&log).expect("create the console log");
+        // A broker list whose first broker is down: the console moves on to the next.
+        let down = format!("mqtt://127.0.0.1:{}", support::free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["console", "--broker", &broker.url()])
+            .args(["console", "--broker", &down, "--broker", &broker.url()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--janus", &janus.ws_url()])
             .env("RUST_LOG", "info")
@@ -271,6 +273,11 @@ async fn scenario(f: &mut Fleet) {
     )
     .await;
     assert_eq!(shown["summary"]["online"], "2 of 2", "{shown:#}");
+    assert_eq!(
+        shown["link"],
+        format!("broker {}: connected", f.broker.url()),
+        "the second broker of the list, the first being down: {shown:#}"
+    );
     assert_eq!(shown["summary"]["rooms"], "1", "{shown:#}");
     assert_eq!(shown["summary"]["streams"], "1", "{shown:#}");
     assert_eq!(shown["summary"]["failing"], "0", "{shown:#}");
@@ -416,6 +423,30 @@ async fn scenario(f: &mut Fleet) {
         .screenshot(&f.out.join("fleet.png"))
         .await
         .unwrap_or_else(|e| panic!("screenshot: {e}"));
+
+    // 5b. On a tablet held upright (768 px): nothing runs off the side, and every action
+    // is a finger-sized button inside the window.
+    f.browser.set_window_size(768, 1024).await;
+    let layout = f
+        .browser
+        .execute(
+            "const width = document.documentElement.clientWidth;              const buttons = [...document.querySelectorAll('.actions button')];              return { width, scroll: document.documentElement.scrollWidth,                buttons: buttons.length,                outside: buttons.filter((b) => b.getBoundingClientRect().right > width).length,                small: buttons.filter((b) => b.getBoundingClientRect().height < 32).length };",
+            json!([]),
+        )
+        .await;
+    assert!(
+        layout["scroll"].as_u64() <= layout["width"].as_u64()
+            && layout["buttons"].as_u64() > Some(0)
+            && layout["outside"] == 0
+            && layout["small"] == 0,
+        "tablet layout: {layout}"
+    );
+    f.browser
+        .screenshot(&f.out.join("fleet-tablet.png"))
+        .await
+        .unwrap_or_else(|e| panic!("screenshot: {e}"));
+    f.step(&format!("at a tablet's 768 px: {layout}"));
+    f.browser.set_window_size(1280, 800).await;
 
     // 6. The room view previews box-2's stream through Janus (--janus).
     f.browser
@@ -605,6 +636,22 @@ fn console_access_needs_auth_off_loopback() {
         stderr.contains("is not a loopback address") && stderr.contains("--auth FILE"),
         "{stderr}"
     );
+    // A broker list is checked as the boxes' mqtt.urls is.
+    for (brokers, says) in [
+        (["mqtt://127.0.0.1:1", "mqtt://127.0.0.1:1"], "listed twice"),
+        (
+            ["mqtt://127.0.0.1:1", "mqtts://127.0.0.1:2"],
+            "mixes mqtt:// and mqtts://",
+        ),
+    ] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["console", "--broker", brokers[0], "--broker", brokers[1]])
+            .output()
+            .expect("run roomcast console");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 
     // printf '%s' 'secret' | sha256sum
     let users = dir.path().join("users");

@@ -220,7 +220,6 @@ impl Config {
                 mqtt.keepalive_s
             ),
         );
-        let brokers = mqtt.brokers();
         match (&mqtt.url, mqtt.urls.is_empty()) {
             (Some(_), false) => check(
                 false,
@@ -234,24 +233,11 @@ impl Config {
             ),
             _ => {}
         }
-        check(
-            mqtt.urls.len() <= MAX_BROKERS,
-            "mqtt.urls",
-            format!("{} brokers listed; at most {MAX_BROKERS}", mqtt.urls.len()),
-        );
-        for (i, url) in mqtt.urls.iter().enumerate() {
-            check(
-                !mqtt.urls[..i].contains(url),
-                &format!("mqtt.urls[{i}]"),
-                format!("{url} is listed twice"),
-            );
+        for (index, problem) in broker_list_problems(&mqtt.urls) {
+            let key = index.map_or_else(|| "mqtt.urls".to_owned(), |i| format!("mqtt.urls[{i}]"));
+            check(false, &key, problem);
         }
         let tls = mqtt.is_tls();
-        check(
-            brokers.iter().all(|b| b.is_tls() == tls),
-            "mqtt.urls",
-            "mixes mqtt:// and mqtts:// brokers: use mqtts:// for all (roomcast never falls back to plaintext) or mqtt:// for all".to_owned(),
-        );
         check(
             mqtt.client_cert.is_some() == mqtt.client_key.is_some(),
             "mqtt.client_cert",

@@ -466,6 +466,42 @@ pub struct MqttConfig {
 /// The most brokers `mqtt.urls` may list.
 pub const MAX_BROKERS: usize = 8;
 
+/// A list of brokers for messages: `mqtt://a:1883`, or `[mqtt://a:1883, mqtt://b:1883]`.
+pub fn describe_broker_list(urls: &[MqttUrl]) -> String {
+    let urls: Vec<String> = urls.iter().map(ToString::to_string).collect();
+    match urls.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    }
+}
+
+/// What is wrong with a list of brokers (the agent's `mqtt.urls`, the console's
+/// `--broker`s): more than [`MAX_BROKERS`], one listed twice (with its index), or
+/// `mqtt://` mixed with `mqtts://`. Empty when the list can be used.
+pub fn broker_list_problems(urls: &[MqttUrl]) -> Vec<(Option<usize>, String)> {
+    let mut problems = Vec::new();
+    if urls.len() > MAX_BROKERS {
+        problems.push((
+            None,
+            format!("{} brokers listed; at most {MAX_BROKERS}", urls.len()),
+        ));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        if urls[..i].contains(url) {
+            problems.push((Some(i), format!("{url} is listed twice")));
+        }
+    }
+    if urls.iter().any(MqttUrl::is_tls) && !urls.iter().all(MqttUrl::is_tls) {
+        problems.push((
+            None,
+            "mixes mqtt:// and mqtts:// brokers: use mqtts:// for all (roomcast never falls \
+             back to plaintext) or mqtt:// for all"
+                .to_owned(),
+        ));
+    }
+    problems
+}
+
 impl MqttConfig {
     /// The brokers in the order they are tried: `url`, or `urls`.
     pub fn brokers(&self) -> Vec<MqttUrl> {
@@ -479,11 +515,7 @@ impl MqttConfig {
 
     /// The brokers for messages: `mqtt://a:1883`, or `[mqtt://a:1883, mqtt://b:1883]`.
     pub fn describe_brokers(&self) -> String {
-        let brokers: Vec<String> = self.brokers().iter().map(ToString::to_string).collect();
-        match brokers.as_slice() {
-            [one] => one.clone(),
-            many => format!("[{}]", many.join(", ")),
-        }
+        describe_broker_list(&self.brokers())
     }
 }
 

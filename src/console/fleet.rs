@@ -126,8 +126,14 @@ pub struct FleetView {
 /// What the MQTT side tells the fleet.
 #[derive(Debug)]
 pub enum Incoming {
-    Message { topic: String, payload: Vec<u8> },
-    Connected,
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// Connected to `broker` and subscribed.
+    Connected {
+        broker: String,
+    },
     Disconnected(String),
 }
 
@@ -445,7 +451,10 @@ pub fn start<S: Sender>(
                 message = incoming.recv() => {
                     let Some(message) = message else { break };
                     let update = match message {
-                        Incoming::Connected => Some(fleet.set_broker(true, None)),
+                        Incoming::Connected { broker } => {
+                            fleet.broker.url = broker;
+                            Some(fleet.set_broker(true, None))
+                        }
                         Incoming::Disconnected(reason) => Some(fleet.set_broker(false, Some(reason))),
                         Incoming::Message { topic, payload } => {
                             match split_topic(&fleet.prefix, &topic) {
@@ -686,7 +695,11 @@ mod tests {
             .await;
         assert!(matches!(refused, Err(CommandError::NotConnected(_))));
         let (_, mut updates) = handle.subscribe().await.unwrap();
-        tx.send(Incoming::Connected).await.unwrap();
+        tx.send(Incoming::Connected {
+            broker: "mqtt://127.0.0.1:1883".into(),
+        })
+        .await
+        .unwrap();
         assert!(matches!(updates.recv().await, Ok(Update::Broker(b)) if b.connected));
         assert!(matches!(
             handle
@@ -759,7 +772,11 @@ mod tests {
         );
         // The broker link and the page are separate channels: wait until the link is up.
         let (_, mut updates) = handle.subscribe().await.unwrap();
-        tx.send(Incoming::Connected).await.unwrap();
+        tx.send(Incoming::Connected {
+            broker: "mqtt://127.0.0.1:1883".into(),
+        })
+        .await
+        .unwrap();
         assert!(matches!(updates.recv().await, Ok(Update::Broker(b)) if b.connected));
         let outcome = handle
             .command("box-9".into(), "get_state".into(), json!({}))

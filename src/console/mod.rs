@@ -32,7 +32,9 @@ const INCOMING_QUEUE: usize = 1024;
 /// Everything `roomcast console` is told.
 #[derive(Debug, Clone)]
 pub struct ConsoleSettings {
-    pub broker: BrokerSettings,
+    /// One or more brokers (the same client options, another address each): the console
+    /// moves to the next when it loses one, as the boxes do with `mqtt.urls`.
+    pub brokers: Vec<BrokerSettings>,
     /// The boxes' `mqtt.topic_prefix`.
     pub prefix: String,
     pub listen: SocketAddr,
@@ -99,14 +101,16 @@ pub async fn start(
         source,
     })?;
     let (incoming_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+    let urls: Vec<_> = settings.brokers.iter().map(|b| b.url.clone()).collect();
+    let brokers = crate::config::describe_broker_list(&urls);
     let (sender, mqtt_task) = mqtt::start(
-        &settings.broker,
+        &settings.brokers,
         &settings.prefix,
         incoming_tx,
         shutdown.clone(),
     )?;
     let (fleet, fleet_task) = fleet::start(
-        fleet::Fleet::new(&settings.prefix, &settings.broker.url.to_string()),
+        fleet::Fleet::new(&settings.prefix, &brokers),
         sender,
         incoming,
         settings.command_timeout,
@@ -121,8 +125,8 @@ pub async fn start(
     });
     let app = http::router(state);
     info!(
-        "console: http://{local_addr}/ (boxes under {}/+/ on {})",
-        settings.prefix, settings.broker.url
+        "console: http://{local_addr}/ (boxes under {}/+/ on {brokers})",
+        settings.prefix
     );
     let task = tokio::spawn(async move {
         let stop = shutdown.clone();

@@ -40,16 +40,25 @@ pub fn filters(prefix: &str) -> Vec<SubscribeFilter> {
 
 /// Starts the connection task. Fails only when the settings cannot work (TLS).
 pub fn start(
-    settings: &BrokerSettings,
+    brokers: &[BrokerSettings],
     prefix: &str,
     fleet: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
 ) -> Result<(MqttSender, JoinHandle<()>), ControlError> {
-    let mut options = settings.options()?;
-    options.set_clean_session(true);
-    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
+    // Each broker's options, made (and checked) before anything connects.
+    let mut options = Vec::with_capacity(brokers.len());
+    for broker in brokers {
+        let mut broker_options = broker.options()?;
+        broker_options.set_clean_session(true);
+        options.push((broker.url.to_string(), broker_options));
+    }
+    let Some((first_url, first)) = options.first().cloned() else {
+        return Err(ControlError::NoBroker);
+    };
+    let (client, mut eventloop) = AsyncClient::new(first, REQUEST_QUEUE);
     eventloop.set_network_options(BrokerSettings::network_options());
-    let url = settings.url.to_string();
+    let mut url = first_url;
+    let mut current = 0;
     let filters = filters(prefix);
     let prefix = prefix.to_owned();
     let subscriber = client.clone();
@@ -86,7 +95,9 @@ pub fn start(
                             "the broker refused a subscription to the boxes' topics; allow this client to read {prefix}/+/state, status, events and reply in the broker's ACL"
                         ))
                     } else {
-                        Incoming::Connected
+                        Incoming::Connected {
+                            broker: url.clone(),
+                        }
                     };
                     if fleet.send(message).await.is_err() {
                         break;
@@ -109,6 +120,15 @@ pub fn start(
                     }
                     if fleet.send(Incoming::Disconnected(reason)).await.is_err() {
                         break;
+                    }
+                    // The next broker of the list (rumqttc's event loop takes the
+                    // options it reconnects with from this field).
+                    if options.len() > 1 {
+                        current = (current + 1) % options.len();
+                        let (next_url, next) = &options[current];
+                        eventloop.mqtt_options = next.clone();
+                        url.clone_from(next_url);
+                        info!("console: trying the next MQTT broker, {url}");
                     }
                     let delay = policy.backoff(failures);
                     failures = failures.saturating_add(1);

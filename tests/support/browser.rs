@@ -235,6 +235,16 @@ impl Browser {
         .await;
     }
 
+    /// Resizes the window (e.g. to a tablet's viewport).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(&json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the window. Never panics: it is also used after a failure.
     pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
         let url = format!("/session/{}/screenshot", self.session);
