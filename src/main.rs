@@ -71,6 +71,18 @@ struct CtlArgs {
     /// Seconds to wait for connecting and for the reply.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    #[command(flatten)]
+    credentials: BrokerCredentials,
+    /// The op, e.g. get_state, login_room, start_publishing.
+    op: String,
+    /// Arguments as key=value. Values that are JSON objects, arrays or strings are used as
+    /// JSON (to_users='["a","b"]'); anything else is sent as text.
+    args: Vec<String>,
+}
+
+/// How `ctl` and `console` log in to the broker.
+#[derive(clap::Args)]
+struct BrokerCredentials {
     #[arg(long)]
     username: Option<String>,
     /// The broker password (better in the environment than on the command line).
@@ -84,11 +96,37 @@ struct CtlArgs {
     client_cert: Option<PathBuf>,
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
-    /// The op, e.g. get_state, login_room, start_publishing.
-    op: String,
-    /// Arguments as key=value. Values that are JSON objects, arrays or strings are used as
-    /// JSON (to_users='["a","b"]'); anything else is sent as text.
-    args: Vec<String>,
+}
+
+impl BrokerCredentials {
+    /// The broker settings for `url`, as client `client_id`.
+    fn settings(
+        &self,
+        url: roomcast::config::MqttUrl,
+        client_id: String,
+    ) -> roomcast::control::BrokerSettings {
+        roomcast::control::BrokerSettings {
+            url,
+            client_id,
+            username: self.username.clone(),
+            password: self
+                .password
+                .clone()
+                .map(roomcast::base::secret::Secret::new),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone().zip(self.client_key.clone()),
+            keepalive: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A client id of this run: `roomcast-<tool>-<pid>-<random>`.
+fn client_id(tool: &str) -> String {
+    format!(
+        "roomcast-{tool}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 #[derive(clap::Args)]
@@ -119,19 +157,8 @@ struct ConsoleArgs {
     /// Seconds a command may wait for its box's reply (a login waits for its room).
     #[arg(long, default_value_t = 70.0)]
     timeout: f64,
-    #[arg(long)]
-    username: Option<String>,
-    /// The broker password (better in the environment than on the command line).
-    #[arg(long, env = "ROOMCAST_MQTT_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// CA certificate (PEM) of an mqtts:// broker.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// Client certificate (PEM), for brokers that require one (with --client-key).
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: BrokerCredentials,
 }
 
 fn main() -> ExitCode {
@@ -262,8 +289,8 @@ fn broker_options(
 }
 
 fn ctl(args: CtlArgs) -> ExitCode {
+    use roomcast::control::Topics;
     use roomcast::control::client::{CommandClient, parse_args};
-    use roomcast::control::{BrokerSettings, Topics};
 
     let usage = |message: String| {
         eprintln!("roomcast ctl: {message}");
@@ -283,19 +310,7 @@ fn ctl(args: CtlArgs) -> ExitCode {
         Ok(value) => value,
         Err(e) => return usage(e),
     };
-    let broker = BrokerSettings {
-        url,
-        client_id: format!(
-            "roomcast-ctl-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ),
-        username: args.username,
-        password: args.password.map(roomcast::base::secret::Secret::new),
-        ca_file: args.ca_file,
-        client_cert: args.client_cert.zip(args.client_key),
-        keepalive: std::time::Duration::from_secs(30),
-    };
+    let broker = args.credentials.settings(url, client_id("ctl"));
     let topics = Topics::new(&args.prefix, &args.device);
     let timeout = std::time::Duration::from_secs_f64(args.timeout);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -360,25 +375,11 @@ fn console(args: ConsoleArgs) -> ExitCode {
         Ok(users) => users,
         Err(e) => return usage(e.to_string()),
     };
-    let client_id = format!(
-        "roomcast-console-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
-    let password = args.password.map(roomcast::base::secret::Secret::new);
-    let client_cert = args.client_cert.zip(args.client_key);
+    let client_id = client_id("console");
     let settings = ConsoleSettings {
         brokers: urls
             .into_iter()
-            .map(|url| roomcast::control::BrokerSettings {
-                url,
-                client_id: client_id.clone(),
-                username: args.username.clone(),
-                password: password.clone(),
-                ca_file: args.ca_file.clone(),
-                client_cert: client_cert.clone(),
-                keepalive: std::time::Duration::from_secs(30),
-            })
+            .map(|url| args.credentials.settings(url, client_id.clone()))
             .collect(),
         prefix: args.prefix,
         listen: args.listen,
