@@ -152,24 +152,14 @@ async fn page(browser: &Browser) -> Value {
     browser.execute(TILES_JS, json!([])).await
 }
 
-/// Polls the page every 100 ms until `check` holds; panics with what it showed last.
+/// Polls the page until `check` holds; panics with what it showed last.
 async fn wait_page(
     browser: &Browser,
     what: &str,
     within: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let shown = page(browser).await;
-        if check(&shown) {
-            return shown;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for: {what}\nthe page shows: {shown:#}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    browser.wait_for(TILES_JS, what, within, check).await
 }
 
 async fn set_input(browser: &Browser, device: &str, name: &str, text: &str) {

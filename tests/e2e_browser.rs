@@ -118,35 +118,20 @@ impl Classroom {
 }
 
 /// What the page exposes for tests (`window.roomcast.snapshot()`).
+const SNAPSHOT_JS: &str = "return window.roomcast ? window.roomcast.snapshot() : null;";
+
 async fn snapshot(page: &Browser) -> Value {
-    page.execute(
-        "return window.roomcast ? window.roomcast.snapshot() : null;",
-        json!([]),
-    )
-    .await
+    page.execute(SNAPSHOT_JS, json!([])).await
 }
 
-/// Polls the page every 250 ms until `check` holds; panics with its last state.
+/// Polls the page until `check` holds; panics with its last state.
 async fn wait_page(
     page: &Browser,
     what: &str,
     within: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let state = snapshot(page).await;
-        if check(&state) {
-            return state;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "{} page: timed out after {within:?} waiting for: {what}\nits state: {state:#}",
-                page.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    page.wait_for(SNAPSHOT_JS, what, within, check).await
 }
 
 fn frames(state: &Value, feed: &str) -> u64 {

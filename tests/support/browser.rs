@@ -235,6 +235,31 @@ impl Browser {
         .await;
     }
 
+    /// Runs `script` (no arguments) every 100 ms until `check` holds on its result;
+    /// panics after `within` with what it returned last.
+    pub async fn wait_for(
+        &self,
+        script: &str,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let shown = self.execute(script, json!([])).await;
+            if check(&shown) {
+                return shown;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{} browser: timed out after {within:?} waiting for: {what}\nthe page shows: {shown:#}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Resizes the window (e.g. to a tablet's viewport).
     pub async fn set_window_size(&self, width: u32, height: u32) {
         self.command(
