@@ -125,8 +125,9 @@ async fn five_rooms_over_a_4_mbit_uplink_settle_under_it() {
 }
 
 /// The estimator sits on the room's sending path and sees every packet: on an
-/// unshaped link its estimate stays up and the encoder at its configured bitrate,
-/// and what the box put on the wire matches what the rooms' branches sent.
+/// unshaped link its estimate stays up (or climbs back after a dip) and the encoder
+/// at its configured bitrate, and what the box put on the wire matches what the
+/// rooms' branches sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unconstrained_uplink_keeps_the_configured_bitrate() {
     let net = BoxNet::create();
@@ -145,8 +146,16 @@ async fn an_unconstrained_uplink_keeps_the_configured_bitrate() {
     let subscriber =
         Subscriber::wait_for(&janus.ws_url(), "r1", "cam-r1", Duration::from_secs(20)).await;
     assert!(subscriber.wait_frames(30, Duration::from_secs(10)).await >= 30);
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(encoder_kbps(&dash).await, Some(2000), "{}", agent.log());
+    // Delay-based detection also sees a loaded test machine's scheduling delay as a
+    // queue: the estimate may dip and climb back. What must hold is that it climbs back
+    // to the configured bitrate on its own, bounded by the prober's pace.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut kbps = encoder_kbps(&dash).await;
+    while kbps != Some(2000) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kbps = encoder_kbps(&dash).await;
+    }
+    assert_eq!(kbps, Some(2000), "{}", agent.log());
     let reply = dash.request("get_state", json!({})).await.expect("state");
     let publishing = reply["result"]["publishing"]
         .as_array()
