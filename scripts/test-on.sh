@@ -48,7 +48,10 @@ repo=$(pwd)
 #   roomcast (lib)       every unit test, among them the fast paths' own (hops,
 #                        fec_bypass), which fail when a shortcut stops engaging
 #   fast_paths           every fast path engaged in a real publishing agent, each switch
-#                        off alone (docs/workarounds.md): fails when one stops engaging
+#                        off alone (docs/workarounds.md): fails when one stops engaging.
+#                        Not the untested-libsrtp case: it builds a C shim (no compiler
+#                        in this root) and checks a version gate that is the same logic
+#                        on every release
 #   srtp_crypto          libsrtp 2.7's own SRTP vs roomcast's AES-ICM/HMAC-SHA1, byte for
 #                        byte; fails when the replacement does not engage
 #   audio_processing     the level meter only. NOT the echo test: on GStreamer 1.26
@@ -74,7 +77,7 @@ repo=$(pwd)
 # `--full` runs every test of every binary.
 SUBSET=(
   "roomcast"
-  "fast_paths"
+  "fast_paths fast_paths_engage_where_checked"
   "srtp_crypto"
   "audio_processing the_meter_tells_the_two_voices_apart"
   "janus_rooms"

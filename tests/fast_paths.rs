@@ -91,3 +91,78 @@ async fn fast_paths_engage_where_checked_and_one_switch_turns_them_off() {
     }
     assert_eq!(off["shared_segment"], "engaged", "{off}");
 }
+
+/// A `dlsym` that answers `srtp_get_version` with libsrtp 2.6.1, a version the SRTP
+/// primitives were not checked on, and passes every other name to the real one.
+const UNTESTED_LIBSRTP_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <string.h>
+static unsigned int version_2_6_1(void) { return (2u << 24) | (6u << 16) | 1u; }
+void *dlsym(void *handle, const char *name) {
+    static void *(*real)(void *, const char *);
+    if (!real) real = (void *(*)(void *, const char *))dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+    if (name && strcmp(name, "srtp_get_version") == 0) return (void *)version_2_6_1;
+    return real(handle, name);
+}
+"#;
+
+/// On a libsrtp version the replacement was not checked on, libsrtp keeps its own
+/// primitives: the snapshot and the start-up line say which version was found, and
+/// media still flows into the rooms (SRTP on libsrtp's own AES and HMAC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untested_libsrtp_keeps_its_own_primitives() {
+    let dir = support::TempDir::new("libsrtp-shim");
+    let source = dir.path().join("shim.c");
+    let shim = dir.path().join("shim.so");
+    std::fs::write(&source, UNTESTED_LIBSRTP_SHIM).unwrap();
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) for the test's libsrtp version shim");
+    assert!(built.success());
+
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let text = config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
+    let agent = AgentProcess::start(
+        &text,
+        Options {
+            env: vec![("LD_PRELOAD".into(), shim.display().to_string())],
+            ..Options::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let dash = dashboard(&broker.url()).await;
+    let rooms = [
+        format!("fp-{}-a", rand::random::<u32>()),
+        format!("fp-{}-b", rand::random::<u32>()),
+    ];
+    publish_in_rooms(&dash, &rooms).await;
+    let state = ok(&dash, "get_state", json!({})).await;
+    let srtp = state["fast_paths"]["srtp_primitives"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        srtp.starts_with("off: libsrtp 2.6.1 is not a version"),
+        "{state:#}"
+    );
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("fast paths:"))
+        .unwrap_or_else(|| panic!("no fast paths line:\n{log}"));
+    println!("{line}");
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("libsrtp 2.6.1 is not a version"), "{line}");
+    let publishing = state["publishing"].as_array().unwrap();
+    assert_eq!(publishing.len(), 2, "{state:#}");
+    for stream in publishing {
+        assert_eq!(stream["state"], "Publishing", "{stream}");
+    }
+    dash.close().await;
+    drop(agent);
+}

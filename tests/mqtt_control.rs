@@ -886,6 +886,109 @@ async fn a_slow_command_does_not_delay_get_state() {
     agent.stop().await;
 }
 
+/// Listing devices can block (V4L2 and ALSA calls into drivers and files): here ALSA's
+/// configuration is a FIFO nobody writes yet, as a hung driver or network mount would
+/// hold it, so `list_devices` waits inside alsa-lib. Meanwhile other commands are
+/// answered; once the configuration can be read, `list_devices` is answered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_device_listing_does_not_hold_up_other_commands() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let janus = Janus::start();
+    let broker = Mosquitto::start();
+    let dir = support::TempDir::new("alsa-config");
+    let fifo = dir.path().join("alsa.conf");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let text =
+        support::process::config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
+    let agent = support::process::AgentProcess::start(
+        &text,
+        support::process::Options {
+            env: vec![("ALSA_CONFIG_PATH".into(), fifo.display().to_string())],
+            ..Default::default()
+        },
+    );
+    wait_online(broker.port).await;
+    let slow = dashboard(&broker.url()).await;
+    let fast = dashboard(&broker.url()).await;
+    let listing = tokio::spawn(async move {
+        let reply = slow.request("list_devices", json!({})).await;
+        (reply, slow)
+    });
+
+    // The listing has opened the FIFO for reading once a non-blocking open for
+    // writing succeeds; holding it open without writing keeps alsa-lib waiting.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut writer = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+        {
+            Ok(writer) => break writer,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!(
+                "list_devices never read ALSA's configuration: {e}\n{}",
+                agent.log()
+            ),
+        }
+    };
+
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        ok(&fast, "get_state", json!({})).await;
+        worst = worst.max(asked.elapsed());
+    }
+    ok(&fast, "login_room", json!({"room_id": "bigclass"})).await;
+    assert!(
+        !listing.is_finished(),
+        "list_devices answered without its configuration"
+    );
+    println!(
+        "get_state while list_devices was blocked: worst {} ms",
+        worst.as_millis()
+    );
+    assert!(worst < Duration::from_secs(1), "get_state took {worst:?}");
+
+    let config = std::fs::read("/usr/share/alsa/alsa.conf").unwrap_or_default();
+    tokio::task::spawn_blocking(move || {
+        // The FIFO is non-blocking: write what fits, wait, write the rest.
+        let mut rest = &config[..];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !rest.is_empty() && Instant::now() < deadline {
+            match writer.write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("writing ALSA's configuration: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (reply, slow) = tokio::time::timeout(Duration::from_secs(10), listing)
+        .await
+        .expect("list_devices answered once ALSA's configuration could be read")
+        .unwrap();
+    let reply = reply.expect("list_devices succeeds");
+    assert!(reply["result"]["encoders"].is_array(), "{reply}");
+    slow.close().await;
+    fast.close().await;
+    drop(agent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_commands_is_answered_without_blocking() {
     let janus = Janus::start();

@@ -61,7 +61,7 @@ fn version_string(version: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SrtpCryptoError {
     #[error(
-        "libsrtp {found} is not a version roomcast's AES-ICM and HMAC-SHA1 were checked on          (2.5 and 2.7); libsrtp keeps its own"
+        "libsrtp {found} is not a version roomcast's AES-ICM and HMAC-SHA1 were checked on (2.5 and 2.7); libsrtp keeps its own"
     )]
     UntestedVersion { found: String },
     #[error(

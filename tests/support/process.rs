@@ -64,6 +64,8 @@ pub struct Options {
     /// Run the agent in this network namespace (`uplink::BoxNet`): the PID of a
     /// process in it, for `nsenter`.
     pub netns_pid: Option<u32>,
+    /// Extra environment for the agent.
+    pub env: Vec<(String, String)>,
 }
 
 /// One notify datagram and when it arrived.
@@ -190,6 +192,7 @@ impl AgentProcess {
         if let Some(path) = &self.fault_socket {
             command.env("ROOMCAST_FAULT_SOCKET", path);
         }
+        command.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         self.started = Instant::now();
         self.child = Some(command.spawn().expect("start roomcast run"));
     }
