@@ -20,6 +20,12 @@
 //! every element as before. If webrtcbin's graph is not the shape described here
 //! (another GStreamer version), nothing is installed and the stream is sent as before.
 //!
+//! With transport-wide congestion control on, rtpfunnel writes transport-wide sequence
+//! numbers into the single packets it is given and leaves lists alone; that does not
+//! matter, because the RTP session right after it numbers every packet it sends, each
+//! packet of a list included, over whatever the funnel wrote (a test checks that the
+//! session on this GStreamer does).
+//!
 //! ```text
 //! sink_N ─▶ clocksync ─▶ [ rtpulpfecenc ─▶ rtpredenc ] ─▶ rtpfunnel ─▶ rtpbin ─▶ …
 //!    └────────────────── bypass (probe) ─────────────────▶┘
@@ -40,19 +46,12 @@ const ULPFEC_UNDEFINED_PT: u32 = 255;
 pub enum NotInstalled {
     #[error("webrtcbin's graph is not the expected shape: {0}")]
     UnexpectedGraph(&'static str),
-    /// rtpfunnel writes transport-wide sequence numbers into single packets only, so
-    /// lists must not reach it while TWCC is on.
-    #[error("the stream uses transport-wide congestion control")]
-    TransportCc,
 }
 
 /// Installs the bypass behind `webrtc_sink`, a sink pad of a webrtcbin whose stream is
 /// connected inside it (webrtcbin does that once offer and answer are both set). Call
 /// once per pad.
 pub fn install(webrtc_sink: &gst::Pad) -> Result<(), NotInstalled> {
-    if uses_transport_cc(webrtc_sink) {
-        return Err(NotInstalled::TransportCc);
-    }
     let stage = FecStage::find(webrtc_sink)?;
     let idle = Arc::new(Idle::default());
     idle.watch_ulpfec(&stage.ulpfecenc);
@@ -150,21 +149,6 @@ impl FecStage {
             next,
         })
     }
-}
-
-/// Whether the stream's caps map a header extension id to TWCC (`extmap-N`).
-fn uses_transport_cc(pad: &gst::Pad) -> bool {
-    pad.current_caps().is_some_and(|caps| {
-        caps.iter().any(|s| {
-            s.iter().any(|(name, value)| {
-                // A URI, or (direction, URI, attributes) in newer GStreamer.
-                name.starts_with("extmap-")
-                    && value
-                        .serialize()
-                        .is_ok_and(|text| text.contains("transport-wide-cc"))
-            })
-        })
-    })
 }
 
 /// Whether each encoder currently passes packets on unchanged.
@@ -400,26 +384,84 @@ mod tests {
         assert_eq!((idle.buffers, idle.lists), (0, 1), "{idle:?}");
     }
 
+    /// With transport-wide congestion control the bypass hands rtpfunnel lists, into
+    /// which it writes no transport-wide sequence numbers (it numbers single packets
+    /// only). The RTP session after it numbers every packet it sends, those of a list
+    /// too, and that is what reaches the wire: a real `rtpsession` given one frame as a
+    /// list sends each packet with the next number. This fails, rather than the
+    /// feedback silently going wrong, on a GStreamer whose session stops doing so.
     #[test]
-    fn a_stream_with_transport_cc_keeps_the_fec_stage() {
+    fn the_rtp_session_numbers_every_packet_of_a_list() {
+        use gst_app::prelude::*;
+        use gst_rtp::prelude::*;
+
         gst::init().unwrap();
-        let sink = gst::Pad::builder(gst::PadDirection::Sink)
-            .event_function(|_, _, _| true)
-            .build();
-        let src = gst::Pad::builder(gst::PadDirection::Src).build();
-        src.link(&sink).unwrap();
-        sink.set_active(true).unwrap();
-        src.set_active(true).unwrap();
+        const TWCC_ID: u8 = 5;
         let caps = gst::Caps::builder("application/x-rtp")
             .field("media", "video")
+            .field("encoding-name", "H264")
+            .field("payload", 96i32)
+            .field("clock-rate", 90_000i32)
+            .field("ssrc", 0x1234_5678u32)
             .field(
-                "extmap-3",
-                "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+                format!("extmap-{TWCC_ID}"),
+                crate::media::congestion::TWCC_URI,
             )
             .build();
-        assert!(src.push_event(gst::event::StreamStart::new("test")));
-        assert!(src.push_event(gst::event::Caps::new(&caps)));
-        assert_eq!(install(&sink), Err(NotInstalled::TransportCc));
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(&caps)
+            .format(gst::Format::Time)
+            .build();
+        let session = gst::ElementFactory::make("rtpsession").build().unwrap();
+        let appsink = gst_app::AppSink::builder().sync(false).build();
+        let pipeline = gst::Pipeline::new();
+        pipeline
+            .add_many([appsrc.upcast_ref(), &session, appsink.upcast_ref()])
+            .unwrap();
+        appsrc
+            .link_pads(Some("src"), &session, Some("send_rtp_sink"))
+            .unwrap();
+        session
+            .link_pads(Some("send_rtp_src"), &appsink, Some("sink"))
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+
+        let mut list = gst::BufferList::new();
+        for i in 0..6u16 {
+            let mut buffer = gst::Buffer::new_rtp_with_sizes(100, 0, 0).unwrap();
+            {
+                let buffer = buffer.get_mut().unwrap();
+                buffer.set_pts(gst::ClockTime::from_mseconds(10));
+                let mut rtp = gst_rtp::RTPBuffer::from_buffer_writable(buffer).unwrap();
+                rtp.set_payload_type(96);
+                rtp.set_ssrc(0x1234_5678);
+                rtp.set_seq(1000 + i);
+                rtp.set_timestamp(3000);
+                rtp.set_marker(i == 5);
+                // What the payloader writes: the extension with a placeholder number.
+                rtp.add_extension_onebyte_header(TWCC_ID, &[0, 0]).unwrap();
+            }
+            list.get_mut().unwrap().add(buffer);
+        }
+        assert_eq!(appsrc.push_buffer_list(list), Ok(gst::FlowSuccess::Ok));
+
+        let mut numbers = Vec::new();
+        while numbers.len() < 6 {
+            let sample = appsink
+                .try_pull_sample(gst::ClockTime::from_seconds(5))
+                .expect("the session sends the packets");
+            let buffer = sample.buffer().unwrap();
+            let rtp = gst_rtp::RTPBuffer::from_buffer_readable(buffer).unwrap();
+            let number = rtp
+                .extension_onebyte_header(TWCC_ID, 0)
+                .map(|data| u16::from_be_bytes([data[0], data[1]]))
+                .expect("the packet still carries the extension");
+            numbers.push(number);
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        let first = numbers[0];
+        let expected: Vec<u16> = (0..6).map(|i| first.wrapping_add(i)).collect();
+        assert_eq!(numbers, expected, "one number per packet, in order");
     }
 
     #[test]
