@@ -91,6 +91,13 @@ pub fn parse_state(bytes: &[u8]) -> Result<DesiredState, StateError> {
     if bytes.len() > MAX_STATE_BYTES {
         return Err(StateError::TooLarge(bytes.len()));
     }
+    // serde reads a struct from a JSON array too (fields by position): a state file is
+    // an object, as the salvaging reader and every roomcast that wrote one agree.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(StateError::Invalid(
+            "the file holds a JSON array; a state file is a JSON object".to_owned(),
+        ));
+    }
     let probe: VersionProbe = serde_json::from_slice(bytes)?;
     match probe.version {
         None => return Err(StateError::NoVersion),
@@ -729,7 +736,11 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"", "not a state file"),
             (b"\xff\xfe", "not a state file"),
-            (b"[1, 2]", "not a state file"),
+            (b"[1, 2]", "a state file is a JSON object"),
+            // serde would read `[1]` as {"version": 1} (fuzzing found it: the strict
+            // reader took what the salvaging one refuses).
+            (b"[1]", "a state file is a JSON object"),
+            (b" \n[1, [], [], []]", "a state file is a JSON object"),
             (b"{}", "no `version`"),
             (br#"{"version": 2, "shiny": true}"#, "version 2 is not supported"),
             (br#"{"version": "1"}"#, "version \"1\" is not supported"),
