@@ -16,10 +16,12 @@ use support::janus::Janus;
 use support::mosquitto::Mosquitto;
 use support::process::{AgentProcess, Options, config_text};
 
-async fn fast_paths_with(janus: &Janus, extra: &str) -> Value {
+/// The state snapshot of an agent (`extra` config, `options`) publishing into two rooms,
+/// and its log.
+async fn publishing_state(janus: &Janus, extra: &str, options: Options) -> (Value, String) {
     let broker = Mosquitto::start();
     let text = config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), extra);
-    let agent = AgentProcess::start(&text, Options::default());
+    let agent = AgentProcess::start(&text, options);
     wait_online(broker.port).await;
     let dash = dashboard(&broker.url()).await;
     let rooms = [
@@ -29,7 +31,13 @@ async fn fast_paths_with(janus: &Janus, extra: &str) -> Value {
     publish_in_rooms(&dash, &rooms).await;
     let state = ok(&dash, "get_state", json!({})).await;
     dash.close().await;
+    let log = agent.log();
     drop(agent);
+    (state, log)
+}
+
+async fn fast_paths_with(janus: &Janus, extra: &str) -> Value {
+    let (state, _) = publishing_state(janus, extra, Options::default()).await;
     state["fast_paths"].clone()
 }
 
@@ -113,23 +121,11 @@ async fn an_untested_libsrtp_keeps_its_own_primitives() {
     assert!(built.success());
 
     let janus = Janus::start();
-    let broker = Mosquitto::start();
-    let text = config_text(&broker.url(), &janus.ws_url(), Path::new("@STATE@"), "");
-    let agent = AgentProcess::start(
-        &text,
-        Options {
-            env: vec![("LD_PRELOAD".into(), shim.display().to_string())],
-            ..Options::default()
-        },
-    );
-    wait_online(broker.port).await;
-    let dash = dashboard(&broker.url()).await;
-    let rooms = [
-        format!("fp-{}-a", rand::random::<u32>()),
-        format!("fp-{}-b", rand::random::<u32>()),
-    ];
-    publish_in_rooms(&dash, &rooms).await;
-    let state = ok(&dash, "get_state", json!({})).await;
+    let options = Options {
+        env: vec![("LD_PRELOAD".into(), shim.display().to_string())],
+        ..Options::default()
+    };
+    let (state, log) = publishing_state(&janus, "", options).await;
     let srtp = state["fast_paths"]["srtp_primitives"]
         .as_str()
         .unwrap_or("");
@@ -137,7 +133,6 @@ async fn an_untested_libsrtp_keeps_its_own_primitives() {
         srtp.starts_with("off: libsrtp 2.6.1 is not a version"),
         "{state:#}"
     );
-    let log = agent.log();
     let line = log
         .lines()
         .find(|l| l.contains("fast paths:"))
@@ -150,6 +145,4 @@ async fn an_untested_libsrtp_keeps_its_own_primitives() {
     for stream in publishing {
         assert_eq!(stream["state"], "Publishing", "{stream}");
     }
-    dash.close().await;
-    drop(agent);
 }
