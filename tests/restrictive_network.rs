@@ -328,11 +328,12 @@ async fn an_address_change_brings_every_stream_back() {
 /// Decoded frames per second, the longest gap and the share of frames whose BLK1 stamp
 /// was readable (a corrupt frame's is not) of one room's subscriber over `window`.
 async fn watch_room(school: &School, room: &str, window: Duration) -> (f64, Duration, f64) {
-    let subscriber = Subscriber::wait_for(
+    let subscriber = Subscriber::wait_for_buffered(
         &school.janus.ws_url(),
         room,
         &format!("cam-{room}"),
         Duration::from_secs(20),
+        LOSSY_JITTER_BUFFER_MS,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -356,9 +357,15 @@ async fn watch_room(school: &School, room: &str, window: Duration) -> (f64, Dura
     (fps, subscriber.seen.max_gap_after(start), readable)
 }
 
+/// What the loss test's subscribers hold packets for before they give the missing ones
+/// up: webrtcbin's default, and about what a browser's jitter buffer grows to on a
+/// lossy path. A retransmission takes a round trip and Janus's wait before it asks.
+const LOSSY_JITTER_BUFFER_MS: u32 = 200;
+
 /// 3 % of what the box sends lost at random (Wi-Fi), two rooms, 640x360 at 30 fps:
 /// with retransmissions (the default) every room keeps decoding at >= 25 fps with no
-/// gap over 500 ms. Without them (printed, not asserted) the same loss costs frames.
+/// gap over 500 ms and its frames whole. Without them (printed, not asserted) the same
+/// loss corrupts about a fifth of the frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_percent_loss_keeps_every_room_playing() {
     let mut figures = Vec::new();
@@ -404,6 +411,7 @@ async fn three_percent_loss_keeps_every_room_playing() {
                     reply["error"]["code"] == 1003902 && attempts < 6,
                     "start_publishing in {room}: {reply}"
                 );
+                println!("start_publishing in {room} failed, sending it again: {reply}");
             }
         }
         let window = Duration::from_secs(20);
@@ -424,12 +432,13 @@ async fn three_percent_loss_keeps_every_room_playing() {
         dash.close().await;
     }
     let (_, a, b, log) = &figures[0];
-    // The goal is no gap over 500 ms; a keyframe lost to the 3 % now and then costs a
-    // little more (578 ms seen once in five runs here), so CI holds the line at 1 s.
-    for (room, (fps, gap, _)) in [("bigclass", a), ("group-3", b)] {
+    // With retransmissions the subscribers' jitter buffers get the lost packets back in
+    // time: every frame decodes whole, and no gap reaches the 500 ms.
+    for (room, (fps, gap, intact)) in [("bigclass", a), ("group-3", b)] {
         assert!(
-            *fps >= 25.0 && *gap < Duration::from_secs(1),
-            "{room} at 3 % loss with retransmissions: {fps:.1} fps, longest gap {gap:?}\n{log}"
+            *fps >= 25.0 && *gap < Duration::from_millis(500) && *intact >= 0.95,
+            "{room} at 3 % loss with retransmissions: {fps:.1} fps, longest gap {gap:?}, {:.1} % intact\n{log}",
+            intact * 100.0
         );
     }
 }

@@ -108,13 +108,24 @@ async fn five_rooms_over_a_4_mbit_uplink_settle_under_it() {
     let before: Vec<u64> = subscribers.iter().map(|s| s.seen.frames()).collect();
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let decoded: Vec<u64> = subscribers
+        .iter()
+        .zip(&before)
+        .map(|(s, before)| s.seen.frames() - before)
+        .collect();
     for (i, subscriber) in subscribers.iter().enumerate() {
-        let decoded = subscriber.seen.frames() - before[i];
         assert!(
-            decoded >= 50,
-            "room {} decoded {decoded} frames in 5 s behind the uplink (tbf drops so far: {})",
+            decoded[i] >= 50,
+            "room {} decoded {} frames in 5 s behind the uplink (all rooms: {decoded:?}; tbf drops so far: {}); subscribers:\n{}\nagent log:\n{}",
             rooms[i],
-            net.uplink_drops()
+            decoded[i],
+            net.uplink_drops(),
+            subscribers
+                .iter()
+                .map(|s| s.seen.describe())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            agent.log()
         );
         assert!(subscriber.seen.max_gap_after(window) < Duration::from_secs(1));
     }

@@ -26,11 +26,25 @@ pub struct Seen {
     /// subscription (`started`).
     pub feed_seen: Mutex<Option<Instant>>,
     pub started: Mutex<Option<Instant>>,
+    /// RTP packets webrtcbin handed on (after SRTP and the jitter buffer), all media.
+    pub packets: AtomicU64,
+    /// The subscriber's peer connection states, in order.
+    pub connection: Mutex<Vec<String>>,
 }
 
 impl Seen {
     pub fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
+    }
+
+    /// What a failing test prints about this subscriber: where the media stopped.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} frames decoded, {} RTP packets received, peer connection {:?}",
+            self.frames(),
+            self.packets.load(Ordering::Relaxed),
+            self.connection.lock().unwrap()
+        )
     }
 
     /// The longest time between two decoded frames after `since`.
@@ -82,11 +96,27 @@ impl Subscriber {
     /// Subscribes to `feed` in `room` now (it must be published).
     pub async fn start(ws_url: &str, room: &str, feed: &str) -> Self {
         let mut janus = RawJanus::connect(ws_url).await;
-        Self::subscribe(&mut janus, room, feed).await.finish(janus)
+        Self::subscribe(&mut janus, room, feed, 0)
+            .await
+            .finish(janus)
     }
 
-    /// Joins `room` first and subscribes the moment `feed` is published there.
+    /// Joins `room` first and subscribes the moment `feed` is published there, with a
+    /// jitter buffer of (near) zero, as a browser's is at the start.
     pub async fn wait_for(ws_url: &str, room: &str, feed: &str, within: Duration) -> Self {
+        Self::wait_for_buffered(ws_url, room, feed, within, 0).await
+    }
+
+    /// As `wait_for`, with a jitter buffer that holds packets `jitter_buffer_ms` for
+    /// the ones missing before it gives them up: as a browser's grows once it sees
+    /// loss, and what lets retransmitted packets arrive in time to be decoded.
+    pub async fn wait_for_buffered(
+        ws_url: &str,
+        room: &str,
+        feed: &str,
+        within: Duration,
+        jitter_buffer_ms: u32,
+    ) -> Self {
         let mut janus = RawJanus::connect(ws_url).await;
         let presence = janus.attach("janus.plugin.videoroom").await;
         janus.ensure_videoroom(presence, room).await;
@@ -108,12 +138,19 @@ impl Subscriber {
                 .await;
         }
         let feed_seen = Instant::now();
-        let subscriber = Self::subscribe(&mut janus, room, feed).await.finish(janus);
+        let subscriber = Self::subscribe(&mut janus, room, feed, jitter_buffer_ms)
+            .await
+            .finish(janus);
         *subscriber.seen.feed_seen.lock().unwrap() = Some(feed_seen);
         subscriber
     }
 
-    async fn subscribe(janus: &mut RawJanus, room: &str, feed: &str) -> Pending {
+    async fn subscribe(
+        janus: &mut RawJanus,
+        room: &str,
+        feed: &str,
+        jitter_buffer_ms: u32,
+    ) -> Pending {
         let handle = janus.attach("janus.plugin.videoroom").await;
         let attached = janus
             .message(handle, json!({"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]}), None)
@@ -124,16 +161,28 @@ impl Subscriber {
             .to_owned();
         let pipeline = gst::Pipeline::new();
         let webrtcbin = webrtcbin_for(&pipeline, janus, handle);
-        // A low-latency subscriber, as a browser is at the start (its jitter buffer
+        // Low latency by default, as a browser is at the start (its jitter buffer
         // adapts from near zero): webrtcbin's default 200 ms holds the first frames.
-        webrtcbin.set_property("latency", 0u32);
+        webrtcbin.set_property("latency", jitter_buffer_ms);
         let seen = Arc::new(Seen::default());
+        let s = seen.clone();
+        webrtcbin.connect_notify(Some("connection-state"), move |webrtcbin, _| {
+            let state = webrtcbin.property_value("connection-state");
+            if let Ok(state) = state.get::<gst_webrtc::WebRTCPeerConnectionState>() {
+                s.connection.lock().unwrap().push(format!("{state:?}"));
+            }
+        });
         let weak = pipeline.downgrade();
         let s = seen.clone();
         webrtcbin.connect_pad_added(move |_, pad| {
             let Some(pipeline) = weak.upgrade() else {
                 return;
             };
+            let counted = s.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                counted.packets.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
             let decodebin = gst::ElementFactory::make("decodebin").build().unwrap();
             pipeline.add(&decodebin).unwrap();
             decodebin.sync_state_with_parent().unwrap();
