@@ -123,18 +123,20 @@ fn apply_ice_servers(webrtcbin: &gst::Element) -> bool {
     servers.retransmissions
 }
 
-/// Connectivity checks a candidate pair gets before libnice gives up on it: one
-/// retransmission (libnice's default is three).
+/// libnice's `stun-max-retransmissions` counts every transmission of a check, the first
+/// included (its STUN timer starts at one): 1 is a single check, given up when its timer
+/// runs out, 500 ms (libnice 0.1.21's floor for a check's timer), where the default of 3
+/// takes 2 s.
 const CHECK_RETRANSMISSIONS: u32 = 1;
 
 /// Behind a firewall or NAT (STUN or TURN configured), the box's valid pair is often not
 /// host to host (a relayed one when UDP is blocked), and the SFU lists addresses the box
 /// cannot reach (its other interfaces): their checks go unanswered. libnice, controlling
 /// with regular nomination, nominates a lone non-host pair only once every other pair has
-/// failed — with its default three retransmissions that is about 2 s after the relayed
-/// pair was valid, and the stream's first frame waits for it. With one retransmission a
-/// silent pair fails after about 0.75 s; a pair is still lost only when both its checks
-/// are (and the SFU's own checks revive it).
+/// failed — with its defaults about 2 s after the relayed pair was valid, and the
+/// stream's first frame waits for it. With a single check a silent pair fails after
+/// 500 ms; a pair whose check was lost is checked again when the SFU's own check arrives
+/// on it (a triggered check), so a lossy path still finds it.
 fn give_up_on_silent_pairs_sooner(webrtcbin: &gst::Element) {
     let writable = |agent: &glib::Object| {
         agent
