@@ -22,8 +22,8 @@ use super::limits::{MAX_ROOMS, MAX_STREAMS};
 use super::servers::{ServerName, ServerRoutes};
 use super::snapshot::{EngineSnapshot, PlaySnapshot, PublishSnapshot, RoomSnapshot};
 use super::types::{
-    Channel, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId, RoomMode,
-    RoomState, RoomStateReason, StreamId, UpdateType, User,
+    Channel, Direction, Fanout, FanoutPolicy, PlayOutput, PlayerState, PublisherState, RoomId,
+    RoomMode, RoomState, RoomStateReason, StreamId, UpdateType, User,
 };
 use super::{Command, EngineSettings, Reply};
 use crate::base::secret::Secret;
@@ -31,14 +31,9 @@ use crate::base::secret::Secret;
 /// How long shutdown waits for the SFU to confirm that every room was left.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Published and played streams share one lifecycle; this says which one an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Publish,
-    Play,
-}
-
-type StreamKey = (Kind, StreamId);
+/// Published and played streams share one lifecycle; the direction says which one an
+/// entry is.
+type StreamKey = (Direction, StreamId);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -343,14 +338,14 @@ impl Engine {
         let error_code = error.map_or(ErrorCode::NONE, |e| e.code);
         let error_message = error.map(|e| e.message.clone());
         self.emit(match key.0 {
-            Kind::Publish => Event::PublisherStateUpdate {
+            Direction::Publish => Event::PublisherStateUpdate {
                 stream_id,
                 room_id,
                 state: phase.map_or(PublisherState::NoPublish, publisher_state),
                 error_code,
                 error_message,
             },
-            Kind::Play => Event::PlayerStateUpdate {
+            Direction::Play => Event::PlayerStateUpdate {
                 stream_id,
                 room_id,
                 state: phase.map_or(PlayerState::NoPlay, player_state),
@@ -386,7 +381,7 @@ impl Engine {
                 let checked = self.check_publish(&stream, room, channel);
                 match checked {
                     Ok(room) => self.add_stream(
-                        (Kind::Publish, stream),
+                        (Direction::Publish, stream),
                         room,
                         Role::Publish { channel },
                         Waiter::Publish(reply),
@@ -397,7 +392,7 @@ impl Engine {
                 }
             }
             Command::StopPublishing { stream, reply } => {
-                self.stop_stream((Kind::Publish, stream), reply)
+                self.stop_stream((Direction::Publish, stream), reply)
             }
             Command::StartPlaying {
                 stream,
@@ -406,7 +401,7 @@ impl Engine {
                 reply,
             } => match self.check_play(&stream, room) {
                 Ok(room) => self.add_stream(
-                    (Kind::Play, stream),
+                    (Direction::Play, stream),
                     room,
                     Role::Play { output },
                     Waiter::Play(reply),
@@ -415,7 +410,9 @@ impl Engine {
                     let _ = reply.send(Err(e));
                 }
             },
-            Command::StopPlaying { stream, reply } => self.stop_stream((Kind::Play, stream), reply),
+            Command::StopPlaying { stream, reply } => {
+                self.stop_stream((Direction::Play, stream), reply)
+            }
             Command::Broadcast { room, text, reply } => {
                 if !self.rooms.contains_key(&room) {
                     let _ = reply.send(Err(EngineError::MessageRoomNotLoggedIn(room)));
@@ -620,7 +617,7 @@ impl Engine {
         channel: Channel,
     ) -> Result<RoomId, EngineError> {
         let room = self.resolve_room(room, EngineError::PublishRoomRequired(stream.clone()))?;
-        if let Some(entry) = self.streams.get(&(Kind::Publish, stream.clone())) {
+        if let Some(entry) = self.streams.get(&(Direction::Publish, stream.clone())) {
             return Err(EngineError::StreamIdInUse {
                 stream: stream.clone(),
                 room: entry.room.clone(),
@@ -628,7 +625,7 @@ impl Engine {
         }
         self.check_stream_count()?;
         let busy = self.streams.iter().find(|((kind, _), entry)| {
-            *kind == Kind::Publish
+            *kind == Direction::Publish
                 && entry.room == room
                 && matches!(entry.role, Role::Publish { channel: c } if c == channel)
         });
@@ -644,7 +641,7 @@ impl Engine {
 
     fn check_play(&self, stream: &StreamId, room: Option<RoomId>) -> Result<RoomId, EngineError> {
         let room = self.resolve_room(room, EngineError::PlayRoomRequired(stream.clone()))?;
-        if let Some(entry) = self.streams.get(&(Kind::Play, stream.clone())) {
+        if let Some(entry) = self.streams.get(&(Direction::Play, stream.clone())) {
             return Err(EngineError::AlreadyPlaying {
                 stream: stream.clone(),
                 room: entry.room.clone(),
@@ -682,8 +679,8 @@ impl Engine {
         let Some(mut entry) = self.streams.remove(&key) else {
             let stream = key.1;
             let _ = reply.send(Err(match key.0 {
-                Kind::Publish => EngineError::NotPublishing(stream),
-                Kind::Play => EngineError::NotPlaying(stream),
+                Direction::Publish => EngineError::NotPublishing(stream),
+                Direction::Play => EngineError::NotPlaying(stream),
             }));
             return;
         };
@@ -710,8 +707,8 @@ impl Engine {
     /// Registers the SFU-side teardown of one stream.
     fn release_remote(&self, key: &StreamKey, room: &RoomId) -> super::backend::OpFuture<()> {
         match key.0 {
-            Kind::Publish => self.backend.unpublish(room, &key.1),
-            Kind::Play => self.backend.stop_playing(room, &key.1),
+            Direction::Publish => self.backend.unpublish(room, &key.1),
+            Direction::Play => self.backend.stop_playing(room, &key.1),
         }
     }
 
@@ -794,8 +791,8 @@ impl Engine {
         };
         entry.peer = Some(peer.clone());
         let negotiated = match key.0 {
-            Kind::Publish => self.backend.publish(&entry.room, &key.1, peer),
-            Kind::Play => self.backend.play(&entry.room, &key.1, peer),
+            Direction::Publish => self.backend.publish(&entry.room, &key.1, peer),
+            Direction::Play => self.backend.play(&entry.room, &key.1, peer),
         };
         self.ops.spawn(async move {
             Outcome::Negotiated {
@@ -936,7 +933,8 @@ impl Engine {
             Outcome::Done
         });
 
-        let not_published = key.0 == Kind::Play && error.code == ErrorCode::PLAY_STREAM_NOT_FOUND;
+        let not_published =
+            key.0 == Direction::Play && error.code == ErrorCode::PLAY_STREAM_NOT_FOUND;
         let Some(entry) = self.streams.get_mut(key) else {
             return;
         };
@@ -1130,13 +1128,17 @@ impl Engine {
             } => {
                 if self.current(&key, generation) {
                     let code = match (key.0, cause) {
-                        (Kind::Publish, FailureCause::Media) => ErrorCode::PUBLISH_MEDIA_FAILED,
-                        (Kind::Publish, FailureCause::Relay) => ErrorCode::PUBLISH_RELAY_FAILED,
-                        (Kind::Publish, FailureCause::Connection) => {
+                        (Direction::Publish, FailureCause::Media) => {
+                            ErrorCode::PUBLISH_MEDIA_FAILED
+                        }
+                        (Direction::Publish, FailureCause::Relay) => {
+                            ErrorCode::PUBLISH_RELAY_FAILED
+                        }
+                        (Direction::Publish, FailureCause::Connection) => {
                             ErrorCode::PUBLISH_WEBRTC_FAILED
                         }
-                        (Kind::Play, FailureCause::Relay) => ErrorCode::PLAY_RELAY_FAILED,
-                        (Kind::Play, _) => ErrorCode::PLAY_WEBRTC_FAILED,
+                        (Direction::Play, FailureCause::Relay) => ErrorCode::PLAY_RELAY_FAILED,
+                        (Direction::Play, _) => ErrorCode::PLAY_WEBRTC_FAILED,
                     };
                     self.stream_failed(&key, BackendError::new(code, reason));
                 }
@@ -1340,15 +1342,14 @@ impl Engine {
             BackendEvent::StreamLost {
                 room,
                 stream,
-                publishing,
+                direction,
                 reason,
             } => {
-                let (kind, code) = if publishing {
-                    (Kind::Publish, ErrorCode::PUBLISH_WEBRTC_FAILED)
-                } else {
-                    (Kind::Play, ErrorCode::PLAY_WEBRTC_FAILED)
+                let code = match direction {
+                    Direction::Publish => ErrorCode::PUBLISH_WEBRTC_FAILED,
+                    Direction::Play => ErrorCode::PLAY_WEBRTC_FAILED,
                 };
-                let key = (kind, stream);
+                let key = (direction, stream);
                 // Only an active stream in that room: a report about an older attempt
                 // must not end the one in progress.
                 let active = self
@@ -1406,7 +1407,7 @@ impl Engine {
             let Ok(stream_id) = StreamId::parse(stream.stream_id) else {
                 continue;
             };
-            let key = (Kind::Play, stream_id);
+            let key = (Direction::Play, stream_id);
             let Some(entry) = self.streams.get(&key) else {
                 continue;
             };
@@ -1607,12 +1608,14 @@ impl Engine {
                 continue;
             }
             match (kind, entry.role) {
-                (Kind::Publish, Role::Publish { channel }) => publishing.push(DesiredPublish {
-                    stream_id: stream.clone(),
-                    room_id: entry.room.clone(),
-                    channel,
-                }),
-                (Kind::Play, Role::Play { output }) => playing.push(DesiredPlay {
+                (Direction::Publish, Role::Publish { channel }) => {
+                    publishing.push(DesiredPublish {
+                        stream_id: stream.clone(),
+                        room_id: entry.room.clone(),
+                        channel,
+                    })
+                }
+                (Direction::Play, Role::Play { output }) => playing.push(DesiredPlay {
                     stream_id: stream.clone(),
                     room_id: entry.room.clone(),
                     output,
@@ -1729,14 +1732,14 @@ impl Engine {
         // Checked one by one: each restored stream is seen by the next one's check.
         let publishing = state.publishing.into_iter().map(|p| {
             (
-                (Kind::Publish, p.stream_id),
+                (Direction::Publish, p.stream_id),
                 p.room_id,
                 Role::Publish { channel: p.channel },
             )
         });
         let playing = state.playing.into_iter().map(|p| {
             (
-                (Kind::Play, p.stream_id),
+                (Direction::Play, p.stream_id),
                 p.room_id,
                 Role::Play { output: p.output },
             )
@@ -1763,8 +1766,8 @@ impl Engine {
             }
             info!(room = %room, stream = %key.1, kind = ?key.0, "restoring the stream");
             match key.0 {
-                Kind::Publish => report.publishing.push(key.1.clone()),
-                Kind::Play => report.playing.push(key.1.clone()),
+                Direction::Publish => report.publishing.push(key.1.clone()),
+                Direction::Play => report.playing.push(key.1.clone()),
             }
             self.streams.insert(
                 key.clone(),
@@ -1839,19 +1842,21 @@ impl Engine {
             let stats = entry.peer.as_ref().map(|p| p.stats()).unwrap_or_default();
             let quality = entry.peer.as_ref().and_then(|p| p.quality());
             match (kind, entry.role) {
-                (Kind::Publish, Role::Publish { channel }) => publishing.push(PublishSnapshot {
-                    stream_id: stream.clone(),
-                    room_id: entry.room.clone(),
-                    channel,
-                    state: publisher_state(entry.phase),
-                    fanout: entry.fanout,
-                    stats,
-                    quality: match quality {
-                        Some(StreamQuality::Publisher(q)) => Some(q),
-                        _ => None,
-                    },
-                }),
-                (Kind::Play, Role::Play { output }) => playing.push(PlaySnapshot {
+                (Direction::Publish, Role::Publish { channel }) => {
+                    publishing.push(PublishSnapshot {
+                        stream_id: stream.clone(),
+                        room_id: entry.room.clone(),
+                        channel,
+                        state: publisher_state(entry.phase),
+                        fanout: entry.fanout,
+                        stats,
+                        quality: match quality {
+                            Some(StreamQuality::Publisher(q)) => Some(q),
+                            _ => None,
+                        },
+                    })
+                }
+                (Direction::Play, Role::Play { output }) => playing.push(PlaySnapshot {
                     stream_id: stream.clone(),
                     room_id: entry.room.clone(),
                     output,

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::error::BackendError;
 use super::event::{BroadcastMessage, StreamInfo, UserInfo};
 use super::servers::ServerName;
-use super::types::{Channel, PlayOutput, RoomId, StreamId, UpdateType, User, UserId};
+use super::types::{Channel, Direction, PlayOutput, RoomId, StreamId, UpdateType, User, UserId};
 use crate::base::secret::Secret;
 
 /// The outcome of a registered backend operation.
@@ -125,7 +125,7 @@ pub enum BackendEvent {
     StreamLost {
         room: RoomId,
         stream: StreamId,
-        publishing: bool,
+        direction: Direction,
         reason: String,
     },
     /// The SFU removed us from the room (kicked, or the room was destroyed).

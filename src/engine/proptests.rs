@@ -30,6 +30,7 @@ use super::double::Harness;
 use super::event::{StreamInfo, UserInfo};
 use super::limits::{MAX_STATE_BYTES, MAX_STREAMS};
 use super::snapshot::EngineSnapshot;
+use super::types::Direction;
 use super::*;
 use crate::service::state::{parse_state, render_state};
 
@@ -482,7 +483,11 @@ async fn apply(h: &Harness, step: &Step) -> Option<Result<(), EngineError>> {
                 BackendEvent::StreamLost {
                     room: room(*r),
                     stream: StreamId::parse(id).expect("a valid stream id"),
-                    publishing: *publishing,
+                    direction: if *publishing {
+                        Direction::Publish
+                    } else {
+                        Direction::Play
+                    },
                     reason: "injected".into(),
                 },
             )

@@ -240,6 +240,30 @@ pub enum Fanout {
     Server,
 }
 
+/// Which way a stream goes between the box and its room: published by the box, or
+/// played by it. The engine and the room backends name a stream's direction with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Publish,
+    Play,
+}
+
+impl Direction {
+    /// The verb an operator reads in errors and logs: "publish" or "play".
+    pub fn verb(self) -> &'static str {
+        match self {
+            Direction::Publish => "publish",
+            Direction::Play => "play",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
 /// Which captured source a stream publishes.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,

@@ -380,7 +380,7 @@ impl CarrierActor {
             stream: stream.clone(),
             display: super::protocol::display_of(user),
             pin: Some(self.credentials.pin.clone()),
-            publishing: true,
+            direction: crate::engine::types::Direction::Publish,
             events: self.events.clone(),
         };
         let limit = negotiation_timeout(timeout);

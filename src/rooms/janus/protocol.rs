@@ -399,6 +399,100 @@ impl RelayRequest<'_> {
     }
 }
 
+/// Requests of a room (`body` of a `message`): to the VideoRoom, for the room's presence
+/// and for each stream's handle, and to the TextRoom's handle (its chat travels over the
+/// data channel instead: `TextRequest`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "request", rename_all = "lowercase")]
+pub enum RoomRequest<'a> {
+    /// Whether the room exists (both plugins).
+    Exists { room: &'a str },
+    /// Creates the room (both plugins; `video` only for the VideoRoom).
+    Create {
+        room: &'a str,
+        description: &'a str,
+        permanent: bool,
+        #[serde(flatten)]
+        video: Option<VideoRoomOptions>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        admin_key: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pin: Option<&'a str>,
+    },
+    /// Lists who is in the room (both plugins; the TextRoom wants a `transaction`).
+    Listparticipants {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transaction: Option<&'a str>,
+    },
+    /// Destroys the room (both plugins; the TextRoom wants a `transaction`).
+    Destroy {
+        room: &'a str,
+        permanent: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        admin_key: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transaction: Option<&'a str>,
+    },
+    /// Joins the VideoRoom as the room's presence, a stream's publisher or a subscriber.
+    Join {
+        room: &'a str,
+        #[serde(flatten)]
+        role: JoinAs<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pin: Option<&'a str>,
+    },
+    /// Publishes on a joined publisher handle (with the SDP offer).
+    Publish,
+    /// Starts a subscription (with the SDP answer).
+    Start,
+    /// Leaves the VideoRoom.
+    Leave,
+    /// Asks the TextRoom for its data channel's SDP offer.
+    Setup,
+    /// Answers the TextRoom's offer (with the SDP answer).
+    Ack,
+}
+
+impl RoomRequest<'_> {
+    /// The request as a `message` body.
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// How a VideoRoom is joined.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "ptype", rename_all = "lowercase")]
+pub enum JoinAs<'a> {
+    /// The room's presence (no `id`: Janus picks one), or a stream's publisher (its
+    /// stream id as the feed id).
+    Publisher {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        display: &'a str,
+    },
+    /// A subscriber to one feed.
+    Subscriber { streams: [Feed<'a>; 1] },
+}
+
+/// One feed a subscriber asks for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Feed<'a> {
+    pub feed: &'a str,
+}
+
+/// What roomcast sets when it creates a VideoRoom.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoRoomOptions {
+    pub publishers: u32,
+    pub bitrate: u64,
+    pub videocodec: &'static str,
+    pub audiocodec: &'static str,
+    pub fir_freq: u32,
+    pub notify_joining: bool,
+}
+
 /// One m-line of a publisher, as `add_remote_publisher` describes it: the same `mindex`
 /// as at the source (Janus demultiplexes the relayed RTP by it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -714,6 +808,113 @@ pub fn parse_janus_date(date: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The room requests as the VideoRoom and TextRoom plugins read them (the bodies
+    /// roomcast sent as hand-written JSON before they were typed).
+    #[test]
+    fn room_requests_serialize_as_the_plugins_expect() {
+        use serde_json::json;
+        let presence = RoomRequest::Join {
+            room: "bigclass",
+            role: JoinAs::Publisher {
+                id: None,
+                display: "{\"user_id\":\"box-17\"}",
+            },
+            pin: Some("1234"),
+        };
+        assert_eq!(
+            presence.body(),
+            json!({"request": "join", "ptype": "publisher", "room": "bigclass",
+                   "display": "{\"user_id\":\"box-17\"}", "pin": "1234"})
+        );
+        let publisher = RoomRequest::Join {
+            room: "bigclass",
+            role: JoinAs::Publisher {
+                id: Some("cam"),
+                display: "d",
+            },
+            pin: None,
+        };
+        assert_eq!(
+            publisher.body(),
+            json!({"request": "join", "ptype": "publisher", "room": "bigclass", "id": "cam", "display": "d"})
+        );
+        let subscriber = RoomRequest::Join {
+            room: "bigclass",
+            role: JoinAs::Subscriber {
+                streams: [Feed { feed: "cam" }],
+            },
+            pin: None,
+        };
+        assert_eq!(
+            subscriber.body(),
+            json!({"request": "join", "ptype": "subscriber", "room": "bigclass", "streams": [{"feed": "cam"}]})
+        );
+        for (request, name) in [
+            (RoomRequest::Publish, "publish"),
+            (RoomRequest::Start, "start"),
+            (RoomRequest::Leave, "leave"),
+            (RoomRequest::Setup, "setup"),
+            (RoomRequest::Ack, "ack"),
+        ] {
+            assert_eq!(request.body(), json!({ "request": name }));
+        }
+        assert_eq!(
+            RoomRequest::Exists { room: "r" }.body(),
+            json!({"request": "exists", "room": "r"})
+        );
+        let video = RoomRequest::Create {
+            room: "r",
+            description: "r",
+            permanent: false,
+            video: Some(VideoRoomOptions {
+                publishers: 6,
+                bitrate: 2_000_000,
+                videocodec: "h264",
+                audiocodec: "opus",
+                fir_freq: 0,
+                notify_joining: false,
+            }),
+            admin_key: Some("k"),
+            pin: None,
+        };
+        assert_eq!(
+            video.body(),
+            json!({"request": "create", "room": "r", "description": "r", "publishers": 6,
+                   "bitrate": 2_000_000, "videocodec": "h264", "audiocodec": "opus",
+                   "fir_freq": 0, "notify_joining": false, "permanent": false, "admin_key": "k"})
+        );
+        let text = RoomRequest::Create {
+            room: "r",
+            description: "r",
+            permanent: false,
+            video: None,
+            admin_key: None,
+            pin: Some("p"),
+        };
+        assert_eq!(
+            text.body(),
+            json!({"request": "create", "room": "r", "description": "r", "permanent": false, "pin": "p"})
+        );
+        assert_eq!(
+            RoomRequest::Listparticipants {
+                room: "r",
+                transaction: Some("list")
+            }
+            .body(),
+            json!({"request": "listparticipants", "room": "r", "transaction": "list"})
+        );
+        assert_eq!(
+            RoomRequest::Destroy {
+                room: "r",
+                permanent: false,
+                admin_key: None,
+                transaction: None
+            }
+            .body(),
+            json!({"request": "destroy", "room": "r", "permanent": false})
+        );
+    }
 
     #[test]
     fn requests_serialize_as_janus_expects() {
