@@ -179,21 +179,17 @@ impl Engine {
         self.rooms.insert(
             room_id.clone(),
             Room {
-                state: RoomState::Logining,
+                connection: Connection::LoggingIn { restored_at: None },
                 server,
                 named_server,
                 user,
                 token,
                 generation,
                 login_waiters: vec![reply],
-                lost_at: None,
-                attempt: 0,
                 users: BTreeMap::new(),
                 streams: BTreeMap::new(),
                 accepted: false,
-                restored: false,
                 had_token,
-                retry_waiting: false,
             },
         );
         self.emit_room(&room_id, RoomStateReason::Logining, None);
@@ -315,7 +311,7 @@ impl Engine {
         let room_ready = self
             .rooms
             .get(&room)
-            .is_some_and(|r| r.state == RoomState::Logined);
+            .is_some_and(|r| r.connection == Connection::Logined);
         self.streams.insert(
             key.clone(),
             StreamEntry::requested(room.clone(), role, Some(waiter)),

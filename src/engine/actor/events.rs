@@ -120,7 +120,7 @@ impl Engine {
                 }
             }
         }
-        let room_ready = room.state == RoomState::Logined;
+        let room_ready = room.connection == Connection::Logined;
         self.emit(Event::RoomStreamUpdate {
             room_id: room_id.clone(),
             update_type: update,
@@ -169,7 +169,8 @@ impl Engine {
             .rooms
             .iter()
             .filter(|(_, r)| {
-                &r.server == server && r.state == RoomState::Reconnecting && r.retry_waiting
+                &r.server == server
+                    && matches!(r.connection, Connection::Reconnecting { backoff: true, .. })
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -177,7 +178,7 @@ impl Engine {
             let generation = self.generation();
             if let Some(room) = self.rooms.get_mut(&room_id) {
                 room.generation = generation;
-                room.retry_waiting = false;
+                room.connection.end_backoff();
             }
             debug!(room = %room_id, server = %server, "the server is reachable again: logging in now");
             self.ops.spawn(async move {
@@ -194,15 +195,12 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(&room_id) else {
             return;
         };
-        if room.state != RoomState::Logined {
+        if room.connection != Connection::Logined {
             // A login in flight reports its own failure; a reconnect is already running.
             return;
         }
-        room.state = RoomState::Reconnecting;
+        room.connection = Connection::lost(true);
         room.generation = generation;
-        room.lost_at = Some(Instant::now());
-        room.attempt = 1;
-        room.retry_waiting = true;
         room.users.clear();
         room.streams.clear();
         let error = BackendError::new(ErrorCode::SFU_UNREACHABLE, reason);

@@ -93,8 +93,99 @@ fn player_state(phase: Phase) -> PlayerState {
     }
 }
 
+/// Where a room is with its SFU. What a reconnect needs (since when, which attempt,
+/// whether a backoff is running) exists only while the room reconnects, and a restored
+/// room's window only while its first login runs: neither can go stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connection {
+    /// The first login is in flight. A room restored after a restart (`restored_at`)
+    /// retries transient failures like a lost room, within the reconnect window from
+    /// its restore, instead of ending.
+    LoggingIn {
+        restored_at: Option<Instant>,
+    },
+    Logined,
+    /// Lost `since`; logging in again (`attempt` counts the tries), or waiting out a
+    /// backoff before the next try (`backoff`: a session to its server coming back ends
+    /// the wait).
+    Reconnecting {
+        since: Instant,
+        attempt: u32,
+        backoff: bool,
+    },
+}
+
+impl Connection {
+    /// Lost just now, the first try to follow after a backoff (or at once, `backoff`
+    /// false).
+    fn lost(backoff: bool) -> Self {
+        Connection::Reconnecting {
+            since: Instant::now(),
+            attempt: 1,
+            backoff,
+        }
+    }
+
+    /// The state the control surface shows.
+    fn state(self) -> RoomState {
+        match self {
+            Connection::LoggingIn { .. } => RoomState::Logining,
+            Connection::Logined => RoomState::Logined,
+            Connection::Reconnecting { .. } => RoomState::Reconnecting,
+        }
+    }
+
+    fn is_reconnecting(self) -> bool {
+        matches!(self, Connection::Reconnecting { .. })
+    }
+
+    fn restored_at(self) -> Option<Instant> {
+        match self {
+            Connection::LoggingIn { restored_at } => restored_at,
+            _ => None,
+        }
+    }
+
+    fn attempt(self) -> u32 {
+        match self {
+            Connection::Reconnecting { attempt, .. } => attempt,
+            _ => 0,
+        }
+    }
+
+    /// How long the room has been reconnecting (zero when it is not).
+    fn lost_for(self) -> Duration {
+        match self {
+            Connection::Reconnecting { since, .. } => since.elapsed(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// A login is starting: no backoff runs any more.
+    fn end_backoff(&mut self) {
+        if let Connection::Reconnecting { backoff, .. } = self {
+            *backoff = false;
+        }
+    }
+
+    /// A login again failed: the attempt whose backoff to wait out now, counted.
+    fn back_off(&mut self) -> u32 {
+        match self {
+            Connection::Reconnecting {
+                attempt, backoff, ..
+            } => {
+                let this = *attempt;
+                *attempt = attempt.saturating_add(1);
+                *backoff = true;
+                this
+            }
+            _ => 0,
+        }
+    }
+}
+
 struct Room {
-    state: RoomState,
+    connection: Connection,
     /// The SFU server the room is on, resolved at login.
     server: ServerName,
     /// The server `login_room` named (kept in the desired state), if any.
@@ -103,21 +194,12 @@ struct Room {
     token: Option<Secret>,
     generation: u64,
     login_waiters: Vec<Reply<()>>,
-    /// When the connection was lost, while Reconnecting.
-    lost_at: Option<Instant>,
-    attempt: u32,
     users: BTreeMap<String, UserInfo>,
     streams: BTreeMap<String, StreamInfo>,
     /// Part of the desired state: the login succeeded once, or the room was restored.
     accepted: bool,
-    /// Restored after a restart and not logged in yet: a transient failure is retried
-    /// (like a lost room) instead of ending the room.
-    restored: bool,
     /// The login carried a token (never kept across restarts).
     had_token: bool,
-    /// Reconnecting and waiting out a backoff before logging in again (no login in
-    /// flight): a session to its server coming back ends the wait.
-    retry_waiting: bool,
 }
 
 struct StreamEntry {

@@ -14,16 +14,16 @@ impl Engine {
                 let Some(entry) = self.rooms.get(&room) else {
                     return;
                 };
-                if entry.generation != generation || entry.state != RoomState::Reconnecting {
+                if entry.generation != generation || !entry.connection.is_reconnecting() {
                     return;
                 }
                 if let Some(room) = self.rooms.get_mut(&room) {
-                    room.retry_waiting = false;
+                    room.connection.end_backoff();
                 }
                 let Some(entry) = self.rooms.get(&room) else {
                     return;
                 };
-                debug!(room = %room, server = %entry.server, attempt = entry.attempt, "logging in again");
+                debug!(room = %room, server = %entry.server, attempt = entry.connection.attempt(), "logging in again");
                 let login =
                     self.backend
                         .login(&room, &entry.server, &entry.user, entry.token.as_ref());
@@ -109,7 +109,7 @@ impl Engine {
                 let ready = self.streams.get(&key).is_some_and(|e| {
                     self.rooms
                         .get(&e.room)
-                        .is_some_and(|r| r.state == RoomState::Logined)
+                        .is_some_and(|r| r.connection == Connection::Logined)
                 });
                 if ready {
                     self.begin_stream(&key);
@@ -131,14 +131,11 @@ impl Engine {
         if room.generation != generation {
             return;
         }
-        let reconnecting = room.state == RoomState::Reconnecting;
+        let reconnecting = room.connection.is_reconnecting();
         match result {
             Ok(()) => {
-                room.state = RoomState::Logined;
-                room.lost_at = None;
-                room.attempt = 0;
+                room.connection = Connection::Logined;
                 room.accepted = true;
-                room.restored = false;
                 let waiters = std::mem::take(&mut room.login_waiters);
                 let reason = if reconnecting {
                     info!(room = %room_id, "reconnected");
@@ -161,13 +158,16 @@ impl Engine {
                     }
                 }
             }
-            Err(e) if !reconnecting && room.restored && !ends_restore(&e) => {
+            Err(e) if room.connection.restored_at().is_some() && !ends_restore(&e) => {
+                let since = room.connection.restored_at().unwrap_or_else(Instant::now);
                 // The SFU is not reachable yet after a restart (the box booted before the
                 // network, or Janus still holds our previous session): keep trying, as
                 // for a lost room, within the reconnect window.
-                room.state = RoomState::Reconnecting;
-                room.attempt = 1;
-                room.retry_waiting = true;
+                room.connection = Connection::Reconnecting {
+                    since,
+                    attempt: 1,
+                    backoff: true,
+                };
                 let delay = self.settings.reconnect.backoff(0);
                 warn!(room = %room_id, code = %e.code, ?delay, "the restored room cannot be joined yet, retrying: {}", e.message);
                 self.emit_room(&room_id, RoomStateReason::Reconnecting, Some(&e));
@@ -180,7 +180,9 @@ impl Engine {
                 });
             }
             Err(e) if !reconnecting => {
-                let e = if room.restored && room.had_token && e.code == ErrorCode::ROOM_AUTH_FAILED
+                let e = if room.connection.restored_at().is_some()
+                    && room.had_token
+                    && e.code == ErrorCode::ROOM_AUTH_FAILED
                 {
                     BackendError::new(
                         e.code,
@@ -202,7 +204,7 @@ impl Engine {
                 );
             }
             Err(e) => {
-                let lost_for = room.lost_at.map_or(Duration::ZERO, |t| t.elapsed());
+                let lost_for = room.connection.lost_for();
                 let window = self
                     .settings
                     .servers
@@ -232,9 +234,7 @@ impl Engine {
                         Outcome::Done
                     });
                 } else {
-                    let delay = self.settings.reconnect.backoff(room.attempt);
-                    room.attempt = room.attempt.saturating_add(1);
-                    room.retry_waiting = true;
+                    let delay = self.settings.reconnect.backoff(room.connection.back_off());
                     debug!(room = %room_id, code = %e.code, ?delay, "login again failed: {}", e.message);
                     self.ops.spawn(async move {
                         tokio::time::sleep(delay).await;

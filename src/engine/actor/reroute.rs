@@ -67,10 +67,8 @@ impl Engine {
             return;
         };
         info!(room = %room_id, from = %room.server, to = %server, "the room's server changed: logging in again");
-        room.state = RoomState::Reconnecting;
+        room.connection = Connection::lost(false);
         room.generation = generation;
-        room.lost_at = Some(Instant::now());
-        room.attempt = 1;
         room.users.clear();
         room.streams.clear();
         room.server = server;

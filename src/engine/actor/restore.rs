@@ -100,21 +100,19 @@ impl Engine {
             self.rooms.insert(
                 room_id.clone(),
                 Room {
-                    state: RoomState::Logining,
+                    connection: Connection::LoggingIn {
+                        restored_at: Some(now),
+                    },
                     server: server.clone(),
                     named_server,
                     user,
                     token: None,
                     generation,
                     login_waiters: Vec::new(),
-                    lost_at: Some(now),
-                    attempt: 0,
                     users: BTreeMap::new(),
                     streams: BTreeMap::new(),
                     accepted: true,
-                    restored: true,
                     had_token,
-                    retry_waiting: false,
                 },
             );
             let publishing = state
@@ -198,7 +196,7 @@ impl Engine {
             let room_ready = self
                 .rooms
                 .get(&room)
-                .is_some_and(|r| r.state == RoomState::Logined);
+                .is_some_and(|r| r.connection == Connection::Logined);
             if room_ready {
                 self.begin_stream(&key);
             }

@@ -49,7 +49,7 @@ impl Engine {
                 .map(|(id, room)| RoomSnapshot {
                     room_id: id.clone(),
                     server: room.server.clone(),
-                    state: room.state,
+                    state: room.connection.state(),
                     users: room.users.values().cloned().collect(),
                     streams: room.streams.values().cloned().collect(),
                 })
