@@ -1,6 +1,6 @@
 // roomcast room page (see index.html for the URL parameters, README "The web page").
 //
-// It follows the conventions of roomcast's own Janus client (src/rooms/janus/room.rs),
+// It follows the conventions of roomcast's own Janus client (src/rooms/janus/room/),
 // so that the box and the people in a room see each other the same way:
 // - rooms are string ids (Janus `string_ids = true`), one VideoRoom and one TextRoom each;
 //   the page never creates a room (the box does, H.264 + Opus): it waits until it exists;

@@ -85,7 +85,7 @@ pub(crate) struct Created {
 }
 
 /// The rooms this box created on Janus, across logins (a room lost and joined again is
-/// still ours). They are destroyed when the box leaves them last (`room.rs`), so that
+/// still ours). They are destroyed when the box leaves them last (`room/login.rs`), so that
 /// login/logout loops do not fill a shared Janus; rooms made by others are never touched.
 type CreatedRooms = Arc<Mutex<HashMap<RoomId, Created>>>;
 
