@@ -20,10 +20,10 @@ use support::mqtt::Observer;
 use support::peers::Subscriber;
 use support::process::{AgentProcess, Options, config_text};
 
-/// One test at a time: two of them measure the longest gap between one room's frames
-/// while another server fails or is reloaded, and on this 2-core machine the media of a
-/// sibling test (two or three Janus, an encoder, decoders) makes gaps of its own.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// One test at a time: two of them measure the longest gap between one room's frames
+// while another server fails or is reloaded, and on this 2-core machine the media of a
+// sibling test (two or three Janus, an encoder, decoders) makes gaps of its own.
+use support::ONE_AT_A_TIME;
 
 fn user() -> User {
     User::parse("box-17", "Room 101 camera").unwrap()

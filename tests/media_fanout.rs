@@ -13,10 +13,10 @@ use support::agent::TestAgent;
 use support::janus::Janus;
 use support::peers::{Subscriber, TestPublisher};
 
-/// Each test runs an agent, Janus and decoding subscribers, and most measure flow
-/// (frames per room, gaps, send rates): six side by side on two cores starved them (a
-/// room under 20 fps for 3 s, a 792 ms gap at load 13). One at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// Each test runs an agent, Janus and decoding subscribers, and most measure flow
+// (frames per room, gaps, send rates): six side by side on two cores starved them (a
+// room under 20 fps for 3 s, a 792 ms gap at load 13). One at a time.
+use support::ONE_AT_A_TIME;
 
 fn user() -> User {
     User::parse("box-17", "Room 101 camera").unwrap()

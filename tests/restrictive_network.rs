@@ -16,10 +16,10 @@ use support::process::{AgentProcess, Options, config_text};
 use support::turn::Coturn;
 use support::uplink::BoxNet;
 
-/// One school at a time: Janus gathers its candidates on every interface of the test
-/// namespace, and another test's box link coming and going under a relayed path made
-/// the relay test fail; the machine has two cores anyway.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// One school at a time: Janus gathers its candidates on every interface of the test
+// namespace, and another test's box link coming and going under a relayed path made
+// the relay test fail; the machine has two cores anyway.
+use support::ONE_AT_A_TIME;
 
 struct School {
     net: BoxNet,

@@ -20,11 +20,11 @@ use support::uplink::BoxNet;
 /// Encoder settings the uplink cases use: a picture big enough to fill its bitrate.
 const PICTURE: &str = "width = 640\nheight = 360\nframerate = 30";
 
-/// The three tests each run a 720p30 agent, Janus and up to five decoding subscribers:
-/// side by side on a 2-core machine the agents' congestion controllers read the
-/// scheduling delay as a queue (an estimate that dipped to 666 kbit/s on an unshaped
-/// link, a room that decoded too little). They measure congestion, so one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// The three tests each run a 720p30 agent, Janus and up to five decoding subscribers:
+// side by side on a 2-core machine the agents' congestion controllers read the
+// scheduling delay as a queue (an estimate that dipped to 666 kbit/s on an unshaped
+// link, a room that decoded too little). They measure congestion, so one at a time.
+use support::ONE_AT_A_TIME;
 
 fn box_config(broker: &Mosquitto, janus: &Janus, net: &BoxNet, extra: &str) -> String {
     config_text(

@@ -122,3 +122,9 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Tests that measure media (frame rates, gaps, congestion) take turns within their
+/// binary: side by side on a 2-core machine their agents, Janus and decoders starve each
+/// other and the figures measure the machine. Each such test starts with
+/// `let _one_at_a_time = support::ONE_AT_A_TIME.lock().await;`.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
