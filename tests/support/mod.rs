@@ -44,7 +44,6 @@ pub fn require_netns() {
     );
 }
 
-/// A free TCP port on 127.0.0.1.
 /// User + system CPU seconds a process has used so far; `pid` is a number or `self`.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -56,9 +55,28 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// A port free for TCP and UDP on 127.0.0.1, for a service the test starts.
+///
+/// It comes from 10000–19999, below the kernel's ephemeral range (32768–60999), and is
+/// never handed out twice in one test process. A port the kernel picks (`bind(0)`, an
+/// outgoing connection, the ICE-TCP candidates of an agent's peers) could be taken by
+/// someone else between this call and the service binding it; the harness would then
+/// find *that* listener and talk to the wrong server (a CI run once sent its MQTT
+/// CONNECT to a socket that never answered).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 10_000;
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU32::new(rand::random::<u32>() % COUNT));
+    for _ in 0..COUNT {
+        let port = (FIRST + next.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}–{}", FIRST + COUNT - 1);
 }
 
 /// A folder removed when dropped.

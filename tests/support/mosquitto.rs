@@ -77,6 +77,23 @@ impl Mosquitto {
             .spawn()
             .expect("start mosquitto (apt-get install mosquitto)");
         self.child = Some(child);
+        // Its own listener, not someone else's on the port: mosquitto says `running`
+        // once every listener is open, and exits if one cannot be.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(" running") {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                panic!(
+                    "mosquitto did not start on {} within 10 s ({exited:?}); its log:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if !wait_listening(self.port, Duration::from_secs(10)) {
             panic!(
                 "mosquitto did not listen on {} within 10 s; its log:\n{}",

@@ -64,31 +64,48 @@ impl Observer {
         let (tx, messages) = mpsc::unbounded_channel();
         let (connected_tx, mut connected) = mpsc::unbounded_channel();
         let (suback_tx, subacks) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let _ = tx.send(Message {
-                            topic: p.topic.clone(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                        });
+        let last_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let task = tokio::spawn({
+            let last_error = last_error.clone();
+            async move {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let _ = tx.send(Message {
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                                retain: p.retain,
+                            });
+                        }
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            let _ = connected_tx.send(());
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            let _ = suback_tx.send(());
+                        }
+                        Ok(_) => {}
+                        Err(rumqttc::ConnectionError::RequestsDone) => return,
+                        Err(e) => {
+                            if let Ok(mut last) = last_error.lock() {
+                                *last = Some(e.to_string());
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
                     }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = connected_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = suback_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(rumqttc::ConnectionError::RequestsDone) => return,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), connected.recv())
+        if tokio::time::timeout(Duration::from_secs(10), connected.recv())
             .await
-            .expect("the test client connects to mosquitto within 10 s");
+            .is_err()
+        {
+            let last = last_error.lock().ok().and_then(|last| last.clone());
+            panic!(
+                "the test client did not connect to mosquitto on 127.0.0.1:{port} within 10 s \
+                 (last error: {})",
+                last.as_deref().unwrap_or("none: no CONNACK came")
+            );
+        }
         Self {
             client,
             messages,
