@@ -163,6 +163,16 @@ impl Estimator {
         element
             .set_state(gst::State::Playing)
             .map_err(|e| CongestionError::Register(format!("cannot start rtpgccbwe: {e}")))?;
+        // Activating the source pad starts the element's pacing task, which wakes every
+        // 5 ms to send what it queued — here never anything: ~230 context switches a
+        // second per room for nothing (`docs/performance.md`). The estimate is computed
+        // where the feedback event arrives, so the task is paused; the pad stays active
+        // and takes the events, and the state change to Null stops the task as usual.
+        if let Some(src) = element.static_pad("src")
+            && let Err(e) = src.pause_task()
+        {
+            tracing::debug!("rtpgccbwe's idle pacing task kept running: {e}");
+        }
         Ok(Self {
             element,
             last_event: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX)),
@@ -308,7 +318,7 @@ impl Prober {
 
 impl Drop for Estimator {
     fn drop(&mut self) {
-        // Stops its (idle) pacing task before the element goes.
+        // Stops its (paused) pacing task before the element goes.
         let _ = self.element.set_state(gst::State::Null);
     }
 }
@@ -367,6 +377,54 @@ mod tests {
         assert_eq!(video_kbps_for(880_000, 32), 768);
         // Less than the audio needs leaves nothing for video (the floor applies later).
         assert_eq!(video_kbps_for(10_000, 32), 0);
+    }
+
+    /// The estimator's pacing task is paused (it would wake every 5 ms for nothing), and
+    /// feedback still moves the estimate: half the packets lost brings it down.
+    #[test]
+    fn a_paused_estimator_still_estimates_from_feedback() {
+        gst::init().unwrap();
+        let bounds = EstimatorBounds {
+            start_bps: 2_000_000,
+            min_bps: 100_000,
+            max_bps: 3_000_000,
+        };
+        let estimator = Estimator::start(bounds, |_| {}).unwrap();
+        let src = estimator.element.static_pad("src").unwrap();
+        assert_eq!(src.task_state(), gst::TaskState::Paused);
+        let base = gst::ClockTime::from_seconds(10);
+        for round in 0..15u32 {
+            let packets: Vec<gst::glib::SendValue> = (0..10u32)
+                .map(|n| {
+                    let seqnum = round * 10 + n;
+                    let sent = base + gst::ClockTime::from_mseconds(u64::from(seqnum) * 5);
+                    let lost = seqnum % 2 == 0;
+                    let mut packet = gst::Structure::builder("RTPTWCCPacket")
+                        .field("seqnum", seqnum)
+                        .field("local-ts", sent)
+                        .field("payload-type", 96u8)
+                        .field("size", 1200u32)
+                        .field("lost", lost);
+                    if !lost {
+                        packet =
+                            packet.field("remote-ts", sent + gst::ClockTime::from_mseconds(20));
+                    }
+                    packet.build().to_send_value()
+                })
+                .collect();
+            // A GValueArray, as the RTP session sends it (not Send in Rust's bindings).
+            let array = gst::glib::ValueArray::new(packets).to_value();
+            // SAFETY: the value is moved into the structure and only read on this thread.
+            let array = unsafe { array.into_send_value() };
+            let mut feedback = gst::Structure::new_empty(TWCC_PACKETS_EVENT);
+            feedback.set_value("packets", array);
+            let event = gst::event::CustomUpstream::new(feedback);
+            src.send_event(event);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(src.task_state(), gst::TaskState::Paused);
+        let estimate = estimator.estimate_bps();
+        assert!(estimate < 1_500_000, "estimate {estimate} after 50 % loss");
     }
 
     #[test]
