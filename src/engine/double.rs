@@ -36,6 +36,8 @@ pub struct RoomsState {
     /// Streams others publish, per room: playing them succeeds.
     pub remote_streams: HashMap<String, BTreeSet<String>>,
     pub publish_failure: Option<BackendError>,
+    /// Plays of published streams fail with this error.
+    pub play_failure: Option<BackendError>,
     /// Logouts fail with this error (the SFU did not confirm).
     pub logout_failure: Option<BackendError>,
 }
@@ -68,6 +70,10 @@ impl MemoryRooms {
 
     pub fn fail_publish(&self, error: Option<BackendError>) {
         self.with(|s| s.publish_failure = error);
+    }
+
+    pub fn fail_play(&self, error: Option<BackendError>) {
+        self.with(|s| s.play_failure = error);
     }
 
     pub fn fail_logout(&self, error: Option<BackendError>) {
@@ -158,7 +164,9 @@ impl RoomBackend for MemoryRooms {
                 .remote_streams
                 .get(room.as_str())
                 .is_some_and(|set| set.contains(stream.as_str()));
-            if published {
+            if let (true, Some(e)) = (published, &s.play_failure) {
+                Err(e.clone())
+            } else if published {
                 s.played.insert((room.to_string(), stream.to_string()));
                 Ok(())
             } else {

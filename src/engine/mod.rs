@@ -82,8 +82,9 @@ impl Default for EngineSettings {
     }
 }
 
-/// How a room that lost its SFU connection is logged in again, and how a stream that
-/// failed after it was up is restarted.
+/// How a room that lost its SFU connection is logged in again, and how a stream of the
+/// desired state (up before, restored, or waiting for its publisher) that failed is
+/// restarted.
 #[derive(Debug, Clone)]
 pub struct ReconnectPolicy {
     /// Give up on a lost room after this long (ReconnectFailed).

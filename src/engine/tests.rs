@@ -909,6 +909,51 @@ async fn playing_waits_for_a_stream_that_is_not_published_yet() {
     assert_eq!(state.playing[0].state, PlayerState::PlayRequesting);
 }
 
+/// A play answered "waiting for its publisher" is part of the desired state: when the
+/// publisher appears and that first play fails, it is retried, not dropped.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_play_whose_first_attempt_fails_is_retried() {
+    let h = Harness::start(settings(RoomMode::Multi));
+    h.engine.login_room("bigclass", user(), None).await.unwrap();
+    let state = h
+        .engine
+        .start_playing("teacher-cam", play_in("bigclass"))
+        .await
+        .unwrap();
+    assert_eq!(state, PlayerState::PlayRequesting);
+    h.rooms.fail_play(Some(BackendError::new(
+        ErrorCode::PLAY_WEBRTC_FAILED,
+        "ICE failed",
+    )));
+    h.rooms.add_remote_stream("bigclass", "teacher-cam");
+    h.backend_events
+        .send(BackendEvent::Streams {
+            room: RoomId::parse("bigclass").unwrap(),
+            update: UpdateType::Add,
+            streams: vec![remote("teacher-cam")],
+        })
+        .await
+        .unwrap();
+    let plays = |h: &Harness| {
+        h.rooms
+            .calls()
+            .iter()
+            .filter(|c| *c == "play bigclass teacher-cam")
+            .count()
+    };
+    wait_until(&h, "the play fails", |_| plays(&h) >= 2).await;
+    let state = h.engine.state().await.unwrap();
+    assert_eq!(state.playing.len(), 1, "still wanted: {state:?}");
+    assert_eq!(state.playing[0].state, PlayerState::PlayRequesting);
+    h.rooms.fail_play(None);
+    wait_until(&h, "the retry plays it", |s| {
+        s.playing
+            .first()
+            .is_some_and(|p| p.state == PlayerState::Playing)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_failing_source_refuses_the_publish_with_a_code() {
     let mut h = Harness::start(settings(RoomMode::Multi));

@@ -28,10 +28,12 @@ impl Engine {
                 let checked = self.check_publish(&stream, room, channel);
                 match checked {
                     Ok(room) => self.add_stream(
-                        (Direction::Publish, stream),
+                        stream,
                         room,
                         Role::Publish { channel },
-                        Waiter::Publish(reply),
+                        Lifecycle::Starting {
+                            waiter: Waiter::publish(reply),
+                        },
                     ),
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -48,10 +50,12 @@ impl Engine {
                 reply,
             } => match self.check_play(&stream, room) {
                 Ok(room) => self.add_stream(
-                    (Direction::Play, stream),
+                    stream,
                     room,
                     Role::Play { output },
-                    Waiter::Play(reply),
+                    Lifecycle::Starting {
+                        waiter: Waiter::play(reply),
+                    },
                 ),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -306,16 +310,25 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn add_stream(&mut self, key: StreamKey, room: RoomId, role: Role, waiter: Waiter) {
-        info!(room = %room, stream = %key.1, kind = ?key.0, "stream requested");
+    /// Adds a stream (a new start, or a restored one: `lifecycle` says which) and
+    /// starts it once its room is logged in. Its key's direction comes from its role.
+    pub(super) fn add_stream(
+        &mut self,
+        stream: StreamId,
+        room: RoomId,
+        role: Role,
+        lifecycle: Lifecycle,
+    ) {
+        let key = (role.direction(), stream);
+        if matches!(lifecycle, Lifecycle::Starting { .. }) {
+            info!(room = %room, stream = %key.1, kind = ?key.0, "stream requested");
+        }
         let room_ready = self
             .rooms
             .get(&room)
             .is_some_and(|r| r.connection == Connection::Logined);
-        self.streams.insert(
-            key.clone(),
-            StreamEntry::requested(room.clone(), role, Some(waiter)),
-        );
+        self.streams
+            .insert(key.clone(), StreamEntry::new(room.clone(), role, lifecycle));
         self.emit_stream(&key, &room, Some(Phase::Requesting), None);
         if room_ready {
             self.begin_stream(&key);
@@ -332,15 +345,16 @@ impl Engine {
             return;
         };
         info!(room = %entry.room, stream = %key.1, kind = ?key.0, "stream stopped");
-        if let Some(waiter) = entry.waiter.take() {
+        let peer = entry.peer.take();
+        let room = entry.room.clone();
+        if let Some(waiter) = entry.into_waiter() {
             waiter.resolve(Err(EngineError::InvalidParameter(format!(
                 "starting stream `{}` was cancelled by a stop request",
                 key.1
             ))));
         }
-        self.emit_stream(&key, &entry.room, None, None);
-        let released = self.release_remote(&key, &entry.room);
-        let peer = entry.peer.take();
+        self.emit_stream(&key, &room, None, None);
+        let released = self.release_remote(&key, &room);
         self.ops.spawn(async move {
             let result = released.await;
             if let Some(peer) = peer {

@@ -73,7 +73,7 @@ impl Engine {
                 let active = self
                     .streams
                     .get(&key)
-                    .is_some_and(|e| e.room == room && e.phase == Phase::Active);
+                    .is_some_and(|e| e.room == room && e.is_up());
                 if active {
                     self.stream_failed(&key, BackendError::new(code, reason));
                 }
@@ -138,7 +138,9 @@ impl Engine {
                 continue;
             }
             match update {
-                UpdateType::Add if entry.awaiting_remote && room_ready => self.begin_stream(&key),
+                UpdateType::Add if entry.is_awaiting_remote() && room_ready => {
+                    self.begin_stream(&key)
+                }
                 UpdateType::Delete => {
                     let gone = BackendError::new(
                         ErrorCode::PLAY_STREAM_NOT_FOUND,
@@ -148,9 +150,7 @@ impl Engine {
                         ),
                     );
                     self.suspend_stream(&key, &gone);
-                    if let Some(entry) = self.streams.get_mut(&key) {
-                        entry.awaiting_remote = true;
-                    }
+                    self.await_remote(&key);
                     let released = self.backend.stop_playing(&room_id, &key.1);
                     self.ops.spawn(async move {
                         let _ = released.await;
@@ -208,9 +208,7 @@ impl Engine {
         self.emit_room(&room_id, RoomStateReason::Reconnecting, Some(&error));
         for key in self.room_streams(&room_id) {
             self.suspend_stream(&key, &error);
-            if let Some(entry) = self.streams.get_mut(&key) {
-                entry.awaiting_remote = false;
-            }
+            self.stop_awaiting_remote(&key);
         }
         let delay = self.settings.reconnect.backoff(0);
         self.ops.spawn(async move {

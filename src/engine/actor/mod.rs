@@ -61,21 +61,36 @@ enum Role {
     Play { output: PlayOutput },
 }
 
-enum Waiter {
-    Publish(Reply<PublisherState>),
-    Play(Reply<PlayerState>),
+impl Role {
+    /// The direction of a stream in this role: the first half of its key, always
+    /// taken from here so that the two cannot disagree.
+    fn direction(self) -> Direction {
+        match self {
+            Role::Publish { .. } => Direction::Publish,
+            Role::Play { .. } => Direction::Play,
+        }
+    }
 }
 
+/// The command that started a stream, answered in its direction's terms when the
+/// stream comes up or fails to.
+struct Waiter(Box<dyn FnOnce(Result<Phase, EngineError>) + Send>);
+
 impl Waiter {
+    fn publish(reply: Reply<PublisherState>) -> Self {
+        Self(Box::new(move |result| {
+            let _ = reply.send(result.map(publisher_state));
+        }))
+    }
+
+    fn play(reply: Reply<PlayerState>) -> Self {
+        Self(Box::new(move |result| {
+            let _ = reply.send(result.map(player_state));
+        }))
+    }
+
     fn resolve(self, result: Result<Phase, EngineError>) {
-        match self {
-            Waiter::Publish(reply) => {
-                let _ = reply.send(result.map(publisher_state));
-            }
-            Waiter::Play(reply) => {
-                let _ = reply.send(result.map(player_state));
-            }
-        }
+        (self.0)(result)
     }
 }
 
@@ -205,36 +220,83 @@ struct Room {
 struct StreamEntry {
     room: RoomId,
     role: Role,
-    phase: Phase,
+    lifecycle: Lifecycle,
     generation: u64,
     peer: Option<PeerHandle>,
-    waiter: Option<Waiter>,
-    /// Once up, a failure is retried with backoff instead of ending the stream.
-    established: bool,
-    attempt: u32,
-    /// A played stream that is not published in its room (yet): starts when it appears.
-    awaiting_remote: bool,
-    /// Part of the desired state: its start was answered ok, or it was restored.
-    accepted: bool,
     /// A published stream's fan-out, once decided (`auto` may fall back to `device`).
     fanout: Option<Fanout>,
 }
 
+/// Where a stream is in its life. Every stage but `Starting` is part of the desired
+/// state (the start was answered ok, or the stream was restored), so a failure there
+/// is retried with backoff, never the stream's end.
+enum Lifecycle {
+    /// Asked for, not answered yet: `waiter` hears when it comes up; a failure ends
+    /// the stream and answers `waiter` with the error.
+    Starting { waiter: Waiter },
+    /// A played stream not published in its room (yet): it starts when it appears.
+    /// `attempt` counts the tries that found it missing, for the backoff.
+    AwaitingRemote { attempt: u32 },
+    /// Up: media flows through the peer.
+    Up,
+    /// Down, being brought back; `attempt` retries so far (the backoff grows with it).
+    Recovering { attempt: u32 },
+}
+
 impl StreamEntry {
-    /// A stream just asked for: requesting, no peer yet, not yet up or accepted.
-    fn requested(room: RoomId, role: Role, waiter: Option<Waiter>) -> Self {
+    fn new(room: RoomId, role: Role, lifecycle: Lifecycle) -> Self {
         Self {
             room,
             role,
-            phase: Phase::Requesting,
+            lifecycle,
             generation: 0,
             peer: None,
-            waiter,
-            established: false,
-            attempt: 0,
-            awaiting_remote: false,
-            accepted: false,
             fanout: None,
+        }
+    }
+
+    /// What the control surface shows.
+    fn phase(&self) -> Phase {
+        match self.lifecycle {
+            Lifecycle::Up => Phase::Active,
+            _ => Phase::Requesting,
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Up)
+    }
+
+    fn is_awaiting_remote(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::AwaitingRemote { .. })
+    }
+
+    /// Part of the desired state (kept across restarts).
+    fn is_desired(&self) -> bool {
+        !matches!(self.lifecycle, Lifecycle::Starting { .. })
+    }
+
+    /// Retries so far since the stream was last up.
+    fn attempt(&self) -> u32 {
+        match self.lifecycle {
+            Lifecycle::AwaitingRemote { attempt } | Lifecycle::Recovering { attempt } => attempt,
+            Lifecycle::Starting { .. } | Lifecycle::Up => 0,
+        }
+    }
+
+    /// Moves to `next`; returns the start's waiter if it was still unanswered.
+    fn enter(&mut self, next: Lifecycle) -> Option<Waiter> {
+        match std::mem::replace(&mut self.lifecycle, next) {
+            Lifecycle::Starting { waiter } => Some(waiter),
+            _ => None,
+        }
+    }
+
+    /// The start's waiter, if unanswered, as the stream goes.
+    fn into_waiter(self) -> Option<Waiter> {
+        match self.lifecycle {
+            Lifecycle::Starting { waiter } => Some(waiter),
+            _ => None,
         }
     }
 }

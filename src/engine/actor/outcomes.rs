@@ -152,7 +152,7 @@ impl Engine {
                     let idle = self
                         .streams
                         .get(&key)
-                        .is_some_and(|e| e.peer.is_none() && !e.awaiting_remote);
+                        .is_some_and(|e| e.peer.is_none() && !e.is_awaiting_remote());
                     if idle {
                         self.begin_stream(&key);
                     }

@@ -79,9 +79,7 @@ impl Engine {
         );
         for key in self.room_streams(room_id) {
             self.suspend_stream(&key, &error);
-            if let Some(entry) = self.streams.get_mut(&key) {
-                entry.awaiting_remote = false;
-            }
+            self.stop_awaiting_remote(&key);
         }
         let room = room_id.clone();
         self.ops

@@ -19,24 +19,21 @@ impl Engine {
         let in_desired_room = |room: &RoomId| rooms.iter().any(|r| &r.room_id == room);
         let mut publishing = Vec::new();
         let mut playing = Vec::new();
-        for ((kind, stream), entry) in &self.streams {
-            if !entry.accepted || !in_desired_room(&entry.room) {
+        for ((_, stream), entry) in &self.streams {
+            if !entry.is_desired() || !in_desired_room(&entry.room) {
                 continue;
             }
-            match (kind, entry.role) {
-                (Direction::Publish, Role::Publish { channel }) => {
-                    publishing.push(DesiredPublish {
-                        stream_id: stream.clone(),
-                        room_id: entry.room.clone(),
-                        channel,
-                    })
-                }
-                (Direction::Play, Role::Play { output }) => playing.push(DesiredPlay {
+            match entry.role {
+                Role::Publish { channel } => publishing.push(DesiredPublish {
+                    stream_id: stream.clone(),
+                    room_id: entry.room.clone(),
+                    channel,
+                }),
+                Role::Play { output } => playing.push(DesiredPlay {
                     stream_id: stream.clone(),
                     room_id: entry.room.clone(),
                     output,
                 }),
-                _ => {}
             }
         }
         DesiredState {
@@ -144,28 +141,23 @@ impl Engine {
             });
         }
         // Checked one by one: each restored stream is seen by the next one's check.
-        let publishing = state.publishing.into_iter().map(|p| {
-            (
-                (Direction::Publish, p.stream_id),
-                p.room_id,
-                Role::Publish { channel: p.channel },
-            )
-        });
-        let playing = state.playing.into_iter().map(|p| {
-            (
-                (Direction::Play, p.stream_id),
-                p.room_id,
-                Role::Play { output: p.output },
-            )
-        });
-        let streams: Vec<(StreamKey, RoomId, Role)> = publishing.chain(playing).collect();
-        for (key, room, role) in streams {
+        let publishing = state
+            .publishing
+            .into_iter()
+            .map(|p| (p.stream_id, p.room_id, Role::Publish { channel: p.channel }));
+        let playing = state
+            .playing
+            .into_iter()
+            .map(|p| (p.stream_id, p.room_id, Role::Play { output: p.output }));
+        let streams: Vec<(StreamId, RoomId, Role)> = publishing.chain(playing).collect();
+        for (stream, room, role) in streams {
             let checked = match role {
                 Role::Publish { channel } => {
-                    self.check_publish(&key.1, Some(room.clone()), channel)
+                    self.check_publish(&stream, Some(room.clone()), channel)
                 }
-                Role::Play { .. } => self.check_play(&key.1, Some(room.clone())),
+                Role::Play { .. } => self.check_play(&stream, Some(room.clone())),
             };
+            let key = (role.direction(), stream);
             if let Err(e) = checked {
                 let error = BackendError::new(
                     e.code(),
@@ -183,23 +175,8 @@ impl Engine {
                 Direction::Publish => report.publishing.push(key.1.clone()),
                 Direction::Play => report.playing.push(key.1.clone()),
             }
-            self.streams.insert(
-                key.clone(),
-                StreamEntry {
-                    // Restored: it was up before the restart, so a failure is retried.
-                    established: true,
-                    accepted: true,
-                    ..StreamEntry::requested(room.clone(), role, None)
-                },
-            );
-            self.emit_stream(&key, &room, Some(Phase::Requesting), None);
-            let room_ready = self
-                .rooms
-                .get(&room)
-                .is_some_and(|r| r.connection == Connection::Logined);
-            if room_ready {
-                self.begin_stream(&key);
-            }
+            // Restored: part of the desired state, so a failure is retried.
+            self.add_stream(key.1, room, role, Lifecycle::Recovering { attempt: 0 });
         }
         report
     }
@@ -225,7 +202,7 @@ impl Engine {
     /// One quality event per stream that is up and has figures (`quality_interval`).
     pub(super) fn emit_quality(&self) {
         for ((_, stream), entry) in &self.streams {
-            if entry.phase != Phase::Active {
+            if !entry.is_up() {
                 continue;
             }
             let Some(quality) = entry.peer.as_ref().and_then(|p| p.quality()) else {

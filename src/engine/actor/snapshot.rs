@@ -6,36 +6,33 @@ impl Engine {
     pub(super) fn snapshot(&self) -> EngineSnapshot {
         let mut publishing = Vec::new();
         let mut playing = Vec::new();
-        for ((kind, stream), entry) in &self.streams {
+        for ((_, stream), entry) in &self.streams {
             let stats = entry.peer.as_ref().map(|p| p.stats()).unwrap_or_default();
             let quality = entry.peer.as_ref().and_then(|p| p.quality());
-            match (kind, entry.role) {
-                (Direction::Publish, Role::Publish { channel }) => {
-                    publishing.push(PublishSnapshot {
-                        stream_id: stream.clone(),
-                        room_id: entry.room.clone(),
-                        channel,
-                        state: publisher_state(entry.phase),
-                        fanout: entry.fanout,
-                        stats,
-                        quality: match quality {
-                            Some(StreamQuality::Publisher(q)) => Some(q),
-                            _ => None,
-                        },
-                    })
-                }
-                (Direction::Play, Role::Play { output }) => playing.push(PlaySnapshot {
+            match entry.role {
+                Role::Publish { channel } => publishing.push(PublishSnapshot {
+                    stream_id: stream.clone(),
+                    room_id: entry.room.clone(),
+                    channel,
+                    state: publisher_state(entry.phase()),
+                    fanout: entry.fanout,
+                    stats,
+                    quality: match quality {
+                        Some(StreamQuality::Publisher(q)) => Some(q),
+                        _ => None,
+                    },
+                }),
+                Role::Play { output } => playing.push(PlaySnapshot {
                     stream_id: stream.clone(),
                     room_id: entry.room.clone(),
                     output,
-                    state: player_state(entry.phase),
+                    state: player_state(entry.phase()),
                     stats,
                     quality: match quality {
                         Some(StreamQuality::Player(q)) => Some(q),
                         _ => None,
                     },
                 }),
-                _ => {}
             }
         }
         EngineSnapshot {

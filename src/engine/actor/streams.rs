@@ -11,7 +11,9 @@ impl Engine {
             return;
         };
         entry.generation = generation;
-        entry.awaiting_remote = false;
+        if let Lifecycle::AwaitingRemote { attempt } = entry.lifecycle {
+            entry.lifecycle = Lifecycle::Recovering { attempt };
+        }
         if let Role::Publish { channel } = entry.role {
             let fanout = match (self.settings.fanout, entry.fanout) {
                 (FanoutPolicy::Device, _) | (FanoutPolicy::Auto, Some(Fanout::Device)) => {
@@ -140,11 +142,7 @@ impl Engine {
         let Some(entry) = self.streams.get_mut(&key) else {
             return;
         };
-        entry.phase = Phase::Active;
-        entry.established = true;
-        entry.accepted = true;
-        entry.attempt = 0;
-        let waiter = entry.waiter.take();
+        let waiter = entry.enter(Lifecycle::Up);
         let room = entry.room.clone();
         let peer = entry.peer.clone();
         info!(room = %room, stream = %key.1, kind = ?key.0, "stream up");
@@ -235,10 +233,8 @@ impl Engine {
         };
         if not_published {
             // Play it as soon as it is published (the reference SDK does the same).
-            entry.phase = Phase::Requesting;
-            entry.awaiting_remote = true;
-            entry.accepted = true;
-            let waiter = entry.waiter.take();
+            let attempt = entry.attempt();
+            let waiter = entry.enter(Lifecycle::AwaitingRemote { attempt });
             let listed = self
                 .rooms
                 .get(&room)
@@ -250,15 +246,17 @@ impl Engine {
             if listed {
                 self.schedule_stream_retry(key);
             }
-        } else if entry.established {
-            entry.phase = Phase::Requesting;
+        } else if entry.is_desired() {
+            // Up before, restored, or answered as waiting for its publisher: part of
+            // the desired state, so it comes back on its own.
+            let attempt = entry.attempt();
+            entry.lifecycle = Lifecycle::Recovering { attempt };
             self.emit_stream(key, &room, Some(Phase::Requesting), Some(&error));
             self.schedule_stream_retry(key);
-        } else {
-            let waiter = entry.waiter.take();
-            self.streams.remove(key);
+        } else if let Some(entry) = self.streams.remove(key) {
+            // A start that never came up: its command hears why.
             self.emit_stream(key, &room, None, Some(&error));
-            if let Some(waiter) = waiter {
+            if let Some(waiter) = entry.into_waiter() {
                 waiter.resolve(Err(error.into()));
             }
         }
@@ -268,8 +266,15 @@ impl Engine {
         let Some(entry) = self.streams.get_mut(key) else {
             return;
         };
-        let delay = self.settings.reconnect.backoff(entry.attempt);
-        entry.attempt = entry.attempt.saturating_add(1);
+        let attempt = entry.attempt();
+        let delay = self.settings.reconnect.backoff(attempt);
+        let next = attempt.saturating_add(1);
+        entry.lifecycle = match entry.lifecycle {
+            // Still waiting for its publisher (the room lists it, the SFU did not
+            // have it yet): the retry plays it, or finds it missing again.
+            Lifecycle::AwaitingRemote { .. } => Lifecycle::AwaitingRemote { attempt: next },
+            _ => Lifecycle::Recovering { attempt: next },
+        };
         let (key, generation) = (key.clone(), entry.generation);
         debug!(stream = %key.1, ?delay, "stream retry scheduled");
         self.ops.spawn(async move {
@@ -285,8 +290,10 @@ impl Engine {
             return;
         };
         entry.generation = generation;
-        let was_active = entry.phase == Phase::Active;
-        entry.phase = Phase::Requesting;
+        let was_active = entry.is_up();
+        if was_active {
+            entry.lifecycle = Lifecycle::Recovering { attempt: 0 };
+        }
         let peer = entry.peer.take();
         let room = entry.room.clone();
         if let Some(peer) = peer {
@@ -294,6 +301,28 @@ impl Engine {
         }
         if was_active {
             self.emit_stream(key, &room, Some(Phase::Requesting), Some(error));
+        }
+    }
+
+    /// A suspended played stream whose publisher left: it plays again when the
+    /// publisher is back. A start still unanswered hears that it waits for it.
+    pub(super) fn await_remote(&mut self, key: &StreamKey) {
+        let Some(entry) = self.streams.get_mut(key) else {
+            return;
+        };
+        let attempt = entry.attempt();
+        if let Some(waiter) = entry.enter(Lifecycle::AwaitingRemote { attempt }) {
+            waiter.resolve(Ok(Phase::Requesting));
+        }
+    }
+
+    /// The room's list of streams is gone (it reconnects): a stream waiting for its
+    /// publisher is tried again once the room is back, like the others.
+    pub(super) fn stop_awaiting_remote(&mut self, key: &StreamKey) {
+        if let Some(entry) = self.streams.get_mut(key)
+            && let Lifecycle::AwaitingRemote { attempt } = entry.lifecycle
+        {
+            entry.lifecycle = Lifecycle::Recovering { attempt };
         }
     }
 
@@ -322,11 +351,11 @@ impl Engine {
         }
         for key in self.room_streams(room_id) {
             if let Some(mut entry) = self.streams.remove(&key) {
-                if let Some(waiter) = entry.waiter.take() {
-                    waiter.resolve(Err(cancelled.clone()));
-                }
                 if let Some(peer) = entry.peer.take() {
                     self.close_peer(peer);
+                }
+                if let Some(waiter) = entry.into_waiter() {
+                    waiter.resolve(Err(cancelled.clone()));
                 }
                 self.emit_stream(&key, room_id, None, error);
             }
