@@ -78,8 +78,10 @@ fn start_agent_at(url: &str, ca_file: Option<std::path::PathBuf>, create_rooms: 
             ca_file,
             request_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
-            reconnect_initial: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(1),
+            reconnect: roomcast::base::backoff::Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            ),
         },
         shutdown.clone(),
     );

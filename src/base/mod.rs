@@ -1,6 +1,7 @@
-//! Cross-cutting pieces: secrets, logging setup, TLS roots, bounded queues, the address
+//! Cross-cutting pieces: backoff, secrets, logging setup, TLS roots, bounded queues, the address
 //! watch, and the BLK1 latency stamp's layout (which the config checks and media paints).
 
+pub mod backoff;
 pub mod logging;
 pub mod lossy;
 pub mod netwatch;

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::fleet::{Incoming, Sender};
+use crate::base::backoff::Backoff;
 use crate::control::{BrokerSettings, ControlError};
-use crate::engine::ReconnectPolicy;
 
 /// Requests (subscribes, commands) that may wait for the connection.
 const REQUEST_QUEUE: usize = 256;
@@ -63,11 +63,7 @@ pub fn start(
     let prefix = prefix.to_owned();
     let subscriber = client.clone();
     let task = tokio::spawn(async move {
-        let policy = ReconnectPolicy {
-            window: Duration::MAX,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(30),
-        };
+        let policy = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut failures: u32 = 0;
         loop {
             let event = tokio::select! {
@@ -130,7 +126,7 @@ pub fn start(
                         url.clone_from(next_url);
                         info!("console: trying the next MQTT broker, {url}");
                     }
-                    let delay = policy.backoff(failures);
+                    let delay = policy.delay(failures);
                     failures = failures.saturating_add(1);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,

@@ -18,17 +18,12 @@ use tracing::{error, info, warn};
 use super::protocol::{self, Reply, codes};
 use super::publish::StateSignal;
 use super::{Broker, COMMAND_QUEUE, MAX_INCOMING_PACKET, MAX_RUNNING, Topics};
+use crate::base::backoff::Backoff;
 use crate::config::MqttUrl;
-use crate::engine::{ErrorCode, ReconnectPolicy};
+use crate::engine::ErrorCode;
 
-/// Reconnect delays: 250 ms doubling to 30 s, ±25 % jitter.
-fn backoff() -> ReconnectPolicy {
-    ReconnectPolicy {
-        window: Duration::MAX,
-        initial_backoff: Duration::from_millis(250),
-        max_backoff: Duration::from_secs(30),
-    }
-}
+/// Reconnect delays: 250 ms doubling to 30 s, ±25 % jitter; the box never gives up.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
 pub(crate) struct Connection {
     pub eventloop: EventLoop,
@@ -66,7 +61,6 @@ impl Connection {
     }
 
     pub async fn run(mut self) {
-        let policy = backoff();
         let mut failures: u32 = 0;
         let mut on_connect: Option<JoinHandle<()>> = None;
         // Set after a packet too large to read: the next connection starts a clean
@@ -159,7 +153,7 @@ impl Connection {
                         self.eventloop.mqtt_options.set_clean_session(true);
                     }
                     None => {
-                        let delay = policy.backoff(failures);
+                        let delay = RECONNECT.delay(failures);
                         report(self.url(), &e, failures, delay);
                         failures = failures.saturating_add(1);
                         self.next_broker();

@@ -43,6 +43,7 @@ pub use types::{
     RoomState, RoomStateReason, StreamId, UpdateType, User, UserId,
 };
 
+use crate::base::backoff::Backoff;
 use crate::base::secret::Secret;
 
 /// How many events a slow subscriber may fall behind before it misses some.
@@ -89,30 +90,15 @@ impl Default for EngineSettings {
 pub struct ReconnectPolicy {
     /// Give up on a lost room after this long (ReconnectFailed).
     pub window: Duration,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    pub backoff: Backoff,
 }
 
 impl Default for ReconnectPolicy {
     fn default() -> Self {
         Self {
             window: Duration::from_secs(300),
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(10)),
         }
-    }
-}
-
-impl ReconnectPolicy {
-    /// The delay before attempt `attempt` (0-based): exponential, capped, with ±25 %
-    /// jitter so that boxes restarted together do not retry in lockstep.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-            .min(self.max_backoff);
-        let jitter = rand::random_range(0.75..=1.25);
-        base.mul_f64(jitter)
     }
 }
 

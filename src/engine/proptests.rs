@@ -199,8 +199,10 @@ fn settings() -> impl Strategy<Value = EngineSettings> {
                 quality_interval: None,
                 reconnect: ReconnectPolicy {
                     window: Duration::from_secs(5),
-                    initial_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(1),
+                    backoff: crate::base::backoff::Backoff::new(
+                        Duration::from_millis(100),
+                        Duration::from_secs(1),
+                    ),
                 },
                 fanout: FanoutPolicy::Device,
             },

@@ -17,8 +17,10 @@ fn settings(mode: RoomMode) -> EngineSettings {
         allowed_rooms: RoomAllowList::any(),
         reconnect: ReconnectPolicy {
             window: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
+            backoff: crate::base::backoff::Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+            ),
         },
         fanout: FanoutPolicy::Device,
         servers: ServerRoutes::default(),
@@ -1573,8 +1575,10 @@ async fn a_server_back_ends_the_backoff_of_its_rooms_only() {
         reconnect: ReconnectPolicy {
             window: Duration::from_secs(60),
             // Far longer than the test: only the server's return can bring rooms back.
-            initial_backoff: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(30),
+            backoff: crate::base::backoff::Backoff::new(
+                Duration::from_secs(30),
+                Duration::from_secs(30),
+            ),
         },
         ..two_servers()
     });

@@ -210,7 +210,7 @@ impl Engine {
             self.suspend_stream(&key, &error);
             self.stop_awaiting_remote(&key);
         }
-        let delay = self.settings.reconnect.backoff(0);
+        let delay = self.settings.reconnect.backoff.delay(0);
         self.ops.spawn(async move {
             tokio::time::sleep(delay).await;
             Outcome::RetryLogin {

@@ -168,7 +168,7 @@ impl Engine {
                     attempt: 1,
                     backoff: true,
                 };
-                let delay = self.settings.reconnect.backoff(0);
+                let delay = self.settings.reconnect.backoff.delay(0);
                 warn!(room = %room_id, code = %e.code, ?delay, "the restored room cannot be joined yet, retrying: {}", e.message);
                 self.emit_room(&room_id, RoomStateReason::Reconnecting, Some(&e));
                 self.ops.spawn(async move {
@@ -234,7 +234,11 @@ impl Engine {
                         Outcome::Done
                     });
                 } else {
-                    let delay = self.settings.reconnect.backoff(room.connection.back_off());
+                    let delay = self
+                        .settings
+                        .reconnect
+                        .backoff
+                        .delay(room.connection.back_off());
                     debug!(room = %room_id, code = %e.code, ?delay, "login again failed: {}", e.message);
                     self.ops.spawn(async move {
                         tokio::time::sleep(delay).await;

@@ -267,7 +267,7 @@ impl Engine {
             return;
         };
         let attempt = entry.attempt();
-        let delay = self.settings.reconnect.backoff(attempt);
+        let delay = self.settings.reconnect.backoff.delay(attempt);
         let next = attempt.saturating_add(1);
         entry.lifecycle = match entry.lifecycle {
             // Still waiting for its publisher (the room lists it, the SFU did not

@@ -24,6 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use crate::base::backoff::Backoff;
 use crate::base::lossy;
 
 use super::protocol::{Auth, Incoming, Jsep, PluginData, Request, TrickleCandidate};
@@ -65,8 +66,8 @@ pub struct ClientConfig {
     pub ca_file: Option<std::path::PathBuf>,
     pub request_timeout: Duration,
     pub keepalive_interval: Duration,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
+    /// Between tries to reach Janus again.
+    pub reconnect: Backoff,
 }
 
 /// Where the connection stands.
@@ -432,7 +433,7 @@ impl Connection {
                 Err(e) => debug!(url = %self.config.url, attempt, "cannot connect to Janus: {e}"),
             }
             let _ = self.status.send(Status::Connecting);
-            let delay = backoff(&self.config, attempt);
+            let delay = self.config.reconnect.delay(attempt);
             attempt = attempt.saturating_add(1);
             let wake = Instant::now() + delay;
             // Keep answering requests (with "not connected") while waiting.
@@ -960,15 +961,6 @@ async fn send(socket: &mut Socket, request: &Request) -> Result<(), JanusError> 
             code: 0,
             reason: e.to_string(),
         })
-}
-
-/// Exponential backoff with ±25 % jitter.
-fn backoff(config: &ClientConfig, attempt: u32) -> Duration {
-    let base = config
-        .reconnect_initial
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(config.reconnect_max);
-    base.mul_f64(rand::random_range(0.75..=1.25))
 }
 
 /// Bounds on what is read from Janus (see [`MAX_JANUS_MESSAGE`]).

@@ -24,6 +24,7 @@ use self::client::{ClientConfig, JanusClient};
 use self::protocol::Auth;
 use self::room::{RoomActor, RoomOp};
 pub use self::servers::JanusServers;
+use crate::base::backoff::Backoff;
 use crate::base::secret::Secret;
 use crate::config::JanusConfig;
 use crate::engine::backend::{BackendEvent, MediaEngine, OpFuture, PeerHandle, RoomBackend};
@@ -62,11 +63,10 @@ pub fn client_config(config: &JanusConfig) -> ClientConfig {
         ca_file: config.ca_file.clone(),
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         keepalive_interval: Duration::from_secs(config.keepalive_interval_s),
-        reconnect_initial: Duration::from_millis(250),
         // A Janus that comes back is found within ~2.5 s (2 s ±25 %), leaving the rooms
         // on it time to be flowing again within 5 s of it listening (issue 20); an
         // attempt to a server that is down costs one refused TCP connection.
-        reconnect_max: Duration::from_secs(2),
+        reconnect: Backoff::new(Duration::from_millis(250), Duration::from_secs(2)),
     }
 }
 
