@@ -30,7 +30,7 @@ use crate::config::JanusConfig;
 use crate::engine::backend::{BackendEvent, MediaEngine, OpFuture, PeerHandle, RoomBackend};
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::servers::ServerName;
-use crate::engine::types::{Channel, RoomId, StreamId, User, UserId};
+use crate::engine::types::{Channel, Direction, RoomId, StreamId, User, UserId};
 
 /// Room settings and policies from `[janus]`.
 #[derive(Debug, Clone)]
@@ -252,7 +252,8 @@ impl RoomBackend for JanusRooms {
 
     fn publish(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()> {
         let stream = stream.clone();
-        self.submit(room, |reply| RoomOp::Publish {
+        self.submit(room, |reply| RoomOp::Negotiate {
+            direction: Direction::Publish,
             stream,
             peer,
             reply,
@@ -277,12 +278,17 @@ impl RoomBackend for JanusRooms {
 
     fn unpublish(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()> {
         let stream = stream.clone();
-        self.submit_if_known(room, |reply| RoomOp::Unpublish { stream, reply })
+        self.submit_if_known(room, |reply| RoomOp::Stop {
+            direction: Direction::Publish,
+            stream,
+            reply,
+        })
     }
 
     fn play(&self, room: &RoomId, stream: &StreamId, peer: PeerHandle) -> OpFuture<()> {
         let stream = stream.clone();
-        self.submit(room, |reply| RoomOp::Play {
+        self.submit(room, |reply| RoomOp::Negotiate {
+            direction: Direction::Play,
             stream,
             peer,
             reply,
@@ -291,7 +297,11 @@ impl RoomBackend for JanusRooms {
 
     fn stop_playing(&self, room: &RoomId, stream: &StreamId) -> OpFuture<()> {
         let stream = stream.clone();
-        self.submit_if_known(room, |reply| RoomOp::StopPlaying { stream, reply })
+        self.submit_if_known(room, |reply| RoomOp::Stop {
+            direction: Direction::Play,
+            stream,
+            reply,
+        })
     }
 
     fn send_broadcast_message(&self, room: &RoomId, text: &str) -> OpFuture<u64> {

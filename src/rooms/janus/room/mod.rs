@@ -56,7 +56,9 @@ pub(super) enum RoomOp {
     Logout {
         reply: Reply<()>,
     },
-    Publish {
+    /// Publishes `peer` as `stream`, or plays `stream` into it.
+    Negotiate {
+        direction: Direction,
         stream: StreamId,
         peer: PeerHandle,
         reply: Reply<()>,
@@ -68,16 +70,9 @@ pub(super) enum RoomOp {
         media: Arc<dyn MediaEngine>,
         reply: Reply<PeerHandle>,
     },
-    Unpublish {
-        stream: StreamId,
-        reply: Reply<()>,
-    },
-    Play {
-        stream: StreamId,
-        peer: PeerHandle,
-        reply: Reply<()>,
-    },
-    StopPlaying {
+    /// Ends a stream's publishing or playing (nothing to do if there is none).
+    Stop {
+        direction: Direction,
         stream: StreamId,
         reply: Reply<()>,
     },
@@ -123,6 +118,16 @@ struct Joined {
     users: BTreeMap<String, UserInfo>,
     publishers: HashMap<StreamId, StreamTask>,
     players: HashMap<StreamId, StreamTask>,
+}
+
+impl Joined {
+    /// The running negotiations of one direction.
+    fn tasks(&mut self, direction: Direction) -> &mut HashMap<StreamId, StreamTask> {
+        match direction {
+            Direction::Publish => &mut self.publishers,
+            Direction::Play => &mut self.players,
+        }
+    }
 }
 
 pub(super) struct RoomActor {
@@ -312,7 +317,8 @@ impl RoomActor {
                 }
                 let _ = reply.send(Ok(()));
             }
-            RoomOp::Publish {
+            RoomOp::Negotiate {
+                direction,
                 stream,
                 peer,
                 reply,
@@ -321,11 +327,18 @@ impl RoomActor {
                     let _ = reply.send(Err(not_joined(&self.room)));
                     return;
                 };
-                if let Some(old) = j.publishers.remove(&stream) {
+                if direction == Direction::Play && !j.feeds.contains_key(stream.as_str()) {
+                    let _ = reply.send(Err(BackendError::new(
+                        ErrorCode::PLAY_STREAM_NOT_FOUND,
+                        format!("stream `{stream}` is not published in room `{}`", self.room),
+                    )));
+                    return;
+                }
+                if let Some(old) = j.tasks(direction).remove(&stream) {
                     old.stop().await;
                 }
-                let task = self.spawn_stream(j, stream.clone(), peer, reply, Direction::Publish);
-                j.publishers.insert(stream, task);
+                let task = self.spawn_stream(j, stream.clone(), peer, reply, direction);
+                j.tasks(direction).insert(stream, task);
             }
             RoomOp::PublishRelayed {
                 stream,
@@ -358,36 +371,15 @@ impl RoomActor {
                 // feeds, like a stream the box uploads to the room itself.
                 j.publishers.insert(stream, StreamTask { cancel, task });
             }
-            RoomOp::Unpublish { stream, reply } => {
-                if let Some(task) = joined.as_mut().and_then(|j| j.publishers.remove(&stream)) {
-                    task.stop().await;
-                }
-                let _ = reply.send(Ok(()));
-            }
-            RoomOp::Play {
+            RoomOp::Stop {
+                direction,
                 stream,
-                peer,
                 reply,
             } => {
-                let Some(j) = joined.as_mut() else {
-                    let _ = reply.send(Err(not_joined(&self.room)));
-                    return;
-                };
-                if !j.feeds.contains_key(stream.as_str()) {
-                    let _ = reply.send(Err(BackendError::new(
-                        ErrorCode::PLAY_STREAM_NOT_FOUND,
-                        format!("stream `{stream}` is not published in room `{}`", self.room),
-                    )));
-                    return;
-                }
-                if let Some(old) = j.players.remove(&stream) {
-                    old.stop().await;
-                }
-                let task = self.spawn_stream(j, stream.clone(), peer, reply, Direction::Play);
-                j.players.insert(stream, task);
-            }
-            RoomOp::StopPlaying { stream, reply } => {
-                if let Some(task) = joined.as_mut().and_then(|j| j.players.remove(&stream)) {
+                if let Some(task) = joined
+                    .as_mut()
+                    .and_then(|j| j.tasks(direction).remove(&stream))
+                {
                     task.stop().await;
                 }
                 let _ = reply.send(Ok(()));
