@@ -187,7 +187,8 @@ impl Engine {
                         };
                     }
                     PeerState::Closed => return Outcome::Done,
-                    _ => {}
+                    // Still coming up, or up: keep watching.
+                    PeerState::New | PeerState::Connecting | PeerState::Connected => {}
                 }
                 if state.changed().await.is_err() {
                     return Outcome::Done;

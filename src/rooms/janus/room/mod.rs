@@ -490,6 +490,8 @@ impl RoomActor {
                     .await;
                 }
             }
+            // Replies to the room's own requests travel with their transactions; talking
+            // and `updated` events say nothing the room's presence needs.
             _ => {}
         }
     }

@@ -221,6 +221,7 @@ impl RoomActor {
                     }
                 }
             }
+            // Announcements, and joins or leaves of another TextRoom on the handle.
             _ => {}
         }
     }
