@@ -1,5 +1,6 @@
-//! Headless Chromium (Debian `chromium`) driven over WebDriver by Debian's `chromedriver`,
-//! with a small HTTP client of our own: fake camera and microphone, sound allowed to
+//! A browser window a test drives: headless Chromium (Debian `chromium`) over WebDriver
+//! by Debian's `chromedriver`, with a small HTTP client of our own, or headless Firefox
+//! over WebDriver BiDi (`firefox.rs`); fake camera and microphone, sound allowed to
 //! autoplay. Every browser's profile and `HOME` live in one folder per driver, so that
 //! dropping the driver can find and kill every process it started (crashpad included),
 //! whatever state the test ended in.
@@ -114,11 +115,11 @@ impl ChromeDriver {
             .as_str()
             .unwrap_or_else(|| panic!("no session id in {value}"))
             .to_owned();
-        Browser {
+        Browser::Chromium(ChromiumWindow {
             port: self.port,
             session,
             name: name.to_owned(),
-        }
+        })
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -145,7 +146,7 @@ impl Drop for ChromeDriver {
 
 /// SIGKILLs every process whose command line contains `dir` (processes this driver
 /// started and that escaped its process group).
-fn kill_processes_naming(dir: &Path) {
+pub(super) fn kill_processes_naming(dir: &Path) {
     let needle = dir.display().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -170,14 +171,116 @@ fn kill_processes_naming(dir: &Path) {
     }
 }
 
-/// One browser window (a WebDriver session).
-pub struct Browser {
+/// One browser window, in Chromium or in Firefox: the same commands in both.
+pub enum Browser {
+    Chromium(ChromiumWindow),
+    Firefox(Box<super::firefox::FirefoxWindow>),
+}
+
+impl Browser {
+    pub fn name(&self) -> &str {
+        match self {
+            Browser::Chromium(w) => &w.name,
+            Browser::Firefox(w) => &w.name,
+        }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        match self {
+            Browser::Chromium(w) => w.goto(url).await,
+            Browser::Firefox(w) => w.goto(url).await,
+        }
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) and returns its result.
+    pub async fn execute(&self, script: &str, args: Value) -> Value {
+        match self {
+            Browser::Chromium(w) => w.execute(script, args).await,
+            Browser::Firefox(w) => w.execute(script, args).await,
+        }
+    }
+
+    /// Types `text` into the element `css` as keystrokes.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        match self {
+            Browser::Chromium(w) => w.type_into(css, text).await,
+            Browser::Firefox(w) => w.type_into(css, text).await,
+        }
+    }
+
+    pub async fn click(&self, css: &str) {
+        match self {
+            Browser::Chromium(w) => w.click(css).await,
+            Browser::Firefox(w) => w.click(css).await,
+        }
+    }
+
+    /// Runs `script` (no arguments) every 100 ms until `check` holds on its result;
+    /// panics after `within` with what it returned last.
+    pub async fn wait_for(
+        &self,
+        script: &str,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let shown = self.execute(script, json!([])).await;
+            if check(&shown) {
+                return shown;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "{} browser: timed out after {within:?} waiting for: {what}\nthe page shows: {shown:#}",
+                    self.name()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Resizes the window (Chromium) or the viewport (Firefox), e.g. to a tablet's.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        match self {
+            Browser::Chromium(w) => w.set_window_size(width, height).await,
+            Browser::Firefox(w) => w.set_window_size(width, height).await,
+        }
+    }
+
+    /// Saves a PNG of the window. Never panics: it is also used after a failure.
+    pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
+        match self {
+            Browser::Chromium(w) => w.screenshot(path).await,
+            Browser::Firefox(w) => w.screenshot(path).await,
+        }
+    }
+
+    /// `execute` that never panics (for collecting evidence after a failure).
+    pub async fn try_execute(&self, script: &str) -> Result<Value, String> {
+        match self {
+            Browser::Chromium(w) => w.try_execute(script).await,
+            Browser::Firefox(w) => w.try_execute_with(script, json!([])).await,
+        }
+    }
+
+    /// Ends the session; the browser closes (Chromium) or goes with its driver.
+    pub async fn close(self) {
+        match self {
+            Browser::Chromium(w) => w.close().await,
+            Browser::Firefox(w) => (*w).close().await,
+        }
+    }
+}
+
+/// One Chromium window (a WebDriver session).
+pub struct ChromiumWindow {
     port: u16,
     session: String,
     pub name: String,
 }
 
-impl Browser {
+impl ChromiumWindow {
     async fn command(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let path = format!("/session/{}{path}", self.session);
         webdriver(self.port, method, &path, body)
@@ -233,31 +336,6 @@ impl Browser {
             Some(&json!({})),
         )
         .await;
-    }
-
-    /// Runs `script` (no arguments) every 100 ms until `check` holds on its result;
-    /// panics after `within` with what it returned last.
-    pub async fn wait_for(
-        &self,
-        script: &str,
-        what: &str,
-        within: Duration,
-        check: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let shown = self.execute(script, json!([])).await;
-            if check(&shown) {
-                return shown;
-            }
-            if std::time::Instant::now() >= deadline {
-                panic!(
-                    "{} browser: timed out after {within:?} waiting for: {what}\nthe page shows: {shown:#}",
-                    self.name
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// Resizes the window (e.g. to a tablet's viewport).

@@ -7,6 +7,7 @@ pub mod audio_meter;
 pub mod browser;
 pub mod certs;
 pub mod dashboard;
+pub mod firefox;
 pub mod janus;
 pub mod janus_ws;
 pub mod mosquitto;

@@ -458,6 +458,14 @@
     return janusReady;
   }
 
+  // Whether this browser can receive what the boxes send (H.264). Firefox needs Cisco's
+  // OpenH264 plugin for it, which it downloads on first use.
+  function decodesH264() {
+    const caps = window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities
+      ? RTCRtpReceiver.getCapabilities('video') : null;
+    return !!caps && caps.codecs.some((c) => c.mimeType.toLowerCase() === 'video/h264');
+  }
+
   function stopPreview(id) {
     const p = previews.get(id);
     if (!p) return;
@@ -475,6 +483,13 @@
     }
     const caption = fig.querySelector('figcaption');
     const video = fig.querySelector('video');
+    if (!decodesH264()) {
+      caption.textContent = `${id}: this browser cannot decode H.264 in WebRTC, which the boxes send. ` +
+        'In Firefox, enable "OpenH264 Video Codec provided by Cisco Systems" under Add-ons → Plugins ' +
+        '(Firefox downloads it on first use, so it needs the internet once).';
+      fig.classList.add('unsupported');
+      return;
+    }
     try {
       await janusLibrary();
     } catch (e) {
