@@ -24,6 +24,8 @@ pub struct Janus {
     ws_ip: String,
     /// `wss://` too: its port and the certificate and key files (PEM).
     wss: Option<(u16, PathBuf, PathBuf)>,
+    /// `nat.ice_enforce_list`: gather (and advertise) only these addresses or prefixes.
+    enforce: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -64,6 +66,23 @@ impl Janus {
         Self::start_configured(ws_ip, extra_general, None)
     }
 
+    /// As [`Janus::start_at`], advertising only the addresses that start with `prefix`
+    /// (`nat.ice_enforce_list`), as a server configured for its network does; otherwise
+    /// Janus offers every address of its namespace.
+    pub fn start_at_enforcing(ws_ip: &str, prefix: &str) -> Self {
+        let mut janus = Self::new_configured(ws_ip, "", None);
+        janus.enforce = Some(prefix.to_owned());
+        janus.write_config();
+        let config =
+            std::fs::read_to_string(janus.dir.path().join("janus.jcfg")).expect("read janus.jcfg");
+        assert!(
+            config.contains("ice_enforce_list"),
+            "tests/janus-config/janus.jcfg lost its ice_ignore_list line"
+        );
+        janus.launch();
+        janus
+    }
+
     /// Starts Janus serving `wss://` as well ([`Janus::wss_url`]) with this certificate
     /// and key (PEM), e.g. from [`super::certs::make_certs`].
     pub fn start_wss(cert: &Path, key: &Path) -> Self {
@@ -79,8 +98,19 @@ impl Janus {
         extra_general: &str,
         wss: Option<(u16, PathBuf, PathBuf)>,
     ) -> Self {
+        let mut janus = Self::new_configured(ws_ip, extra_general, wss);
+        janus.write_config();
+        janus.launch();
+        janus
+    }
+
+    fn new_configured(
+        ws_ip: &str,
+        extra_general: &str,
+        wss: Option<(u16, PathBuf, PathBuf)>,
+    ) -> Self {
         super::require_netns();
-        let mut janus = Self {
+        Self {
             ws_ip: ws_ip.to_owned(),
             dir: TempDir::new("janus"),
             ws_port: free_port(),
@@ -88,12 +118,10 @@ impl Janus {
             admin_secret: format!("admin-{}", std::process::id()),
             extra_general: extra_general.to_owned(),
             wss,
+            enforce: None,
             child: None,
             starts: 0,
-        };
-        janus.write_config();
-        janus.launch();
-        janus
+        }
     }
 
     pub fn wss_url(&self) -> String {
@@ -131,6 +159,13 @@ impl Janus {
                 .replace("@WS_PORT@", &self.ws_port.to_string())
                 .replace("@WS_IP@", &self.ws_ip)
                 .replace("@EXTRA_GENERAL@", &self.extra_general);
+            let text = match &self.enforce {
+                Some(prefix) => text.replace(
+                    "ice_ignore_list = \"vmnet\"",
+                    &format!("ice_enforce_list = \"{prefix}\""),
+                ),
+                None => text,
+            };
             std::fs::write(self.dir.path().join(path.file_name().expect("name")), text)
                 .expect("write config");
         }
