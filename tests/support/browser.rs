@@ -129,24 +129,29 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        // The driver and the browsers in its process group, then whatever left the group
-        // (crashpad handlers) but still names our folder on its command line.
-        if let Some(mut child) = self.child.take() {
-            #[cfg(unix)]
-            // SAFETY: kill(2) on the process group we created for chromedriver.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        kill_processes_naming(self.dir.path());
+        kill_browser(self.child.take(), self.dir.path());
     }
+}
+
+/// SIGKILLs `child` and the process group it leads (a browser or its driver started with
+/// `process_group(0)`), then whatever left the group (crashpad handlers, content
+/// processes) but still names `dir`, the browser's own folder, on its command line.
+pub(super) fn kill_browser(child: Option<Child>, dir: &Path) {
+    if let Some(mut child) = child {
+        #[cfg(unix)]
+        // SAFETY: kill(2) on the process group we created for this child.
+        unsafe {
+            libc::kill(-(child.id() as i32), libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    kill_processes_naming(dir);
 }
 
 /// SIGKILLs every process whose command line contains `dir` (processes this driver
 /// started and that escaped its process group).
-pub(super) fn kill_processes_naming(dir: &Path) {
+fn kill_processes_naming(dir: &Path) {
     let needle = dir.display().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;

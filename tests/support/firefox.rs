@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::browser::{Browser, kill_processes_naming};
+use super::browser::{Browser, kill_browser};
 use super::{TempDir, free_port, wait_listening};
 
 /// How long one BiDi command may take (starting a browser on a loaded machine is the
@@ -143,16 +143,7 @@ impl Firefox {
 
 impl Drop for Firefox {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            #[cfg(unix)]
-            // SAFETY: kill(2) on the process group we created for Firefox.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        kill_processes_naming(self.dir.path());
+        kill_browser(self.child.take(), self.dir.path());
     }
 }
 
