@@ -1,5 +1,5 @@
 //! BLK1: a capture timestamp painted into the luma plane so that any subscriber can
-//! read when a decoded frame was captured (layout: `shared/LATENCY-STAMP.md`).
+//! read when a decoded frame was captured (layout: `docs/latency-stamp.md`).
 //!
 //! 66 blocks of 32×32 pixels from the top-left, wrapping at the frame's width: block 0
 //! white, block 1 black (markers), blocks 2–65 a 64-bit word, most significant bit
