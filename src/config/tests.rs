@@ -67,6 +67,32 @@ fn defaults_are_sensible() {
 }
 
 #[test]
+fn a_test_room_takes_an_optional_recorded_talker() {
+    let with = |audio: &str| {
+        MINIMAL.replace(
+            "[sources.main]",
+            &format!("[sources.main]\naudio = \"{audio}\""),
+        )
+    };
+    let config = parse(&with("test-room")).unwrap();
+    assert_eq!(
+        config.sources.main.audio,
+        AudioInput::TestRoom { talker: None }
+    );
+    let config = parse(&with("test-room:/srv/talk.wav")).unwrap();
+    let audio = &config.sources.main.audio;
+    assert_eq!(
+        audio,
+        &AudioInput::TestRoom {
+            talker: Some("/srv/talk.wav".into())
+        }
+    );
+    assert_eq!(audio.to_string(), "test-room:/srv/talk.wav");
+    let message = error_text(&with("test-room:"));
+    assert!(message.contains("name the talker's recording"), "{message}");
+}
+
+#[test]
 fn unknown_field_names_field_line_and_allowed_keys() {
     let text = MINIMAL.replace("[sources.main]", "[sources.main]\nfps = 30");
     let message = error_text(&text);

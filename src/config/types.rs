@@ -202,9 +202,11 @@ pub enum AudioInput {
     /// A test tone.
     Test,
     /// A simulated classroom for trying the audio processing without a sound card: the
-    /// "microphone" hears a near-end talker (a 190 Hz voice in syllable-paced bursts) and
-    /// what the speaker plays, 6 dB down and 40 ms late, as a real room would.
-    TestRoom,
+    /// "microphone" hears a near-end talker and what the speaker plays, 6 dB down and
+    /// 40 ms late, as a real room would. The talker is a 190 Hz voice in syllable-paced
+    /// bursts, or the recording in `talker` (`"test-room:/path/to/speech.wav"`: 16-bit
+    /// PCM mono WAV, looped).
+    TestRoom { talker: Option<PathBuf> },
     /// No audio track.
     None,
     /// An ALSA capture device name, e.g. `default`, `hw:1,0`, `plughw:CARD=C920`.
@@ -216,7 +218,18 @@ impl<'de> Deserialize<'de> for AudioInput {
         let raw = String::deserialize(d)?;
         match raw.as_str() {
             "test" => Ok(AudioInput::Test),
-            "test-room" => Ok(AudioInput::TestRoom),
+            "test-room" => Ok(AudioInput::TestRoom { talker: None }),
+            room if room.starts_with("test-room:") => {
+                let path = &room["test-room:".len()..];
+                if path.is_empty() || path.chars().any(char::is_control) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{room:?}: name the talker's recording after \"test-room:\", e.g. \"test-room:/usr/share/sounds/speech.wav\""
+                    )));
+                }
+                Ok(AudioInput::TestRoom {
+                    talker: Some(PathBuf::from(path)),
+                })
+            }
             "none" => Ok(AudioInput::None),
             "null" => Err(serde::de::Error::custom(
                 "ALSA's \"null\" device captures no real-time audio (it returns silence as fast as it is read); use audio = \"none\" for no audio track",
@@ -230,7 +243,7 @@ impl<'de> Deserialize<'de> for AudioInput {
                 Ok(AudioInput::Alsa(name.to_owned()))
             }
             other => Err(serde::de::Error::custom(format!(
-                "{other:?} is not an audio input: use \"test\", \"test-room\", \"none\" or an ALSA device name such as \"default\" or \"hw:1,0\" (see `roomcast devices`)"
+                "{other:?} is not an audio input: use \"test\", \"test-room\" (or \"test-room:TALKER.wav\"), \"none\" or an ALSA device name such as \"default\" or \"hw:1,0\" (see `roomcast devices`)"
             ))),
         }
     }
@@ -240,7 +253,10 @@ impl fmt::Display for AudioInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AudioInput::Test => f.write_str("test"),
-            AudioInput::TestRoom => f.write_str("test-room"),
+            AudioInput::TestRoom { talker: None } => f.write_str("test-room"),
+            AudioInput::TestRoom { talker: Some(path) } => {
+                write!(f, "test-room:{}", path.display())
+            }
             AudioInput::None => f.write_str("none"),
             AudioInput::Alsa(name) => write!(f, "alsa:{name}"),
         }

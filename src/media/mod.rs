@@ -226,8 +226,14 @@ impl GstMedia {
                 }
             }
         }
+        // A test room's recorded talker is read now, so that a bad file fails the start.
+        for (_, source) in configured() {
+            if let AudioInput::TestRoom { talker: Some(path) } = &source.audio {
+                test_room::Recording::load(path)?;
+            }
+        }
         let loopbacks = configured()
-            .filter(|(_, source)| source.audio == AudioInput::TestRoom)
+            .filter(|(_, source)| matches!(source.audio, AudioInput::TestRoom { .. }))
             .map(|(channel, _)| test_room::loopback_name(channel))
             .collect();
         let speaker = Speaker::new(

@@ -178,7 +178,7 @@ pub fn describe(
         )),
         // The simulated room: a talker plus what the speaker plays, 6 dB down (the 40 ms
         // are a pad offset set at start, see `test_room`).
-        AudioInput::TestRoom => format!(
+        AudioInput::TestRoom { .. } => format!(
             "{}  audiotestsrc name=asrc is-live=true wave=saw freq={} volume=0.5 samplesperbuffer=480 ! {RAW_CAPS} ! identity name={} silent=true ! roommic.  \
              appsrc name={} is-live=true format=time do-timestamp=false caps={RAW_CAPS} max-bytes=96000 leaky-type=downstream ! volume volume=0.5 ! queue ! roommic.",
             processed(&format!(
@@ -325,14 +325,18 @@ pub struct Source {
     /// now (a reload changes it in place). `None` when the audio is not a microphone.
     described_processing: Option<AudioProcessingConfig>,
     processing: Mutex<Option<AudioProcessingConfig>>,
-    test_room: bool,
+    /// The simulated room's talker, when the audio is one.
+    test_room: Option<test_room::Talker>,
     state: Mutex<State>,
 }
 
 /// Whether a channel's audio goes through [`audio_processing`]: microphones (and the
 /// simulated room) do; a test tone and no audio do not.
 pub fn processes_audio(config: &SourceConfig) -> bool {
-    matches!(config.audio, AudioInput::Alsa(_) | AudioInput::TestRoom)
+    matches!(
+        config.audio,
+        AudioInput::Alsa(_) | AudioInput::TestRoom { .. }
+    )
 }
 
 /// How the channel's encoder is driven at run time: its bitrate follows the lowest room
@@ -396,7 +400,13 @@ impl Source {
             bitrate,
             described_processing: processing,
             processing: Mutex::new(processing),
-            test_room: config.audio == AudioInput::TestRoom,
+            test_room: match &config.audio {
+                AudioInput::TestRoom { talker: None } => Some(test_room::Talker::Voice),
+                AudioInput::TestRoom { talker: Some(path) } => {
+                    Some(test_room::Talker::Recording(path.clone()))
+                }
+                _ => None,
+            },
             state: Mutex::new(State {
                 running: None,
                 users: 0,
@@ -697,8 +707,13 @@ impl Source {
         pipeline.set_property("name", format!("source-{}", self.channel));
         // Running times must agree with the speaker's, where the echo reference is taken.
         audio_processing::align_clock(&pipeline);
-        if self.test_room {
-            test_room::install(&pipeline, self.channel);
+        match &self.test_room {
+            Some(test_room::Talker::Voice) => test_room::install(&pipeline, self.channel, None),
+            Some(test_room::Talker::Recording(path)) => {
+                let recording = test_room::Recording::load(path)?;
+                test_room::install(&pipeline, self.channel, Some(recording));
+            }
+            None => {}
         }
         if let Some(now) = self.audio_processing()
             && Some(now) != self.described_processing

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! The talker is a sawtooth (a voice's harmonics) in bursts of 300 ms with 200 ms pauses
-//! (speech has pauses; a steady sound would be taken for noise by noise suppression).
+//! (speech has pauses; a steady sound would be taken for noise by noise suppression), or
+//! a recording of speech (`audio = "test-room:talker.wav"`, [`Recording`]), looped: a
+//! tone, however shaped, is still partly taken for noise by GStreamer 1.22's noise
+//! suppression, which real speech is not.
 //! What the speaker plays comes back with its timestamps — an `appsink` in the speaker
 //! hands each buffer to an `appsrc` in the source, and both pipelines share one clock and
 //! base time — so the echo path is as steady as a room's air: 40 ms, 6 dB down.
@@ -20,12 +23,14 @@
 //! microphone with the reference by these times, cannot cancel it.)
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use gst::prelude::*;
 
+use super::MediaError;
 use crate::engine::types::Channel;
 
 /// The near-end talker's voice: a sawtooth around 190 Hz (harmonics at every multiple,
@@ -126,6 +131,103 @@ pub fn feed_from(sink: &gst_app::AppSink, loopback: String, latency: RenderLaten
     );
 }
 
+/// What the simulated room's talker says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Talker {
+    /// The synthetic voice ([`TALKER_HZ`], [`envelope`], [`pitch`]).
+    Voice,
+    /// A recording of speech, looped (`audio = "test-room:PATH"`).
+    Recording(PathBuf),
+}
+
+/// Speech to play as the talker: 48 kHz mono samples, looped.
+#[derive(Clone)]
+pub struct Recording {
+    samples: Arc<[i16]>,
+}
+
+impl Recording {
+    /// Reads a 16-bit PCM mono WAV file at 8 to 48 kHz (resampled to 48 kHz).
+    pub fn load(path: &Path) -> Result<Self, MediaError> {
+        let fail = |what: String| {
+            MediaError::Setup(format!(
+                "test-room talker {}: {what}; give a 16-bit PCM mono WAV at 8-48 kHz (e.g. `sox speech.flac -b 16 -c 1 talker.wav`)",
+                path.display()
+            ))
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        Self::parse(&bytes).map_err(fail)
+    }
+
+    /// The samples of a WAV file's bytes (see [`Recording::load`]).
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+            return Err("not a WAV file".into());
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let (mut at, mut rate, mut data) = (12, None, None);
+        while at + 8 <= bytes.len() {
+            let size = u32_at(at + 4) as usize;
+            let body = at + 8..(at + 8).saturating_add(size).min(bytes.len());
+            match &bytes[at..at + 4] {
+                b"fmt " if body.len() >= 16 => {
+                    let (format, channels, bits) = (
+                        u16_at(body.start),
+                        u16_at(body.start + 2),
+                        u16_at(body.start + 14),
+                    );
+                    if format != 1 || channels != 1 || bits != 16 {
+                        return Err(format!("format {format}, {channels} channels, {bits} bits"));
+                    }
+                    rate = Some(u32_at(body.start + 4));
+                }
+                b"data" => data = Some(&bytes[body]),
+                _ => {}
+            }
+            // Chunks are padded to an even size.
+            at = at.saturating_add(8).saturating_add(size + size % 2);
+        }
+        let (Some(rate), Some(data)) = (rate, data) else {
+            return Err("no `fmt ` or `data` chunk".into());
+        };
+        if !(8_000..=48_000).contains(&rate) {
+            return Err(format!("{rate} Hz"));
+        }
+        let source: Vec<i16> = data
+            .chunks_exact(2)
+            .map(|s| i16::from_le_bytes([s[0], s[1]]))
+            .collect();
+        if source.is_empty() {
+            return Err("no samples".into());
+        }
+        // Linear interpolation to 48 kHz: a talker for the tests, not a hi-fi path.
+        let step = f64::from(rate) / 48_000.0;
+        let length = (source.len() as f64 / step) as usize;
+        let samples = (0..length)
+            .map(|n| {
+                let x = n as f64 * step;
+                let (k, fraction) = (x as usize, x.fract());
+                let next = source.get(k + 1).copied().unwrap_or(source[k]);
+                (f64::from(source[k]) * (1.0 - fraction) + f64::from(next) * fraction) as i16
+            })
+            .collect();
+        Ok(Self { samples })
+    }
+
+    /// The sample at 48 kHz sample index `n`, the recording looped.
+    pub fn at(&self, n: u64) -> i16 {
+        self.samples[(n % self.samples.len() as u64) as usize]
+    }
+
+    /// How long the recording plays before it loops.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / 48_000.0)
+    }
+}
+
 /// The talker's loudness at running time `t`, 0 to 1: bursts with raised-cosine ramps.
 pub fn envelope(t: Duration) -> f64 {
     let period = (BURST + PAUSE).as_secs_f64();
@@ -148,9 +250,9 @@ pub fn pitch(t: Duration) -> f64 {
     f64::from(TALKER_HZ) + 15.0 * (2.0 * std::f64::consts::PI * t.as_secs_f64() / 1.3).sin()
 }
 
-/// Shapes the talker, delays the echo and registers the echo input of a source pipeline
-/// built with a test room.
-pub fn install(pipeline: &gst::Pipeline, channel: Channel) {
+/// Shapes the talker (or replaces it with `recording`), delays the echo and registers the
+/// echo input of a source pipeline built with a test room.
+pub fn install(pipeline: &gst::Pipeline, channel: Channel, recording: Option<Recording>) {
     let voice = pipeline.by_name("asrc");
     if let Some(pad) = pipeline.by_name(TALKER).and_then(|e| e.static_pad("src")) {
         pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
@@ -173,6 +275,14 @@ pub fn install(pipeline: &gst::Pipeline, channel: Channel) {
             let Ok(mut map) = buffer.map_writable() else {
                 return gst::PadProbeReturn::Ok;
             };
+            if let Some(recording) = &recording {
+                // Sample-exact by running time, so the talk continues across buffers.
+                let first = (start.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
+                for (n, sample) in map.chunks_exact_mut(2).enumerate() {
+                    sample.copy_from_slice(&recording.at(first + n as u64).to_le_bytes());
+                }
+                return gst::PadProbeReturn::Ok;
+            }
             for (n, sample) in map.chunks_exact_mut(2).enumerate() {
                 let t = start + Duration::from_nanos(n as u64 * 1_000_000_000 / rate);
                 let value = i16::from_le_bytes([sample[0], sample[1]]);
@@ -198,6 +308,66 @@ pub fn install(pipeline: &gst::Pipeline, channel: Channel) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wav(format: u16, channels: u16, rate: u32, bits: u16, samples: &[i16]) -> Vec<u8> {
+        let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut bytes = b"RIFF".to_vec();
+        bytes.extend((36 + data.len() as u32).to_le_bytes());
+        bytes.extend(b"WAVEfmt ");
+        bytes.extend(16u32.to_le_bytes());
+        bytes.extend(format.to_le_bytes());
+        bytes.extend(channels.to_le_bytes());
+        bytes.extend(rate.to_le_bytes());
+        bytes.extend((rate * 2).to_le_bytes());
+        bytes.extend(2u16.to_le_bytes());
+        bytes.extend(bits.to_le_bytes());
+        bytes.extend(b"LIST");
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend([1, 2, 3, 0]);
+        bytes.extend(b"data");
+        bytes.extend((data.len() as u32).to_le_bytes());
+        bytes.extend(data);
+        bytes
+    }
+
+    #[test]
+    fn a_recording_is_read_resampled_to_48_khz_and_looped() {
+        let recording = Recording::parse(&wav(1, 1, 16_000, 16, &[0, 300, 600, 900])).unwrap();
+        // Three 48 kHz samples per 16 kHz sample, interpolated; an odd-sized chunk before
+        // `data` is skipped with its padding.
+        assert_eq!(recording.duration(), Duration::from_micros(250));
+        assert_eq!(
+            (0..4).map(|n| recording.at(n)).collect::<Vec<_>>(),
+            [0, 100, 200, 300]
+        );
+        assert_eq!(recording.at(12), recording.at(0), "looped");
+    }
+
+    #[test]
+    fn a_recording_that_is_not_16_bit_pcm_mono_is_refused_with_the_reason() {
+        for (bytes, reason) in [
+            (b"not a wav at all".to_vec(), "not a WAV file"),
+            (wav(1, 2, 48_000, 16, &[0, 0]), "2 channels"),
+            (wav(3, 1, 48_000, 32, &[0, 0]), "format 3"),
+            (wav(1, 1, 96_000, 16, &[0]), "96000 Hz"),
+            (wav(1, 1, 48_000, 16, &[]), "no samples"),
+            (
+                wav(1, 1, 48_000, 16, &[1])[..40].to_vec(),
+                "no `fmt ` or `data`",
+            ),
+        ] {
+            let error = Recording::parse(&bytes).err().unwrap();
+            assert!(error.contains(reason), "{error} should say {reason}");
+        }
+        let error = Recording::load(Path::new("/nonexistent/talker.wav"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("/nonexistent/talker.wav") && error.contains("16-bit PCM mono"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_talker_speaks_in_bursts_with_soft_edges() {
