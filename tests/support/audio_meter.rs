@@ -1,44 +1,60 @@
-//! Tone levels in decoded audio: how loud each test tone is, second by second. The tests
-//! tell the far end (a 285 Hz sawtooth the box plays) from the near end (the simulated room's
-//! 1900 Hz talker) by frequency, so both can be measured while both sound at once.
+//! Voice levels in decoded audio: how loud each of the echo test's two voices is, second
+//! by second, while both talk at once. Each voice is speech with one band taken out
+//! (`scripts/make-speech-fixtures.sh`), where the other voice is measured:
+//!
+//! - the teacher (the far end the box plays; `tests/data/teacher.wav`) has no 300-900 Hz
+//!   and is measured at [`TEACHER_BAND`], inside the pupil's gap;
+//! - the pupil (the near end, the simulated room's talker; `tests/data/pupil.wav`) has no
+//!   1.3-3.3 kHz and is measured at [`PUPIL_BAND`], inside the teacher's gap.
 
 use std::f64::consts::PI;
+use std::path::PathBuf;
 
-/// Samples per analysis block (80 ms at 48 kHz: 12.5 Hz bins, Hann-windowed, so that
-/// the two voices' nearest harmonics — 60 Hz and more apart — stay out of each other's
-/// measurement).
-const BLOCK: usize = 3840;
 pub const RATE: f64 = 48_000.0;
 
-/// The far end's fundamental (what the box plays: `TestPublisher::start_talking`).
-pub const FAR_END_HZ: f64 = 285.0;
-/// The near end's talker (`audio = "test-room"`): its voice glides from 175 to 205 Hz,
-/// measured as the power in these bins together.
-pub const NEAR_END_HZ: [f64; 5] = [170.0, 180.0, 190.0, 200.0, 210.0];
+/// Where the teacher is measured (Hz): inside the pupil's 1.3-3.3 kHz gap.
+pub const TEACHER_BAND: (f64, f64) = (1_800.0, 2_600.0);
+/// Where the pupil is measured (Hz): inside the teacher's 300-900 Hz gap.
+pub const PUPIL_BAND: (f64, f64) = (450.0, 650.0);
 
-/// Per-second mean power of each watched band (a set of frequencies whose powers add),
-/// dB relative to a full-scale sine.
-pub struct ToneMeter {
+/// The test voices' recordings.
+pub fn voice(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.wav"))
+}
+
+/// Samples per analysis block (80 ms at 48 kHz), Hann-windowed: a band's level is the
+/// power at its frequencies every 25 Hz together; the window's side lobes fall fast
+/// enough that the other voice, hundreds of hertz outside the band, stays out.
+const BLOCK: usize = 3840;
+const STEP_HZ: f64 = 25.0;
+
+/// Per-second mean power in each watched band, dB (a full-scale sine in one of the
+/// band's frequencies is 0 dB).
+pub struct VoiceMeter {
     bands: Vec<Vec<f64>>,
     block: Vec<f32>,
-    /// Summed power per frequency in the current second, and its block count.
+    /// Summed power per band in the current second, and its block count.
     sums: Vec<f64>,
     blocks: usize,
-    /// One row per completed second: the level of each frequency, dB.
+    /// One row per completed second: the level of each band, dB.
     pub seconds: Vec<Vec<f64>>,
 }
 
-impl Default for ToneMeter {
-    /// Watches the far end (column 0) and the near end (column 1).
+impl Default for VoiceMeter {
+    /// Watches the teacher, the far end (column 0), and the pupil, the near end (column 1).
     fn default() -> Self {
-        Self::new(&[&[FAR_END_HZ][..], &NEAR_END_HZ[..]])
+        Self::new(&[TEACHER_BAND, PUPIL_BAND])
     }
 }
 
-impl ToneMeter {
-    pub fn new(bands: &[&[f64]]) -> Self {
+impl VoiceMeter {
+    pub fn new(bands: &[(f64, f64)]) -> Self {
+        let frequencies = |(low, high): (f64, f64)| {
+            let steps = ((high - low) / STEP_HZ) as usize;
+            (0..=steps).map(|k| low + k as f64 * STEP_HZ).collect()
+        };
         Self {
-            bands: bands.iter().map(|b| b.to_vec()).collect(),
+            bands: bands.iter().map(|b| frequencies(*b)).collect(),
             block: Vec::with_capacity(BLOCK),
             sums: vec![0.0; bands.len()],
             blocks: 0,
@@ -49,44 +65,52 @@ impl ToneMeter {
     pub fn push(&mut self, samples: &[f32]) {
         for &sample in samples {
             self.block.push(sample);
-            if self.block.len() == BLOCK {
-                for (sum, band) in self.sums.iter_mut().zip(&self.bands) {
-                    *sum += band
-                        .iter()
-                        .map(|&f| goertzel_power(&self.block, f))
-                        .sum::<f64>();
-                }
-                self.block.clear();
-                self.blocks += 1;
-                if self.blocks == (RATE as usize) / BLOCK {
-                    let row = self
-                        .sums
-                        .iter()
-                        .map(|s| to_db(s / self.blocks as f64))
-                        .collect();
-                    self.seconds.push(row);
-                    self.sums.iter_mut().for_each(|s| *s = 0.0);
-                    self.blocks = 0;
-                }
+            if self.block.len() < BLOCK {
+                continue;
+            }
+            let windowed: Vec<f64> = self
+                .block
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    f64::from(x) * (0.5 - 0.5 * (2.0 * PI * i as f64 / BLOCK as f64).cos())
+                })
+                .collect();
+            for (sum, band) in self.sums.iter_mut().zip(&self.bands) {
+                *sum += band
+                    .iter()
+                    .map(|&f| goertzel_power(&windowed, f))
+                    .sum::<f64>();
+            }
+            self.block.clear();
+            self.blocks += 1;
+            if self.blocks == (RATE as usize) / BLOCK {
+                let row = self
+                    .sums
+                    .iter()
+                    .map(|s| to_db(s / self.blocks as f64))
+                    .collect();
+                self.seconds.push(row);
+                self.sums.iter_mut().for_each(|s| *s = 0.0);
+                self.blocks = 0;
             }
         }
     }
 }
 
-/// The power of frequency `f` in `block`, normalised so that a full-scale sine is 1.
-fn goertzel_power(block: &[f32], f: f64) -> f64 {
-    let w = 2.0 * PI * f / RATE;
-    let coeff = 2.0 * w.cos();
+/// The power of frequency `f` in a Hann-windowed `block`, normalised so that a
+/// full-scale sine is 1.
+fn goertzel_power(block: &[f64], f: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * PI * f / RATE).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    let n = block.len() as f64;
-    for (i, &x) in block.iter().enumerate() {
-        let hann = 0.5 - 0.5 * (2.0 * PI * i as f64 / n).cos();
-        let s0 = f64::from(x) * hann + coeff * s1 - s2;
+    for &x in block {
+        let s0 = x + coeff * s1 - s2;
         s2 = s1;
         s1 = s0;
     }
     let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
     // A unit sine gives (n/4)^2 through the Hann window.
+    let n = block.len() as f64;
     power / (n * n / 16.0)
 }
 

@@ -20,8 +20,8 @@ pub struct Seen {
     /// Capture→decoded latency of every stamped frame, ms.
     pub latencies_ms: Mutex<Vec<f64>>,
     pub size: Mutex<Option<(u32, u32)>>,
-    /// The decoded audio's far-end and near-end tone levels, second by second.
-    pub tones: Mutex<super::audio_meter::ToneMeter>,
+    /// The decoded audio's far-end and near-end voice levels, second by second.
+    pub voices: Mutex<super::audio_meter::VoiceMeter>,
     /// When the feed appeared in the room (for `wait_for`), and when Janus confirmed the
     /// subscription (`started`).
     pub feed_seen: Mutex<Option<Instant>>,
@@ -248,7 +248,7 @@ impl Subscriber {
                                 .chunks_exact(4)
                                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                                 .collect();
-                            s.tones.lock().unwrap().push(&samples);
+                            s.voices.lock().unwrap().push(&samples);
                         }
                         gst::PadProbeReturn::Ok
                     });
@@ -321,22 +321,43 @@ impl TestPublisher {
         Self::start_with_audio(ws_url, room, feed, display, STEADY_TONE).await
     }
 
-    /// A far-end talker: a 285 Hz sawtooth (a voice's harmonics, broadband as speech
-    /// is) in syllable-paced bursts (400 ms on, 270 ms off), so that it talks over the
-    /// near end part of the time, as people do.
-    pub async fn start_talking(ws_url: &str, room: &str, feed: &str, display: &str) -> Self {
-        Self::start_with_audio(
+    /// A far-end teacher who speaks: `recording` (a 16-bit PCM mono WAV, e.g.
+    /// [`super::audio_meter::voice`]) looped, in real time.
+    pub async fn start_speaking(
+        ws_url: &str,
+        room: &str,
+        feed: &str,
+        display: &str,
+        recording: &std::path::Path,
+    ) -> Self {
+        let speech = roomcast::media::test_room::Recording::load(recording).unwrap();
+        let publisher = Self::start_with_audio(
             ws_url,
             room,
             feed,
             display,
-            "audiotestsrc is-live=true wave=saw freq=285 volume=0.8 samplesperbuffer=480 ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! identity name=talker",
+            "audiotestsrc is-live=true wave=silence samplesperbuffer=480 ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! identity name=speech",
         )
-        .await
+        .await;
+        let pad = publisher
+            .pipeline
+            .by_name("speech")
+            .unwrap()
+            .static_pad("src")
+            .unwrap();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let buffer = info.buffer_mut().unwrap();
+            let first = buffer.pts().map_or(0, |t| t.nseconds()) * 48 / 1_000_000;
+            let mut map = buffer.make_mut().map_writable().unwrap();
+            for (n, sample) in map.chunks_exact_mut(2).enumerate() {
+                sample.copy_from_slice(&speech.at(first + n as u64).to_le_bytes());
+            }
+            gst::PadProbeReturn::Ok
+        });
+        publisher
     }
 
-    /// Publishes with `audio` (a gst-launch fragment ending in raw audio) as the sound;
-    /// an element named `talker` in it is shaped into bursts.
+    /// Publishes with `audio` (a gst-launch fragment ending in raw audio) as the sound.
     pub async fn start_with_audio(
         ws_url: &str,
         room: &str,
@@ -363,21 +384,6 @@ impl TestPublisher {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-        if let Some(pad) = pipeline.by_name("talker").and_then(|e| e.static_pad("src")) {
-            pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
-                let buffer = info.buffer_mut().unwrap();
-                let start = buffer.pts().map_or(0, |t| t.nseconds());
-                let mut map = buffer.make_mut().map_writable().unwrap();
-                for (n, sample) in map.chunks_exact_mut(2).enumerate() {
-                    // 4/3 of the near end's cadence: 400 ms bursts every 667 ms.
-                    let t = Duration::from_nanos((start + n as u64 * 20_833) * 3 / 4);
-                    let gain = roomcast::media::test_room::envelope(t);
-                    let value = f64::from(i16::from_le_bytes([sample[0], sample[1]])) * gain;
-                    sample.copy_from_slice(&(value as i16).to_le_bytes());
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
         let webrtcbin = pipeline.by_name("w").unwrap();
         let (trickle, session) = (janus.to_ws.clone(), janus.session);
         webrtcbin.connect("on-ice-candidate", false, move |values| {
