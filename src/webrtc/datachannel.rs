@@ -240,12 +240,15 @@ impl DataChannelPeer {
     /// Stops the pipeline. Idempotent.
     pub fn close(&self) {
         self.stop.cancel();
-        if let Ok(mut slot) = self.channel.lock()
-            && let Some(channel) = slot.take()
-        {
+        let channel = self.channel.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(channel) = &channel {
             channel.close();
         }
         let _ = self.pipeline.set_state(gst::State::Null);
+        // Our reference to the channel goes only now: webrtcbin finishes a channel's close
+        // on its own thread (notifying the channel's state), and that thread has stopped
+        // once the pipeline is in NULL. As `Drop` does: pipeline first, channel after.
+        drop(channel);
         self.negotiator.mark_closed();
     }
 }
