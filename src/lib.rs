@@ -65,7 +65,11 @@ impl Agent {
         shutdown: CancellationToken,
     ) -> Self {
         let sfu_shutdown = CancellationToken::new();
-        let (rooms, rooms_events) = JanusServers::new(&config.janus, sfu_shutdown.clone());
+        let (rooms, rooms_events) = JanusServers::new(
+            &config.janus,
+            Arc::new(webrtc::DataChannels),
+            sfu_shutdown.clone(),
+        );
         let (engine, engine_task) = EngineBuilder::new(config.engine_settings()).start(
             rooms.clone(),
             rooms_events,

@@ -1,6 +1,14 @@
 //! What the signalling side (rooms, engine) and the WebRTC side (`webrtc`, `media`) both
-//! say about a peer connection: its ICE candidates and its state. A module of its own so
-//! that neither layer imports the other for them.
+//! say about a peer connection: its ICE candidates, its state, and the text channel a
+//! room's messages travel on. A module of its own so that neither layer imports the
+//! other for them: the signalling side drives a [`TextChannel`], the WebRTC side builds it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::base::lossy;
 
 /// An ICE candidate in SDP form (`candidate:…`), with its m-line index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,4 +54,38 @@ impl PeerState {
                 | PeerState::Closed
         )
     }
+}
+
+/// Why a text channel could not be opened or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Connectivity failed and no TURN relay of `network.turn_servers` gave the box an
+    /// address.
+    #[error("{0}")]
+    RelayFailed(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A peer connection that carries one data channel: a room's text messages (Janus's
+/// TextRoom). The SFU offers, the box answers.
+#[async_trait::async_trait]
+pub trait TextChannel: Send + Sync {
+    /// Answers the SFU's SDP offer; returns the answer.
+    async fn answer_offer(&self, sdp: &str) -> Result<String, ChannelError>;
+    /// Waits (at most `timeout`) until the channel is open.
+    async fn wait_open(&self, timeout: Duration) -> Result<(), ChannelError>;
+    fn send(&self, text: &str) -> Result<(), ChannelError>;
+    /// The texts received, once.
+    fn take_incoming(&self) -> Option<lossy::Receiver<String>>;
+    /// The local ICE candidates as they are gathered, once.
+    fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>>;
+    fn add_remote_candidate(&self, candidate: &IceCandidate);
+    fn state(&self) -> watch::Receiver<PeerState>;
+    fn close(&self);
+}
+
+/// Opens text channels, one per room (`name` names it in logs and pipelines).
+pub trait TextChannels: Send + Sync {
+    fn open(&self, name: &str) -> Result<Arc<dyn TextChannel>, ChannelError>;
 }

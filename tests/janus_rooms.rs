@@ -91,7 +91,11 @@ fn start_agent_at(url: &str, ca_file: Option<std::path::PathBuf>, create_rooms: 
         publishers: 16,
         bitrate_bps: 2_000_000,
     };
-    let (rooms, rooms_events) = JanusRooms::with_client(client, settings);
+    let (rooms, rooms_events) = JanusRooms::with_client(
+        client,
+        settings,
+        std::sync::Arc::new(roomcast::webrtc::DataChannels),
+    );
     let engine_settings = EngineSettings {
         mode: RoomMode::Multi,
         max_rooms: 5,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Negotiator, WebRtcError};
 use crate::base::lossy;
-use crate::peer::{IceCandidate, PeerState};
+use crate::peer::{ChannelError, IceCandidate, PeerState, TextChannel, TextChannels};
 
 /// The label Janus's TextRoom expects.
 const LABEL: &str = "JanusDataChannel";
@@ -258,5 +258,59 @@ impl Drop for DataChannelPeer {
         // Synchronous and idempotent: a pipeline must reach NULL before it is freed.
         self.stop.cancel();
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl From<WebRtcError> for ChannelError {
+    fn from(e: WebRtcError) -> Self {
+        match e {
+            WebRtcError::RelayFailed => ChannelError::RelayFailed(e.to_string()),
+            e => ChannelError::Failed(e.to_string()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TextChannel for DataChannelPeer {
+    async fn answer_offer(&self, sdp: &str) -> Result<String, ChannelError> {
+        Ok(DataChannelPeer::answer_offer(self, sdp).await?)
+    }
+
+    async fn wait_open(&self, timeout: Duration) -> Result<(), ChannelError> {
+        Ok(DataChannelPeer::wait_open(self, timeout).await?)
+    }
+
+    fn send(&self, text: &str) -> Result<(), ChannelError> {
+        Ok(DataChannelPeer::send(self, text)?)
+    }
+
+    fn take_incoming(&self) -> Option<lossy::Receiver<String>> {
+        DataChannelPeer::take_incoming(self)
+    }
+
+    fn take_local_candidates(&self) -> Option<mpsc::UnboundedReceiver<IceCandidate>> {
+        DataChannelPeer::take_local_candidates(self)
+    }
+
+    fn add_remote_candidate(&self, candidate: &IceCandidate) {
+        DataChannelPeer::add_remote_candidate(self, candidate)
+    }
+
+    fn state(&self) -> watch::Receiver<PeerState> {
+        DataChannelPeer::state(self)
+    }
+
+    fn close(&self) {
+        DataChannelPeer::close(self)
+    }
+}
+
+/// Text channels on `webrtcbin`, each a pipeline of its own ([`DataChannelPeer`]).
+pub struct DataChannels;
+
+impl TextChannels for DataChannels {
+    fn open(&self, name: &str) -> Result<Arc<dyn TextChannel>, ChannelError> {
+        let peer: Arc<dyn TextChannel> = DataChannelPeer::new(name)?;
+        Ok(peer)
     }
 }

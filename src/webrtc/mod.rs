@@ -15,7 +15,7 @@ use gst::glib;
 use gst::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use datachannel::DataChannelPeer;
+pub use datachannel::{DataChannelPeer, DataChannels};
 
 use crate::config::network::IceServers;
 use crate::peer::{IceCandidate, PeerState};

@@ -31,6 +31,7 @@ use crate::engine::backend::{BackendEvent, MediaEngine, OpFuture, PeerHandle, Ro
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::servers::ServerName;
 use crate::engine::types::{Channel, Direction, RoomId, StreamId, User, UserId};
+use crate::peer::TextChannels;
 
 /// Room settings and policies from `[janus]`.
 #[derive(Debug, Clone)]
@@ -100,25 +101,32 @@ pub struct JanusRooms {
     message_ids: Arc<AtomicU64>,
     /// The box's uploads for server-side fan-out on this server.
     carriers: Carriers,
+    channels: Arc<dyn TextChannels>,
 }
 
 impl JanusRooms {
     /// Connects to Janus (in the background, reconnecting until `shutdown`) and returns
-    /// the backend with the receiver of its events, for the engine.
+    /// the backend with the receiver of its events, for the engine. `channels` builds the
+    /// rooms' TextRoom channels.
     pub fn start(
         config: &JanusConfig,
+        channels: Arc<dyn TextChannels>,
         shutdown: CancellationToken,
     ) -> (Arc<Self>, mpsc::Receiver<BackendEvent>) {
         let client = JanusClient::start(client_config(config), shutdown);
-        Self::with_client(client, JanusSettings::from_config(config))
+        Self::with_client(client, JanusSettings::from_config(config), channels)
     }
 
     pub fn with_client(
         client: JanusClient,
         settings: JanusSettings,
+        channels: Arc<dyn TextChannels>,
     ) -> (Arc<Self>, mpsc::Receiver<BackendEvent>) {
         let (events, events_rx) = mpsc::channel(BACKEND_EVENT_BUFFER);
-        (Self::with_events(client, settings, events), events_rx)
+        (
+            Self::with_events(client, settings, events, channels),
+            events_rx,
+        )
     }
 
     /// One server among several: its events go to `events`, shared by all.
@@ -126,6 +134,7 @@ impl JanusRooms {
         client: JanusClient,
         settings: JanusSettings,
         events: mpsc::Sender<BackendEvent>,
+        channels: Arc<dyn TextChannels>,
     ) -> Arc<Self> {
         let first_id = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -136,6 +145,7 @@ impl JanusRooms {
             client,
             settings,
             carriers,
+            channels,
             events,
             slots: Arc::new(Mutex::new(HashMap::new())),
             created: Arc::new(Mutex::new(HashMap::new())),
@@ -183,6 +193,7 @@ impl JanusRooms {
                         ops,
                         message_ids: self.message_ids.clone(),
                         carriers: self.carriers.clone(),
+                        channels: self.channels.clone(),
                     };
                     tokio::spawn(actor.run());
                     slots.insert(room.clone(), RoomSlot { id, ops: ops_tx });

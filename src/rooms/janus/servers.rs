@@ -33,6 +33,7 @@ use crate::engine::backend::{BackendEvent, MediaEngine, OpFuture, PeerHandle, Ro
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::servers::ServerName;
 use crate::engine::types::{Channel, RoomId, StreamId, User, UserId};
+use crate::peer::TextChannels;
 
 /// How long closing a server waits for its carrier room to be taken down.
 const CLOSE_SETTLE: Duration = Duration::from_secs(1);
@@ -73,15 +74,19 @@ impl Table {
 /// The engine's backend over every configured Janus server.
 pub struct JanusServers {
     events: mpsc::Sender<BackendEvent>,
+    /// Builds the rooms' TextRoom channels, on every server.
+    channels: Arc<dyn TextChannels>,
     shutdown: CancellationToken,
     table: Arc<Mutex<Table>>,
 }
 
 impl JanusServers {
     /// The backend over `[janus]` and its `servers`, with the receiver of every server's
-    /// events for the engine. Nothing is connected until a room logs in.
+    /// events for the engine. Nothing is connected until a room logs in. `channels`
+    /// builds the rooms' TextRoom channels (`webrtc::DataChannels` in the agent).
     pub fn new(
         config: &JanusConfig,
+        channels: Arc<dyn TextChannels>,
         shutdown: CancellationToken,
     ) -> (Arc<Self>, mpsc::Receiver<BackendEvent>) {
         let (events, events_rx) = mpsc::channel(BACKEND_EVENT_BUFFER);
@@ -91,6 +96,7 @@ impl JanusServers {
             .collect();
         let servers = Arc::new(Self {
             events,
+            channels,
             shutdown,
             table: Arc::new(Mutex::new(Table {
                 configs,
@@ -156,6 +162,7 @@ impl JanusServers {
                 client,
                 JanusSettings::from_config(&config),
                 self.events.clone(),
+                self.channels.clone(),
             );
             watch_connected(
                 server.clone(),
@@ -534,7 +541,11 @@ mod tests {
     #[tokio::test]
     async fn a_server_opens_with_its_first_room_and_closes_when_nothing_is_on_it() {
         let shutdown = CancellationToken::new();
-        let (servers, _events) = JanusServers::new(&config(TWO_SERVERS), shutdown.clone());
+        let (servers, _events) = JanusServers::new(
+            &config(TWO_SERVERS),
+            Arc::new(crate::webrtc::DataChannels),
+            shutdown.clone(),
+        );
         assert!(servers.open_servers().is_empty(), "nothing opened at start");
         let district = ServerName::parse("district").unwrap();
         let login = servers.login(&room("group-3"), &district, &user(), None);
@@ -553,7 +564,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_room_logging_in_again_keeps_its_session_until_it_is_logged_out() {
-        let (servers, _events) = JanusServers::new(&config(TWO_SERVERS), CancellationToken::new());
+        let (servers, _events) = JanusServers::new(
+            &config(TWO_SERVERS),
+            Arc::new(crate::webrtc::DataChannels),
+            CancellationToken::new(),
+        );
         let district = ServerName::parse("district").unwrap();
         // A lost room's login again: registered by a first login the engine accepted
         // (here: registered, then failed while still registered again).
@@ -572,7 +587,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_server_is_refused_with_its_code() {
-        let (servers, _events) = JanusServers::new(&config(TWO_SERVERS), CancellationToken::new());
+        let (servers, _events) = JanusServers::new(
+            &config(TWO_SERVERS),
+            Arc::new(crate::webrtc::DataChannels),
+            CancellationToken::new(),
+        );
         let nowhere = ServerName::parse("nowhere").unwrap();
         let e = servers
             .login(&room("group-3"), &nowhere, &user(), None)
@@ -584,7 +603,11 @@ mod tests {
 
     #[tokio::test]
     async fn operations_on_a_room_on_no_server_fail_or_are_no_ops() {
-        let (servers, _events) = JanusServers::new(&config(TWO_SERVERS), CancellationToken::new());
+        let (servers, _events) = JanusServers::new(
+            &config(TWO_SERVERS),
+            Arc::new(crate::webrtc::DataChannels),
+            CancellationToken::new(),
+        );
         let stream = StreamId::parse("s").unwrap();
         servers.unpublish(&room("r"), &stream).await.unwrap();
         servers.stop_playing(&room("r"), &stream).await.unwrap();

@@ -58,12 +58,15 @@ impl RoomActor {
                 .filter(|p| !left_behind.contains(&p.id));
 
             debug!("VideoRoom joined");
-            let channel = DataChannelPeer::new(&format!("textroom-{room}")).map_err(|e| {
-                BackendError::new(
-                    ErrorCode::SFU_REFUSED,
-                    format!("cannot open the TextRoom data channel: {e}"),
-                )
-            })?;
+            let channel = self
+                .channels
+                .open(&format!("textroom-{room}"))
+                .map_err(|e| {
+                    BackendError::new(
+                        ErrorCode::SFU_REFUSED,
+                        format!("cannot open the TextRoom data channel: {e}"),
+                    )
+                })?;
             let setup = text
                 .message("set up the TextRoom", RoomRequest::Setup.body(), None)
                 .await
@@ -98,7 +101,7 @@ impl RoomActor {
                 .wait_open(negotiation_timeout(timeout))
                 .await
                 .map_err(|e| match e {
-                    crate::webrtc::WebRtcError::RelayFailed => {
+                    crate::peer::ChannelError::RelayFailed(_) => {
                         BackendError::new(ErrorCode::ROOM_RELAY_FAILED, e.to_string())
                     }
                     e => BackendError::new(

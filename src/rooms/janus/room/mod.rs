@@ -32,7 +32,7 @@ use crate::engine::backend::{BackendEvent, IceCandidate, MediaEngine, PeerHandle
 use crate::engine::error::{BackendError, ErrorCode};
 use crate::engine::event::{BroadcastMessage, StreamInfo, UserInfo};
 use crate::engine::types::{Channel, Direction, RoomId, StreamId, UpdateType, User, UserId};
-use crate::webrtc::DataChannelPeer;
+use crate::peer::{TextChannel, TextChannels};
 
 mod login;
 mod stream;
@@ -109,7 +109,7 @@ struct Joined {
     presence_events: HandleEvents,
     text: Handle,
     text_events: HandleEvents,
-    channel: Arc<DataChannelPeer>,
+    channel: Arc<dyn TextChannel>,
     channel_state: watch::Receiver<PeerState>,
     incoming: crate::base::lossy::Receiver<String>,
     text_pending: HashMap<String, oneshot::Sender<Result<TextEvent, BackendError>>>,
@@ -141,6 +141,8 @@ pub(super) struct RoomActor {
     pub(super) ops: mpsc::UnboundedReceiver<RoomOp>,
     pub(super) message_ids: Arc<std::sync::atomic::AtomicU64>,
     pub(super) carriers: Carriers,
+    /// Builds each login's TextRoom channel (the WebRTC side's business).
+    pub(super) channels: Arc<dyn TextChannels>,
 }
 
 /// Why a joined room was lost.
