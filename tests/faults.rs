@@ -325,7 +325,7 @@ async fn broker_killed_and_restarted_disturbs_no_room() {
     dash.close().await;
     shutdown.cancel();
     agent.stopped(std::time::Duration::from_secs(4)).await;
-    control.stop().await;
+    control.stop(Duration::from_secs(3)).await;
 }
 
 /// The camera fails mid-stream and stays away for 3 s: the rooms stay logged in,

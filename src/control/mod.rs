@@ -325,18 +325,29 @@ impl RunningControl {
     /// Stops cleanly: no new commands; running ones finish and are answered; the last
     /// events are published; then `offline` (retained) and an MQTT DISCONNECT, so the
     /// broker does not publish the last will. Call it after the engine has left the
-    /// rooms, so their events go out. Bounded: a few seconds at most, even without a broker.
-    pub async fn stop(self) {
+    /// rooms, so their events go out. Takes at most `within` (what is left of the
+    /// service's stop budget), each step a share of what is left when it starts, so that
+    /// slow commands cannot use up the time for `offline` and the DISCONNECT.
+    pub async fn stop(self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        // A step gets `fraction` of what is left (and never more than `cap`).
+        let share = |fraction: f32, cap: Duration| {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .mul_f32(fraction)
+                .min(cap)
+        };
         self.accepting.cancel();
-        if tokio::time::timeout(Duration::from_secs(3), self.dispatcher)
+        let commands = share(0.4, Duration::from_secs(3));
+        if tokio::time::timeout(commands, self.dispatcher)
             .await
             .is_err()
         {
-            warn!("MQTT control: commands still running after 3 s were abandoned");
+            warn!("MQTT control: commands still running after {commands:?} were abandoned");
         }
         self.publishers_stop.cancel();
         let mut events_task = self.events_task;
-        if tokio::time::timeout(Duration::from_secs(1), &mut events_task)
+        if tokio::time::timeout(share(0.3, Duration::from_secs(1)), &mut events_task)
             .await
             .is_err()
         {
@@ -344,19 +355,21 @@ impl RunningControl {
         }
         self.state_task.abort();
         let said_offline = tokio::time::timeout(
-            Duration::from_secs(1),
+            share(0.3, Duration::from_secs(1)),
             self.client
                 .publish(&self.topics.status, QoS::AtLeastOnce, true, "offline"),
         )
         .await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.disconnect()).await;
+        let _ = tokio::time::timeout(share(0.3, Duration::from_secs(1)), self.client.disconnect())
+            .await;
         let mut connection = self.connection;
-        if tokio::time::timeout(Duration::from_secs(2), &mut connection)
+        let closing = share(1.0, Duration::from_secs(2));
+        if tokio::time::timeout(closing, &mut connection)
             .await
             .is_err()
         {
             warn!(
-                "MQTT control: the broker did not take the disconnect within 2 s; it will publish `offline` as the last will"
+                "MQTT control: the broker did not take the disconnect within {closing:?}; it will publish `offline` as the last will"
             );
             self.finish.cancel();
             let _ = connection.await;

@@ -49,6 +49,9 @@ pub const STOP_BUDGET: Duration = Duration::from_millis(2500);
 /// What of [`STOP_BUDGET`] is kept for saving the state and saying `offline` after the
 /// rooms are left; the rest is the agent's ([`crate::Agent::stopped`]).
 const AFTER_ROOMS: Duration = Duration::from_millis(500);
+/// How long a reload that changes `[mqtt]` gives the old connection to finish (the agent
+/// keeps running meanwhile): room for each of `RunningControl::stop`'s steps at its cap.
+const CONTROL_SWAP: Duration = Duration::from_secs(8);
 
 /// How often `STATUS=` is brought up to date (it is sent only when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -143,11 +146,16 @@ impl Generation {
             persister,
             ..
         } = self;
+        let deadline = tokio::time::Instant::now() + STOP_BUDGET;
         let orderly = async move {
             // The engine leaves the rooms first, so their events still reach dashboards.
             agent.stopped(STOP_BUDGET.saturating_sub(AFTER_ROOMS)).await;
             persister.finish().await;
-            control.stop().await;
+            // Control gets what is left of the budget (at least AFTER_ROOMS, unless
+            // saving the state ate into it).
+            control
+                .stop(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
         };
         if tokio::time::timeout(STOP_BUDGET, orderly).await.is_err() {
             warn!(
@@ -428,7 +436,7 @@ async fn reload(
                 // The old connection goes first (two connections with one client id would
                 // take the broker session from each other): `offline`, then `online` again.
                 let old = current.control;
-                old.stop().await;
+                old.stop(CONTROL_SWAP).await;
                 current.control = control.start(current.agent.engine.clone());
             }
             current.config = config;
