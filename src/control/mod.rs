@@ -343,7 +343,10 @@ impl RunningControl {
             .await
             .is_err()
         {
-            warn!("MQTT control: commands still running after {commands:?} were abandoned");
+            warn!(
+                "MQTT control: commands still running after {:.1} s were abandoned",
+                commands.as_secs_f64()
+            );
         }
         self.publishers_stop.cancel();
         let mut events_task = self.events_task;
@@ -369,7 +372,8 @@ impl RunningControl {
             .is_err()
         {
             warn!(
-                "MQTT control: the broker did not take the disconnect within {closing:?}; it will publish `offline` as the last will"
+                "MQTT control: the broker did not take the disconnect within {:.1} s; it will publish `offline` as the last will",
+                closing.as_secs_f64()
             );
             self.finish.cancel();
             let _ = connection.await;
