@@ -570,7 +570,8 @@ async fn sighup_refuses_a_broken_file_and_applies_a_valid_one() {
 }
 
 /// A box that boots without network (no broker, no Janus) still becomes ready, and a
-/// corrupt state file is set aside, never a crash.
+/// corrupt state file is set aside, never a crash; it stops without waiting for the
+/// broker it never reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_without_network_and_a_corrupt_state_file_is_set_aside() {
     support::init_logs();
@@ -615,6 +616,10 @@ async fn ready_without_network_and_a_corrupt_state_file_is_set_aside() {
         .wait_exit(Duration::from_secs(3))
         .expect("exit within 3 s");
     assert!(status.success(), "{}", agent.log());
+    // With no broker to say `offline` to, the stop does not wait for one.
+    let log = agent.log();
+    assert!(log.contains("no broker connected"), "{log}");
+    assert!(!log.contains("stopping took longer"), "{log}");
 }
 
 /// Secrets — the broker password, Janus's api_secret, token and admin_key, a room pin —

@@ -39,6 +39,8 @@ pub(crate) struct Connection {
     pub state: Arc<StateSignal>,
     /// Bumped when the box loses a network address (`base::netwatch`).
     pub addresses: tokio::sync::watch::Receiver<u64>,
+    /// Whether a broker has accepted the connection (ConnAck) and it has not failed since.
+    pub connected: tokio::sync::watch::Sender<bool>,
 }
 
 impl Connection {
@@ -92,6 +94,7 @@ impl Connection {
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     failures = 0;
+                    self.connected.send_replace(true);
                     if purging {
                         purging = false;
                         info!(
@@ -140,29 +143,32 @@ impl Connection {
                     });
                 }
                 Ok(_) => {}
-                Err(e) => match closing.take() {
-                    Some(AfterClose::Stop) => break,
-                    // The purge's clean session is closed: reconnect persistently, now.
-                    Some(AfterClose::Reconnect) => continue,
-                    None if is_oversized(&e) => {
-                        error!(
-                            "MQTT: the broker sent a packet larger than {} bytes, which cannot be read ({e}); dropping this client's broker session once so that it is not sent again (commands queued while the box was away are lost). Limit the broker's message size (mosquitto: max_packet_size) to prevent this",
-                            MAX_INCOMING_PACKET
-                        );
-                        purging = true;
-                        self.eventloop.mqtt_options.set_clean_session(true);
-                    }
-                    None => {
-                        let delay = RECONNECT.delay(failures);
-                        report(self.url(), &e, failures, delay);
-                        failures = failures.saturating_add(1);
-                        self.next_broker();
-                        tokio::select! {
-                            _ = self.finish.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => {}
+                Err(e) => {
+                    self.connected.send_replace(false);
+                    match closing.take() {
+                        Some(AfterClose::Stop) => break,
+                        // The purge's clean session is closed: reconnect persistently, now.
+                        Some(AfterClose::Reconnect) => continue,
+                        None if is_oversized(&e) => {
+                            error!(
+                                "MQTT: the broker sent a packet larger than {} bytes, which cannot be read ({e}); dropping this client's broker session once so that it is not sent again (commands queued while the box was away are lost). Limit the broker's message size (mosquitto: max_packet_size) to prevent this",
+                                MAX_INCOMING_PACKET
+                            );
+                            purging = true;
+                            self.eventloop.mqtt_options.set_clean_session(true);
+                        }
+                        None => {
+                            let delay = RECONNECT.delay(failures);
+                            report(self.url(), &e, failures, delay);
+                            failures = failures.saturating_add(1);
+                            self.next_broker();
+                            tokio::select! {
+                                _ = self.finish.cancelled() => break,
+                                _ = tokio::time::sleep(delay) => {}
+                            }
                         }
                     }
-                },
+                }
             }
         }
         if let Some(task) = on_connect {

@@ -269,6 +269,7 @@ impl Control {
             names.join(", then "),
             self.topics.cmd
         );
+        let (connected_tx, connected) = tokio::sync::watch::channel(false);
         let connection = tokio::spawn(
             connection::Connection {
                 eventloop,
@@ -281,6 +282,7 @@ impl Control {
                 finish: finish.clone(),
                 state,
                 addresses: crate::base::netwatch::watch_addresses(),
+                connected: connected_tx,
             }
             .run(),
         );
@@ -294,6 +296,7 @@ impl Control {
             events_task,
             state_task,
             connection,
+            connected,
         }
     }
 }
@@ -309,6 +312,8 @@ pub struct RunningControl {
     events_task: JoinHandle<()>,
     state_task: JoinHandle<()>,
     connection: JoinHandle<()>,
+    /// Whether the connection is up now (the connection task says).
+    connected: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RunningControl {
@@ -357,6 +362,14 @@ impl RunningControl {
             events_task.abort();
         }
         self.state_task.abort();
+        if !*self.connected.borrow() {
+            // Nobody to say `offline` to, nor to disconnect from: the broker (if it ever
+            // had our session) publishes the last will.
+            self.finish.cancel();
+            let _ = self.connection.await;
+            info!("MQTT control stopped (no broker connected; the last will says offline)");
+            return;
+        }
         let said_offline = tokio::time::timeout(
             share(0.3, Duration::from_secs(1)),
             self.client
